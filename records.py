@@ -1,0 +1,261 @@
+"""Record schemas of the stage files, and their parsing and validation.
+
+One place for the TFRecord contracts between stages (DESIGN.md section 2):
+
+  stage III  input_ids, input_mask, segment_ids        int64 [max_seq_length]
+             masked_lm_positions, masked_lm_ids        int64 [max_predictions]
+             masked_lm_weights                         float [max_predictions]
+             next_sentence_labels                      int64 [1]
+  stage IV   all of the above, plus
+             K > 0: truncated_masked_lm_probs          float [P * K]
+                    top_k_indices                      int64 [P * K]
+             K = 0: masked_lm_probs                    float [P * vocab_size]
+
+Teacher features are position-major: the K values of masked position 0 come
+first, then those of position 1, and so on.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
+PREDICTION_FEATURES = ("masked_lm_positions", "masked_lm_ids",
+                       "masked_lm_weights")
+STAGE3_FEATURES = SEQUENCE_FEATURES + PREDICTION_FEATURES + (
+    "next_sentence_labels",)
+TRUNCATED_PROBS = "truncated_masked_lm_probs"
+TOP_K_INDICES = "top_k_indices"
+FULL_PROBS = "masked_lm_probs"
+FLOAT_FEATURES = ("masked_lm_weights", TRUNCATED_PROBS, FULL_PROBS)
+
+
+class RecordMismatchError(ValueError):
+  """Records whose features disagree with the flags of the reading stage."""
+
+
+def stage3_lengths(max_seq_length, max_predictions_per_seq):
+  """Feature name -> length for stage-III records."""
+  lengths = collections.OrderedDict()
+  for name in SEQUENCE_FEATURES:
+    lengths[name] = max_seq_length
+  for name in PREDICTION_FEATURES:
+    lengths[name] = max_predictions_per_seq
+  lengths["next_sentence_labels"] = 1
+  return lengths
+
+
+def teacher_lengths(max_predictions_per_seq, truncation_factor, vocab_size):
+  """Feature name -> length of the teacher features of stage-IV records."""
+  if truncation_factor > 0:
+    n = max_predictions_per_seq * truncation_factor
+    return collections.OrderedDict([(TRUNCATED_PROBS, n), (TOP_K_INDICES, n)])
+  if not vocab_size:
+    raise ValueError("vocab_size is needed for full teacher distributions")
+  return collections.OrderedDict(
+      [(FULL_PROBS, max_predictions_per_seq * vocab_size)])
+
+
+def stage4_lengths(max_seq_length, max_predictions_per_seq, truncation_factor,
+                   vocab_size=None):
+  """Feature name -> length for stage-IV records."""
+  lengths = stage3_lengths(max_seq_length, max_predictions_per_seq)
+  lengths.update(teacher_lengths(max_predictions_per_seq, truncation_factor,
+                                 vocab_size))
+  return lengths
+
+
+def feature_spec(lengths):
+  """`tf.io.parse_example` spec for a feature name -> length map."""
+  spec = {}
+  for name, n in lengths.items():
+    dtype = tf.float32 if name in FLOAT_FEATURES else tf.int64
+    spec[name] = tf.io.FixedLenFeature([n], dtype)
+  return spec
+
+
+def int64_feature(values):
+  """A tf.train.Feature holding int64 values."""
+  return tf.train.Feature(
+      int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def float_feature(values):
+  """A tf.train.Feature holding float values."""
+  return tf.train.Feature(
+      float_list=tf.train.FloatList(value=np.asarray(values, np.float32)))
+
+
+def make_example(features):
+  """Serialises a dict name -> values into a tf.train.Example string.
+
+  Float features (FLOAT_FEATURES) are written as float lists, the rest as
+  int64 lists. Feature order follows the dict.
+  """
+  feats = collections.OrderedDict()
+  for name, values in features.items():
+    if name in FLOAT_FEATURES:
+      feats[name] = float_feature(values)
+    else:
+      feats[name] = int64_feature(values)
+  return tf.train.Example(features=tf.train.Features(
+      feature=feats)).SerializeToString()
+
+
+def read_first_example(path):
+  """Returns feature name -> (kind, length) of the first record of a file."""
+  try:
+    it = iter(tf.data.TFRecordDataset(path).take(1))
+    raw = next(it, None)
+  except tf.errors.OpError as exc:
+    raise RecordMismatchError("%s: not a readable TFRecord file (%s)" %
+                              (path, exc.message.splitlines()[0]))
+  if raw is None:
+    return None
+  example = tf.train.Example()
+  try:
+    example.ParseFromString(raw.numpy())
+  except Exception:  # pylint: disable=broad-except
+    raise RecordMismatchError("%s: record is not a tf.train.Example" % path)
+  found = {}
+  for name, feat in example.features.feature.items():
+    kind = feat.WhichOneof("kind")
+    found[name] = (kind, len(getattr(feat, kind).value) if kind else 0)
+  return found
+
+
+def _describe_flags(name, flags):
+  for key in ("max_seq_length", "max_predictions_per_seq",
+              "truncation_factor"):
+    if key in flags and (
+        (key == "max_seq_length" and name in SEQUENCE_FEATURES) or
+        (key == "max_predictions_per_seq" and name not in SEQUENCE_FEATURES
+         and name != "next_sentence_labels") or
+        (key == "truncation_factor" and
+         name in (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS))):
+      return " (--%s=%s)" % (key, flags[key])
+  return ""
+
+
+def validate_file(path, lengths, flags=None):
+  """Checks the first record of `path` against the expected feature lengths.
+
+  Args:
+    path: a TFRecord file.
+    lengths: feature name -> expected length (from stage3_lengths /
+      stage4_lengths).
+    flags: optional dict of the reader's flag values, named in the error.
+
+  Returns:
+    True if the file holds records, False if it is empty.
+
+  Raises:
+    RecordMismatchError: one line naming the file, the feature, what was
+      found and what was expected.
+  """
+  flags = flags or {}
+  found = read_first_example(path)
+  if found is None:
+    return False
+  teacher = (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS)
+  for name, n in lengths.items():
+    if name not in found:
+      if name in teacher:
+        present = [t for t in teacher if t in found]
+        if present:
+          got = ", ".join("%s of length %d" % (t, found[t][1])
+                          for t in present)
+          raise RecordMismatchError(
+              "%s: records hold %s, but --truncation_factor=%s expects %s "
+              "of length %d" % (path, got, flags.get("truncation_factor", "?"),
+                                name, n))
+        raise RecordMismatchError(
+            "%s: records have no teacher feature %r: expected stage-IV "
+            "records from produce_teacher_labels.py, found stage-III records"
+            % (path, name))
+      raise RecordMismatchError("%s: records have no feature %r (found: %s)" %
+                                (path, name, ", ".join(sorted(found))))
+    if found[name][1] != n:
+      raise RecordMismatchError(
+          "%s: feature %s has length %d, expected %d%s" %
+          (path, name, found[name][1], n, _describe_flags(name, flags)))
+  return True
+
+
+def validate_files(paths, lengths, flags=None):
+  """`validate_file` on each path; raises if no file holds any record."""
+  nonempty = [p for p in paths if validate_file(p, lengths, flags)]
+  if not nonempty:
+    raise RecordMismatchError("no records in %s" % ", ".join(paths))
+  return nonempty
+
+
+def count_records(paths):
+  """Number of records in the given TFRecord files."""
+  total = 0
+  for p in paths:
+    total += int(tf.data.TFRecordDataset(p).reduce(
+        np.int64(0), lambda n, _: n + 1))
+  return total
+
+
+def parse_fn(lengths):
+  """A function parsing a batch of serialised examples into int32/float32."""
+  spec = feature_spec(lengths)
+
+  def _parse(serialized):
+    parsed = tf.io.parse_example(serialized, spec)
+    return {k: (tf.cast(v, tf.int32) if v.dtype == tf.int64 else v)
+            for k, v in parsed.items()}
+
+  return _parse
+
+
+def make_dataset(paths, lengths, batch_size, is_training, num_shards=1,
+                 shard_index=0, shuffle_buffer=10000, seed=None,
+                 drop_remainder=None, repeat=None):
+  """A batched, parsed tf.data pipeline over TFRecord files.
+
+  Training: files shuffled and read interleaved, records shuffled, repeated,
+  fixed-size batches. Evaluation: files in order, no shuffle, one pass.
+
+  Args:
+    paths: TFRecord files.
+    lengths: feature name -> length (stage3_lengths / stage4_lengths).
+    batch_size: examples per batch.
+    is_training: see above.
+    num_shards, shard_index: read only records i with i % num_shards ==
+      shard_index (for Horovod ranks: disjoint shares whose union is all).
+    shuffle_buffer: records in the shuffle buffer when training.
+    seed: shuffle seed (None: random).
+    drop_remainder: defaults to is_training.
+    repeat: defaults to is_training.
+  """
+  if drop_remainder is None:
+    drop_remainder = is_training
+  if repeat is None:
+    repeat = is_training
+  files = tf.data.Dataset.from_tensor_slices(list(paths))
+  if is_training:
+    files = files.shuffle(len(paths), seed=seed,
+                          reshuffle_each_iteration=True)
+    ds = files.interleave(tf.data.TFRecordDataset,
+                          cycle_length=min(4, len(paths)),
+                          num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=seed is not None)
+  else:
+    ds = files.flat_map(tf.data.TFRecordDataset)
+  if num_shards > 1:
+    # Shard records (not files) so each rank gets a disjoint share even when
+    # there are fewer files than ranks. Sharding happens before shuffling so
+    # the shares do not depend on the shuffle order: files are read in order.
+    ds = tf.data.Dataset.from_tensor_slices(list(paths)).flat_map(
+        tf.data.TFRecordDataset).shard(num_shards, shard_index)
+  if repeat:
+    ds = ds.repeat()
+  if is_training:
+    ds = ds.shuffle(shuffle_buffer, seed=seed)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  ds = ds.map(parse_fn(lengths), num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on a fresh Debian machine, as root:
+# Debian packages (OpenMPI, CMake), a virtual environment in .venv with the
+# pinned requirements, and Horovod built against the installed TensorFlow.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+need_apt=()
+for pkg in openmpi-bin libopenmpi-dev cmake make g++; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.requirements.sha"
+want=$(cat requirements.txt | sha1sum | cut -d' ' -f1)${TF_PACKAGE:+-$TF_PACKAGE}
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing requirements.txt into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+  if [ -n "${TF_PACKAGE:-}" ]; then
+    # e.g. TF_PACKAGE='tensorflow[and-cuda]==2.21.0' on a GPU machine
+    grep -v '^tensorflow-cpu' requirements.txt > "$VENV/requirements.gpu.txt"
+    "$VENV/bin/python" -m pip install -q "$TF_PACKAGE" -r "$VENV/requirements.gpu.txt"
+  else
+    "$VENV/bin/python" -m pip install -q -r requirements.txt
+  fi
+  echo "$want" > "$stamp"
+fi
+
+if ! "$VENV/bin/python" -c "import horovod.tensorflow" >/dev/null 2>&1; then
+  VENV="$VENV" bash scripts/build_horovod.sh
+fi
+echo "setup: done ($VENV ready: $("$VENV/bin/python" -c 'import tensorflow as tf, horovod; print("tensorflow", tf.__version__, "horovod", horovod.__version__)' 2>/dev/null))"

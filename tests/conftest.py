@@ -1,0 +1,115 @@
+"""Shared fixtures: the real sample inputs and the small real pipeline runs.
+
+Every fixture here uses real data: the English Wikipedia excerpt from the
+gensim wheel, the uncased BERT vocab, the small real BERT (converted to
+Google's format). Stage outputs are made once per test session by running the
+stage scripts exactly as a user would (subprocess, flags).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import sample_data  # pylint: disable=wrong-import-position
+
+# Small sizes for tests (the real ones are 128 / 20).
+MAX_SEQ_LENGTH = 64
+MAX_PREDICTIONS = 10
+TRUNCATION_FACTOR = 10
+
+
+def script_env():
+  """Environment for running the project's scripts in a subprocess."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  env.setdefault("CUDA_VISIBLE_DEVICES", "")
+  return env
+
+
+def run_script(args, check=True, timeout=900, **kwargs):
+  """Runs `python <args...>` from the repository root; returns the result.
+
+  With check=True a non-zero exit fails the test, showing the stderr tail.
+  """
+  cmd = [sys.executable] + [str(a) for a in args]
+  result = subprocess.run(cmd, cwd=REPO, env=kwargs.pop("env", script_env()),
+                          capture_output=True, text=True, timeout=timeout,
+                          check=False, **kwargs)
+  if check and result.returncode != 0:
+    pytest.fail("%s exited %d:\n%s" % (" ".join(cmd), result.returncode,
+                                       result.stderr[-4000:]))
+  return result
+
+
+@pytest.fixture(scope="session")
+def wiki_dump():
+  """The real English Wikipedia XML export (.xml.bz2) from the gensim wheel."""
+  return sample_data.fetch("wikipedia")
+
+
+@pytest.fixture(scope="session")
+def vocab_file():
+  """The real 30,522-line uncased BERT vocab."""
+  return sample_data.fetch("vocab")
+
+
+@pytest.fixture(scope="session")
+def small_bert_hf_dir():
+  """The real small BertForMaskedLM (Hugging Face format)."""
+  return sample_data.fetch("small_bert")
+
+
+@pytest.fixture(scope="session")
+def wiki_text_dir(tmp_path_factory, wiki_dump):
+  """Stage II output: sentence-per-line text files from the real dump."""
+  out = tmp_path_factory.mktemp("wiki_text")
+  run_script(["wikiextractor/wiki_to_text.py", "--input", wiki_dump,
+              "--output_dir", out, "--num_files", 4, "--processes", 2])
+  return str(out)
+
+
+@pytest.fixture(scope="session")
+def stage3_dir(tmp_path_factory, wiki_text_dir, vocab_file):
+  """Stage III output: masked-LM TFRecords (seq 64, 10 predictions)."""
+  out = tmp_path_factory.mktemp("stage3")
+  run_script(["create_pretraining_data.py", "--input_dir", wiki_text_dir,
+              "--output_dir", out, "--output_base_name", "wiki",
+              "--vocab_file", vocab_file, "--do_lower_case=true",
+              "--max_seq_length", MAX_SEQ_LENGTH,
+              "--max_predictions_per_seq", MAX_PREDICTIONS,
+              "--dupe_factor", 1, "--random_seed", 12345,
+              "--num_workers", 2])
+  return str(out)
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory, small_bert_hf_dir):
+  """The small real BERT converted to Google's format (config, vocab, ckpt)."""
+  out = tmp_path_factory.mktemp("teacher")
+  run_script(["convert_hf_bert_checkpoint.py", "--hf_dir", small_bert_hf_dir,
+              "--output_dir", out])
+  return str(out)
+
+
+@pytest.fixture(scope="session")
+def stage4_file(tmp_path_factory, stage3_dir, teacher_dir):
+  """Stage IV output: stage-III records + the real teacher's top-10 labels."""
+  out = tmp_path_factory.mktemp("stage4") / "wiki_teacher_k10.tfrecord"
+  run_script(["produce_teacher_labels.py",
+              "--bert_config_file", os.path.join(teacher_dir,
+                                                 "bert_config.json"),
+              "--init_checkpoint", os.path.join(teacher_dir,
+                                                "bert_model.ckpt"),
+              "--input_file", os.path.join(stage3_dir, "wiki_*.tfrecord"),
+              "--output_file", out,
+              "--truncation_factor", TRUNCATION_FACTOR,
+              "--max_seq_length", MAX_SEQ_LENGTH,
+              "--max_predictions_per_seq", MAX_PREDICTIONS,
+              "--batch_size", 32])
+  return str(out)
