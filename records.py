@@ -237,7 +237,14 @@ def make_dataset(paths, lengths, batch_size, is_training, num_shards=1,
   if repeat is None:
     repeat = is_training
   files = tf.data.Dataset.from_tensor_slices(list(paths))
-  if is_training:
+  if num_shards > 1:
+    # Shard records (not files) so each rank gets a disjoint share even when
+    # there are fewer files than ranks. Files are read in their given order
+    # so that the shares do not depend on any shuffle; records are shuffled
+    # after sharding.
+    ds = files.flat_map(tf.data.TFRecordDataset).shard(num_shards,
+                                                       shard_index)
+  elif is_training:
     files = files.shuffle(len(paths), seed=seed,
                           reshuffle_each_iteration=True)
     ds = files.interleave(tf.data.TFRecordDataset,
@@ -246,12 +253,6 @@ def make_dataset(paths, lengths, batch_size, is_training, num_shards=1,
                           deterministic=seed is not None)
   else:
     ds = files.flat_map(tf.data.TFRecordDataset)
-  if num_shards > 1:
-    # Shard records (not files) so each rank gets a disjoint share even when
-    # there are fewer files than ranks. Sharding happens before shuffling so
-    # the shares do not depend on the shuffle order: files are read in order.
-    ds = tf.data.Dataset.from_tensor_slices(list(paths)).flat_map(
-        tf.data.TFRecordDataset).shard(num_shards, shard_index)
   if repeat:
     ds = ds.repeat()
   if is_training:

@@ -1,0 +1,130 @@
+"""Tests of the stage-file schemas (records.py) and the CLI helpers (cli.py)."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import cli
+import records
+
+
+def _write(path, examples):
+  with tf.io.TFRecordWriter(str(path)) as w:
+    for ex in examples:
+      w.write(records.make_example(ex))
+
+
+def _stage3_example(rng, seq=8, preds=3):
+  return {
+      "input_ids": rng.integers(0, 100, seq),
+      "input_mask": [1] * seq,
+      "segment_ids": [0] * (seq // 2) + [1] * (seq - seq // 2),
+      "masked_lm_positions": rng.integers(1, seq, preds),
+      "masked_lm_ids": rng.integers(0, 100, preds),
+      "masked_lm_weights": [1.0] * (preds - 1) + [0.0],
+      "next_sentence_labels": [int(rng.integers(0, 2))],
+  }
+
+
+def test_round_trip_through_parse(tmp_path):
+  rng = np.random.default_rng(0)
+  ex = _stage3_example(rng)
+  ex[records.TRUNCATED_PROBS] = rng.random(3 * 2).astype(np.float32)
+  ex[records.TOP_K_INDICES] = rng.integers(0, 100, 3 * 2)
+  path = tmp_path / "a.tfrecord"
+  _write(path, [ex])
+  lengths = records.stage4_lengths(8, 3, 2)
+  assert records.validate_file(str(path), lengths)
+  ds = records.make_dataset([str(path)], lengths, batch_size=1,
+                            is_training=False)
+  batch = next(iter(ds))
+  for name, values in ex.items():
+    got = batch[name].numpy()[0]
+    np.testing.assert_allclose(got, np.asarray(values, got.dtype))
+    expected_dtype = (np.float32 if name in records.FLOAT_FEATURES
+                      else np.int32)
+    assert got.dtype == expected_dtype
+
+
+def test_validate_names_file_and_mismatch(tmp_path):
+  rng = np.random.default_rng(1)
+  path = tmp_path / "s3.tfrecord"
+  _write(path, [_stage3_example(rng)])
+  with pytest.raises(records.RecordMismatchError) as e:
+    records.validate_file(str(path), records.stage3_lengths(16, 3),
+                          {"max_seq_length": 16})
+  msg = str(e.value)
+  assert str(path) in msg and "input_ids has length 8, expected 16" in msg
+  assert "--max_seq_length=16" in msg
+  with pytest.raises(records.RecordMismatchError) as e:
+    records.validate_file(str(path), records.stage4_lengths(8, 3, 10))
+  assert "stage-III records" in str(e.value)
+  ex = _stage3_example(rng)
+  ex[records.FULL_PROBS] = np.zeros(3 * 5, np.float32)
+  _write(path, [ex])
+  with pytest.raises(records.RecordMismatchError) as e:
+    records.validate_file(str(path), records.stage4_lengths(8, 3, 10),
+                          {"truncation_factor": 10})
+  assert "masked_lm_probs" in str(e.value)
+  assert "--truncation_factor=10" in str(e.value)
+
+
+def test_validate_rejects_non_tfrecord(tmp_path):
+  path = tmp_path / "junk.tfrecord"
+  path.write_bytes(b"this is not a tfrecord file at all" * 10)
+  with pytest.raises(records.RecordMismatchError) as e:
+    records.validate_file(str(path), records.stage3_lengths(8, 3))
+  assert str(path) in str(e.value)
+
+
+def test_sharding_is_disjoint_and_complete(tmp_path):
+  rng = np.random.default_rng(2)
+  paths = []
+  for f in range(3):
+    exs = []
+    for i in range(5):
+      ex = _stage3_example(rng)
+      ex["input_ids"] = [f * 100 + i] * 8
+      exs.append(ex)
+    path = tmp_path / ("r%d.tfrecord" % f)
+    _write(path, exs)
+    paths.append(str(path))
+  lengths = records.stage3_lengths(8, 3)
+  seen = []
+  for rank in range(2):
+    ds = records.make_dataset(paths, lengths, batch_size=1, is_training=True,
+                              num_shards=2, shard_index=rank, seed=3,
+                              repeat=False)
+    seen.append(sorted(int(b["input_ids"][0, 0]) for b in ds))
+  assert not set(seen[0]) & set(seen[1])
+  assert sorted(seen[0] + seen[1]) == sorted(
+      f * 100 + i for f in range(3) for i in range(5))
+  assert records.count_records(paths) == 15
+
+
+def test_resolve_input_files(tmp_path):
+  for name in ("b_1.tfrecord", "b_0.tfrecord", "c.tfrecord"):
+    (tmp_path / name).write_bytes(b"")
+  spec = "%s,%s" % (tmp_path / "b_*.tfrecord", tmp_path / "c.tfrecord")
+  assert [os.path.basename(p) for p in cli.resolve_input_files(spec)] == [
+      "b_0.tfrecord", "b_1.tfrecord", "c.tfrecord"]
+  with pytest.raises(cli.UserError) as e:
+    cli.resolve_input_files(str(tmp_path / "nothing_*.tfrecord"))
+  assert "--input_file" in str(e.value)
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+  final = tmp_path / "out.txt"
+  with pytest.raises(RuntimeError):
+    with cli.atomic_output(str(final)) as tmp:
+      with open(tmp, "w") as f:
+        f.write("half")
+      raise RuntimeError("boom")
+  assert os.listdir(tmp_path) == []
+  with cli.atomic_output(str(final)) as tmp:
+    with open(tmp, "w") as f:
+      f.write("whole")
+  assert final.read_text() == "whole"
+  assert os.listdir(tmp_path) == ["out.txt"]
