@@ -47,6 +47,72 @@ def run_script(args, check=True, timeout=900, **kwargs):
   return result
 
 
+def google_variable_shapes(config):
+  """Google's variable names and shapes for `config` (from DESIGN.md)."""
+  h, i = config["hidden_size"], config["intermediate_size"]
+  names = {
+      "bert/embeddings/word_embeddings": [config["vocab_size"], h],
+      "bert/embeddings/position_embeddings":
+          [config["max_position_embeddings"], h],
+      "bert/embeddings/token_type_embeddings": [config["type_vocab_size"],
+                                                h],
+      "bert/embeddings/LayerNorm/gamma": [h],
+      "bert/embeddings/LayerNorm/beta": [h],
+      "bert/pooler/dense/kernel": [h, h],
+      "bert/pooler/dense/bias": [h],
+      "cls/predictions/transform/dense/kernel": [h, h],
+      "cls/predictions/transform/dense/bias": [h],
+      "cls/predictions/transform/LayerNorm/gamma": [h],
+      "cls/predictions/transform/LayerNorm/beta": [h],
+      "cls/predictions/output_bias": [config["vocab_size"]],
+      "cls/seq_relationship/output_weights": [2, h],
+      "cls/seq_relationship/output_bias": [2],
+  }
+  for n in range(config["num_hidden_layers"]):
+    p = "bert/encoder/layer_%d/" % n
+    for part in ("query", "key", "value"):
+      names[p + "attention/self/%s/kernel" % part] = [h, h]
+      names[p + "attention/self/%s/bias" % part] = [h]
+    names[p + "attention/output/dense/kernel"] = [h, h]
+    names[p + "attention/output/dense/bias"] = [h]
+    names[p + "intermediate/dense/kernel"] = [h, i]
+    names[p + "intermediate/dense/bias"] = [i]
+    names[p + "output/dense/kernel"] = [i, h]
+    names[p + "output/dense/bias"] = [h]
+    for part in ("attention/output", "output"):
+      names[p + part + "/LayerNorm/gamma"] = [h]
+      names[p + part + "/LayerNorm/beta"] = [h]
+  return names
+
+
+def check_error_runs(commands, timeout=300):
+  """Runs bad command lines side by side; each must fail with one clear line.
+
+  Args:
+    commands: name -> (argv after the python executable, text that the
+      `error:` line must contain).
+  Returns:
+    name -> that error line. Fails the test unless each run exits 1 with
+    exactly one `error:` line on stderr and no traceback.
+  """
+  procs = {
+      name: subprocess.Popen([sys.executable] + [str(a) for a in args],
+                             cwd=REPO, env=script_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+      for name, (args, _) in commands.items()}
+  lines = {}
+  for name, proc in procs.items():
+    _, stderr = proc.communicate(timeout=timeout)
+    errors = [l for l in stderr.splitlines() if l.startswith("error:")]
+    assert proc.returncode == 1, (name, stderr[-2000:])
+    assert len(errors) == 1, (name, stderr[-2000:])
+    assert commands[name][1] in errors[0], (name, errors[0])
+    assert "Traceback" not in stderr, name
+    lines[name] = errors[0]
+  return lines
+
+
 @pytest.fixture(scope="session")
 def wiki_dump():
   """The real English Wikipedia XML export (.xml.bz2) from the gensim wheel."""

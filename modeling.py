@@ -1,0 +1,849 @@
+# coding=utf-8
+"""The BERT model ("Bidirectional Encoder Representations from Transformers").
+
+A TensorFlow 2 re-creation of Google's BERT `modeling.py`: the same config
+file, the same numerics (tanh-approximated GELU, LayerNorm with epsilon 1e-12,
+-10000 attention mask adder, truncated-normal initialisation) and the same
+checkpoint variable names, so checkpoints move freely between this code,
+Google's TF1 code and the common converters.
+
+The model is plain `tf.Module`s and `tf.Variable`s, each variable created
+under Google's name (e.g. `bert/encoder/layer_0/attention/self/query/kernel`,
+kernels stored [in, out]). Checkpoint I/O is a name -> variable map:
+
+  model = BertPretrainingModel(BertConfig.from_json_file("bert_config.json"))
+  load_checkpoint(model.variables_by_name(), "bert_model.ckpt")
+  mlm_logits, nsp_logits = model(input_ids, input_mask, segment_ids,
+                                 masked_lm_positions)
+
+For mixed precision, pass `compute_dtype=tf.float16` (or tf.bfloat16): the
+variables stay float32, matrix multiplications run in the compute dtype, and
+LayerNorm, softmax and the returned logits stay float32.
+"""
+
+import collections
+import copy
+import json
+import math
+import os
+import re
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+# The epsilon of Google's LayerNorm (tf.contrib.layers.layer_norm, float32).
+LAYER_NORM_EPSILON = 1e-12
+# Added to the attention scores of masked (padding) positions.
+ATTENTION_MASK_ADDER = -10000.0
+
+_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers",
+                "num_attention_heads", "intermediate_size", "hidden_act",
+                "hidden_dropout_prob", "attention_probs_dropout_prob",
+                "max_position_embeddings", "type_vocab_size",
+                "initializer_range")
+
+
+class BertConfig(object):
+  """Configuration for `BertModel` (the keys of Google's `bert_config.json`)."""
+
+  def __init__(self,
+               vocab_size,
+               hidden_size=768,
+               num_hidden_layers=12,
+               num_attention_heads=12,
+               intermediate_size=3072,
+               hidden_act="gelu",
+               hidden_dropout_prob=0.1,
+               attention_probs_dropout_prob=0.1,
+               max_position_embeddings=512,
+               type_vocab_size=16,
+               initializer_range=0.02):
+    """Constructs BertConfig.
+
+    Args:
+      vocab_size: Vocabulary size of `input_ids`.
+      hidden_size: Size of the encoder layers and the pooler layer.
+      num_hidden_layers: Number of hidden layers in the Transformer encoder.
+      num_attention_heads: Number of attention heads for each attention layer.
+      intermediate_size: The size of the "intermediate" (feed-forward) layer.
+      hidden_act: The non-linear activation of the encoder's feed-forward
+        layers and the masked-LM head: "gelu" (tanh approximation, as
+        Google's code), "gelu_exact" (erf form; what Hugging Face calls
+        "gelu"), "relu", "tanh" or "linear".
+      hidden_dropout_prob: The dropout probability for all fully connected
+        layers in the embeddings, encoder, and pooler.
+      attention_probs_dropout_prob: The dropout ratio for the attention
+        probabilities.
+      max_position_embeddings: The maximum sequence length that this model
+        might ever be used with.
+      type_vocab_size: The vocabulary size of the `token_type_ids`.
+      initializer_range: The stdev of the truncated normal initializer for
+        all weight matrices.
+    """
+    self.vocab_size = vocab_size
+    self.hidden_size = hidden_size
+    self.num_hidden_layers = num_hidden_layers
+    self.num_attention_heads = num_attention_heads
+    self.hidden_act = hidden_act
+    self.intermediate_size = intermediate_size
+    self.hidden_dropout_prob = hidden_dropout_prob
+    self.attention_probs_dropout_prob = attention_probs_dropout_prob
+    self.max_position_embeddings = max_position_embeddings
+    self.type_vocab_size = type_vocab_size
+    self.initializer_range = initializer_range
+
+  @classmethod
+  def from_dict(cls, json_object):
+    """Constructs a `BertConfig` from a Python dictionary of parameters.
+
+    Raises:
+      ValueError: a key is missing (vocab_size), a value has the wrong type
+        or range, or the activation is unknown. Keys that are not BERT config
+        keys are ignored with a warning.
+    """
+    if not isinstance(json_object, dict):
+      raise ValueError("a BERT config must be a JSON object, found %s" %
+                       type(json_object).__name__)
+    if "vocab_size" not in json_object:
+      raise ValueError("the BERT config has no vocab_size")
+    unknown = sorted(k for k in json_object if k not in _CONFIG_KEYS)
+    if unknown:
+      logging.warning("Ignoring unknown BERT config keys: %s",
+                      ", ".join(unknown))
+    config = cls(vocab_size=None)
+    for key in _CONFIG_KEYS:
+      if key in json_object:
+        setattr(config, key, json_object[key])
+    config.validate()
+    return config
+
+  @classmethod
+  def from_json_file(cls, json_file):
+    """Constructs a `BertConfig` from a json file of parameters.
+
+    Raises:
+      ValueError: naming the file, when it is missing, unreadable, not JSON
+        or not a valid BERT config.
+    """
+    try:
+      with tf.io.gfile.GFile(json_file, "r") as reader:
+        text = reader.read()
+    except (tf.errors.OpError, OSError) as exc:
+      if not tf.io.gfile.exists(json_file):
+        raise ValueError("BERT config file not found: %s" % json_file)
+      raise ValueError("cannot read BERT config file %s: %s" %
+                       (json_file, getattr(exc, "message", exc)))
+    try:
+      data = json.loads(text)
+    except ValueError as exc:
+      raise ValueError("%s: not a valid JSON BERT config: %s" %
+                       (json_file, exc))
+    try:
+      return cls.from_dict(data)
+    except ValueError as exc:
+      raise ValueError("%s: %s" % (json_file, exc))
+
+  def validate(self):
+    """Raises ValueError unless every field has a sensible type and value."""
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers",
+                "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size"):
+      value = getattr(self, key)
+      # A model without Transformer layers (embeddings only) is allowed.
+      least = 0 if key == "num_hidden_layers" else 1
+      if (isinstance(value, bool) or not isinstance(value, int) or
+          value < least):
+        raise ValueError("%s must be an integer >= %d, found %r" %
+                         (key, least, value))
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+      value = getattr(self, key)
+      if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+          not 0.0 <= value < 1.0):
+        raise ValueError("%s must be a number in [0, 1), found %r" %
+                         (key, value))
+    value = self.initializer_range
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+        value <= 0):
+      raise ValueError("initializer_range must be a positive number, "
+                       "found %r" % (value,))
+    if self.hidden_size % self.num_attention_heads:
+      raise ValueError(
+          "hidden_size (%d) is not a multiple of num_attention_heads (%d)" %
+          (self.hidden_size, self.num_attention_heads))
+    get_activation(self.hidden_act)
+
+  def to_dict(self):
+    """Serializes this instance to a Python dictionary (Google's keys)."""
+    return collections.OrderedDict(
+        (key, copy.deepcopy(getattr(self, key))) for key in _CONFIG_KEYS)
+
+  def to_json_string(self):
+    """Serializes this instance to a JSON string."""
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+  def __eq__(self, other):
+    return isinstance(other, BertConfig) and self.to_dict() == other.to_dict()
+
+  def __repr__(self):
+    return "BertConfig(%s)" % ", ".join(
+        "%s=%r" % item for item in self.to_dict().items())
+
+
+# ---------------------------------------------------------------------------
+# Activations and small numeric helpers.
+# ---------------------------------------------------------------------------
+
+
+def gelu(x):
+  """GELU, tanh approximation (Google's BERT `gelu`)."""
+  cdf = 0.5 * (1.0 + tf.tanh(
+      (math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3)))))
+  return x * cdf
+
+
+def gelu_exact(x):
+  """GELU, exact erf form (Hugging Face's and PyTorch's default `gelu`)."""
+  return x * 0.5 * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+
+def _linear(x):
+  return x
+
+
+_ACTIVATIONS = {
+    "gelu": gelu,
+    "gelu_exact": gelu_exact,
+    "relu": tf.nn.relu,
+    "tanh": tf.tanh,
+    "linear": _linear,
+}
+
+
+def get_activation(activation_string):
+  """Maps an activation name to its function.
+
+  Args:
+    activation_string: "gelu" (tanh approximation), "gelu_exact" (erf),
+      "relu", "tanh" or "linear" (case-insensitive); None or "" mean linear;
+      a callable is returned as it is.
+
+  Returns:
+    The activation function.
+
+  Raises:
+    ValueError: the name is unknown.
+  """
+  if callable(activation_string):
+    return activation_string
+  if activation_string is None or activation_string == "":
+    return _linear
+  if not isinstance(activation_string, str):
+    raise ValueError("hidden_act must be a string, found %r" %
+                     (activation_string,))
+  act = activation_string.lower()
+  if act not in _ACTIVATIONS:
+    raise ValueError("unsupported activation %r (expected one of: %s)" %
+                     (activation_string, ", ".join(sorted(_ACTIVATIONS))))
+  return _ACTIVATIONS[act]
+
+
+def layer_norm(x, gamma, beta):
+  """LayerNorm over the last axis in float32 (epsilon 1e-12, as Google's)."""
+  x = tf.cast(x, tf.float32)
+  mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+  return tf.nn.batch_normalization(x, mean, variance, offset=beta,
+                                   scale=gamma,
+                                   variance_epsilon=LAYER_NORM_EPSILON)
+
+
+def _dense(x, kernel, bias, dtype):
+  """x @ kernel + bias in `dtype` (x is 2-D)."""
+  y = tf.matmul(tf.cast(x, dtype), tf.cast(kernel, dtype))
+  return tf.nn.bias_add(y, tf.cast(bias, dtype))
+
+
+def _truncated_normal(shape, stddev):
+  """Google's `create_initializer`: truncated normal (2 stddev), float32."""
+  return tf.random.truncated_normal(shape, stddev=stddev, dtype=tf.float32)
+
+
+class _Dropout(object):
+  """Applies dropout during training; stateless when given a seed.
+
+  With a seed (int [2]), every dropout site of one call gets its own seed
+  folded from it in call order, so the masks of a step are reproducible
+  (e.g. across a resumed run or on every Horovod rank).
+  """
+
+  def __init__(self, training, seed=None):
+    self.training = bool(training)
+    self.seed = seed
+    self.count = 0
+
+  def __call__(self, x, rate):
+    if not self.training or not rate:
+      return x
+    if self.seed is None:
+      return tf.nn.dropout(x, rate=rate)
+    site_seed = tf.random.experimental.stateless_fold_in(
+        tf.cast(self.seed, tf.int64), self.count)
+    self.count += 1
+    return tf.nn.experimental.stateless_dropout(
+        x, rate=rate, seed=site_seed, rng_alg=tf.random.Algorithm.PHILOX)
+
+
+class _VariableSet(object):
+  """Creates variables under Google's names and remembers their order."""
+
+  def __init__(self):
+    self.names = []
+    self.variables = []
+
+  def zeros(self, name, shape):
+    return self._add(name, tf.zeros(shape, tf.float32))
+
+  def ones(self, name, shape):
+    return self._add(name, tf.ones(shape, tf.float32))
+
+  def normal(self, name, shape, stddev):
+    return self._add(name, _truncated_normal(shape, stddev))
+
+  def _add(self, name, value):
+    if name in self.names:
+      raise ValueError("duplicate variable name %s" % name)
+    var = tf.Variable(value, name=name, trainable=True, dtype=tf.float32)
+    self.names.append(name)
+    self.variables.append(var)
+    return var
+
+
+# ---------------------------------------------------------------------------
+# The encoder.
+# ---------------------------------------------------------------------------
+
+
+class _TransformerLayer(object):
+  """The variables of one encoder layer (Google's names, [in, out] kernels)."""
+
+  def __init__(self, varset, prefix, config):
+    h = config.hidden_size
+    i = config.intermediate_size
+    std = config.initializer_range
+    p = prefix + "/attention/self/"
+    self.query_kernel = varset.normal(p + "query/kernel", [h, h], std)
+    self.query_bias = varset.zeros(p + "query/bias", [h])
+    self.key_kernel = varset.normal(p + "key/kernel", [h, h], std)
+    self.key_bias = varset.zeros(p + "key/bias", [h])
+    self.value_kernel = varset.normal(p + "value/kernel", [h, h], std)
+    self.value_bias = varset.zeros(p + "value/bias", [h])
+    p = prefix + "/attention/output/"
+    self.attention_output_kernel = varset.normal(p + "dense/kernel", [h, h],
+                                                 std)
+    self.attention_output_bias = varset.zeros(p + "dense/bias", [h])
+    self.attention_ln_beta = varset.zeros(p + "LayerNorm/beta", [h])
+    self.attention_ln_gamma = varset.ones(p + "LayerNorm/gamma", [h])
+    p = prefix + "/intermediate/"
+    self.intermediate_kernel = varset.normal(p + "dense/kernel", [h, i], std)
+    self.intermediate_bias = varset.zeros(p + "dense/bias", [i])
+    p = prefix + "/output/"
+    self.output_kernel = varset.normal(p + "dense/kernel", [i, h], std)
+    self.output_bias = varset.zeros(p + "dense/bias", [h])
+    self.output_ln_beta = varset.zeros(p + "LayerNorm/beta", [h])
+    self.output_ln_gamma = varset.ones(p + "LayerNorm/gamma", [h])
+
+
+class BertModel(tf.Module):
+  """BERT encoder: embeddings, Transformer layers and pooler.
+
+  Example:
+    config = BertConfig(vocab_size=32000, hidden_size=512,
+                        num_hidden_layers=8, num_attention_heads=8,
+                        intermediate_size=1024)
+    model = BertModel(config)
+    sequence_output, pooled_output = model(input_ids, input_mask,
+                                           token_type_ids)
+  """
+
+  def __init__(self, config, compute_dtype=tf.float32, name="bert"):
+    """Creates the variables (truncated normal kernels, zero biases).
+
+    Args:
+      config: a `BertConfig`.
+      compute_dtype: dtype of the matrix multiplications (tf.float32,
+        tf.float16 or tf.bfloat16); variables are always float32.
+      name: the scope of the variable names ("bert" as Google's).
+    """
+    super(BertModel, self).__init__(name=name)
+    config.validate()
+    self.config = copy.deepcopy(config)
+    self.compute_dtype = tf.as_dtype(compute_dtype)
+    if self.compute_dtype not in (tf.float32, tf.float16, tf.bfloat16):
+      raise ValueError("compute_dtype must be float32, float16 or bfloat16, "
+                       "found %s" % self.compute_dtype.name)
+    self._activation = get_activation(config.hidden_act)
+    h = config.hidden_size
+    std = config.initializer_range
+    varset = _VariableSet()
+    p = name + "/embeddings/"
+    self.embedding_table = varset.normal(p + "word_embeddings",
+                                         [config.vocab_size, h], std)
+    self.token_type_table = varset.normal(
+        p + "token_type_embeddings", [config.type_vocab_size, h], std)
+    self.position_table = varset.normal(
+        p + "position_embeddings", [config.max_position_embeddings, h], std)
+    self.embedding_ln_beta = varset.zeros(p + "LayerNorm/beta", [h])
+    self.embedding_ln_gamma = varset.ones(p + "LayerNorm/gamma", [h])
+    self._layers = [
+        _TransformerLayer(varset, "%s/encoder/layer_%d" % (name, n), config)
+        for n in range(config.num_hidden_layers)]
+    self.pooler_kernel = varset.normal(name + "/pooler/dense/kernel", [h, h],
+                                       std)
+    self.pooler_bias = varset.zeros(name + "/pooler/dense/bias", [h])
+    self._variable_names = tuple(varset.names)
+    self._variable_list = list(varset.variables)
+
+  def variables_by_name(self):
+    """OrderedDict: Google's variable name -> tf.Variable, creation order."""
+    return collections.OrderedDict(zip(self._variable_names,
+                                       self._variable_list))
+
+  def __call__(self, input_ids, input_mask=None, token_type_ids=None,
+               training=False, dropout_seed=None):
+    """Runs the encoder.
+
+    Args:
+      input_ids: int Tensor [batch_size, seq_length].
+      input_mask: (optional) int or float Tensor [batch_size, seq_length],
+        1 for real tokens, 0 for padding. Default: all ones.
+      token_type_ids: (optional) int Tensor [batch_size, seq_length].
+        Default: all zeros.
+      training: applies dropout when True.
+      dropout_seed: (optional) int Tensor [2]: makes the dropout masks a
+        deterministic function of this seed (stateless dropout).
+
+    Returns:
+      (sequence_output float32 [batch_size, seq_length, hidden_size],
+       pooled_output float32 [batch_size, hidden_size]).
+    """
+    sequence_output, pooled_output, _ = self.run(
+        input_ids, input_mask, token_type_ids, training=training,
+        dropout_seed=dropout_seed)
+    return sequence_output, pooled_output
+
+  def run(self, input_ids, input_mask=None, token_type_ids=None,
+          training=False, dropout_seed=None, dropout=None):
+    """Like `__call__`, also returning the list of every layer's output.
+
+    Args:
+      input_ids, input_mask, token_type_ids, training, dropout_seed: as in
+        `__call__`.
+      dropout: (optional) a `_Dropout` to share with a caller's heads.
+
+    Returns:
+      (sequence_output, pooled_output, all_encoder_layers), all float32.
+    """
+    config = self.config
+    dtype = self.compute_dtype
+    if dropout is None:
+      dropout = _Dropout(training, dropout_seed)
+    input_ids = tf.convert_to_tensor(input_ids)
+    shape = tf.shape(input_ids)
+    batch_size, seq_length = shape[0], shape[1]
+    if input_mask is None:
+      input_mask = tf.ones([batch_size, seq_length], tf.float32)
+    if token_type_ids is None:
+      token_type_ids = tf.zeros([batch_size, seq_length], tf.int32)
+    h = config.hidden_size
+    num_heads = config.num_attention_heads
+    head_size = h // num_heads
+
+    # Embeddings: word + token type + position, LayerNorm, dropout.
+    embeddings = tf.gather(self.embedding_table, input_ids)
+    embeddings += tf.gather(self.token_type_table, token_type_ids)
+    embeddings += tf.expand_dims(self.position_table[:seq_length], 0)
+    embeddings = layer_norm(embeddings, self.embedding_ln_gamma,
+                            self.embedding_ln_beta)
+    embeddings = dropout(embeddings, config.hidden_dropout_prob)
+
+    # [B, 1, 1, S]: 0 where attention is allowed, -10000 at padding.
+    mask = tf.cast(tf.reshape(input_mask, [batch_size, 1, 1, seq_length]),
+                   tf.float32)
+    adder = (1.0 - mask) * ATTENTION_MASK_ADDER
+    scale = 1.0 / math.sqrt(float(head_size))
+
+    def split_heads(x):
+      x = tf.reshape(x, [batch_size, seq_length, num_heads, head_size])
+      return tf.transpose(x, [0, 2, 1, 3])
+
+    # The residual stream is kept 2-D [B*S, H] and float32.
+    layer_input = tf.reshape(embeddings, [-1, h])
+    all_layers = []
+    for layer in self._layers:
+      x = tf.cast(layer_input, dtype)
+      q = split_heads(_dense(x, layer.query_kernel, layer.query_bias, dtype))
+      k = split_heads(_dense(x, layer.key_kernel, layer.key_bias, dtype))
+      v = split_heads(_dense(x, layer.value_kernel, layer.value_bias, dtype))
+      scores = tf.matmul(q, k, transpose_b=True)
+      scores = tf.cast(scores, tf.float32) * scale + adder
+      probs = tf.nn.softmax(scores, axis=-1)
+      probs = dropout(probs, config.attention_probs_dropout_prob)
+      context = tf.matmul(tf.cast(probs, dtype), v)
+      context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, h])
+      attention = _dense(context, layer.attention_output_kernel,
+                         layer.attention_output_bias, dtype)
+      attention = dropout(attention, config.hidden_dropout_prob)
+      attention = layer_norm(tf.cast(attention, tf.float32) + layer_input,
+                             layer.attention_ln_gamma, layer.attention_ln_beta)
+      intermediate = self._activation(
+          _dense(attention, layer.intermediate_kernel,
+                 layer.intermediate_bias, dtype))
+      output = _dense(intermediate, layer.output_kernel, layer.output_bias,
+                      dtype)
+      output = dropout(output, config.hidden_dropout_prob)
+      layer_input = layer_norm(tf.cast(output, tf.float32) + attention,
+                               layer.output_ln_gamma, layer.output_ln_beta)
+      all_layers.append(tf.reshape(layer_input, [batch_size, seq_length, h]))
+
+    sequence_output = (all_layers[-1] if all_layers else
+                       tf.reshape(layer_input, [batch_size, seq_length, h]))
+    first_token = sequence_output[:, 0, :]
+    pooled_output = tf.tanh(tf.cast(
+        _dense(first_token, self.pooler_kernel, self.pooler_bias, dtype),
+        tf.float32))
+    return sequence_output, pooled_output, all_layers
+
+
+class BertPretrainingModel(tf.Module):
+  """BERT with its pre-training heads: masked LM and next sentence.
+
+  The masked-LM head (dense + activation + LayerNorm, then the tied word
+  embeddings and an output bias) runs only at the masked positions.
+  """
+
+  def __init__(self, config, compute_dtype=tf.float32):
+    """Creates the encoder (`.bert`) and the heads' variables.
+
+    Args:
+      config: a `BertConfig`.
+      compute_dtype: as in `BertModel`.
+    """
+    super(BertPretrainingModel, self).__init__(name="bert_pretraining")
+    self.bert = BertModel(config, compute_dtype=compute_dtype, name="bert")
+    self.config = self.bert.config
+    self.compute_dtype = self.bert.compute_dtype
+    h = config.hidden_size
+    std = config.initializer_range
+    varset = _VariableSet()
+    p = "cls/predictions/"
+    self.transform_kernel = varset.normal(p + "transform/dense/kernel",
+                                          [h, h], std)
+    self.transform_bias = varset.zeros(p + "transform/dense/bias", [h])
+    self.transform_ln_beta = varset.zeros(p + "transform/LayerNorm/beta", [h])
+    self.transform_ln_gamma = varset.ones(p + "transform/LayerNorm/gamma",
+                                          [h])
+    self.output_bias = varset.zeros(p + "output_bias", [config.vocab_size])
+    p = "cls/seq_relationship/"
+    self.next_sentence_weights = varset.normal(p + "output_weights", [2, h],
+                                               std)
+    self.next_sentence_bias = varset.zeros(p + "output_bias", [2])
+    self._head_names = tuple(varset.names)
+    self._head_variables = list(varset.variables)
+
+  def variables_by_name(self):
+    """OrderedDict of all variables under Google's names (trainable order)."""
+    result = self.bert.variables_by_name()
+    result.update(zip(self._head_names, self._head_variables))
+    return result
+
+  def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions,
+               training=False, dropout_seed=None):
+    """Runs the encoder and both heads.
+
+    Args:
+      input_ids: int Tensor [batch_size, seq_length].
+      input_mask: int Tensor [batch_size, seq_length].
+      segment_ids: int Tensor [batch_size, seq_length].
+      masked_lm_positions: int Tensor [batch_size, num_predictions].
+      training: applies dropout when True.
+      dropout_seed: (optional) int Tensor [2] for stateless dropout.
+
+    Returns:
+      (masked_lm_logits float32 [batch_size, num_predictions, vocab_size],
+       next_sentence_logits float32 [batch_size, 2]).
+    """
+    sequence_output, pooled_output, _ = self.bert.run(
+        input_ids, input_mask, segment_ids, training=training,
+        dropout_seed=dropout_seed)
+    return (self.masked_lm_logits(sequence_output, masked_lm_positions),
+            self.next_sentence_logits(pooled_output))
+
+  def masked_lm_logits(self, sequence_output, masked_lm_positions):
+    """Vocabulary logits (float32) at the masked positions only."""
+    dtype = self.compute_dtype
+    h = self.config.hidden_size
+    positions = tf.convert_to_tensor(masked_lm_positions)
+    shape = tf.shape(positions)
+    gathered = tf.gather(sequence_output, positions, batch_dims=1)
+    x = _dense(tf.reshape(gathered, [-1, h]), self.transform_kernel,
+               self.transform_bias, dtype)
+    x = self.bert._activation(x)  # pylint: disable=protected-access
+    x = layer_norm(x, self.transform_ln_gamma, self.transform_ln_beta)
+    logits = tf.matmul(tf.cast(x, dtype),
+                       tf.cast(self.bert.embedding_table, dtype),
+                       transpose_b=True)
+    logits = tf.nn.bias_add(tf.cast(logits, tf.float32), self.output_bias)
+    return tf.reshape(logits, [shape[0], shape[1], self.config.vocab_size])
+
+  def next_sentence_logits(self, pooled_output):
+    """Next-sentence logits (float32) [batch_size, 2] from the pooled output."""
+    dtype = self.compute_dtype
+    logits = tf.matmul(tf.cast(pooled_output, dtype),
+                       tf.cast(self.next_sentence_weights, dtype),
+                       transpose_b=True)
+    return tf.nn.bias_add(tf.cast(logits, tf.float32),
+                          self.next_sentence_bias)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints: name-based, readable by Google's TF1 code.
+# ---------------------------------------------------------------------------
+
+CHECKPOINT_INDEX_FILE = "checkpoint"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+def _shape_str(shape):
+  return "[%s]" % ", ".join(str(int(d)) for d in shape)
+
+
+def save_checkpoint(variables_by_name, prefix):
+  """Writes a name-based checkpoint (`prefix`.index, `prefix`.data-*).
+
+  The files are written under a temporary prefix and renamed into place,
+  data first and the .index last, so a checkpoint whose .index exists is
+  complete.
+
+  Args:
+    variables_by_name: name -> tf.Variable (or tensor or NumPy array), e.g.
+      the model's variables merged with the optimizer's.
+    prefix: the checkpoint prefix, e.g. "out/model.ckpt-100".
+
+  Returns:
+    `prefix`.
+  """
+  names = list(variables_by_name.keys())
+  if not names:
+    raise ValueError("save_checkpoint: nothing to save for %s" % prefix)
+  directory = os.path.dirname(prefix)
+  if directory:
+    tf.io.gfile.makedirs(directory)
+  tmp_prefix = os.path.join(
+      directory, ".%s.tmp-%d" % (os.path.basename(prefix), os.getpid()))
+  tensors = []
+  for name in names:
+    value = variables_by_name[name]
+    if isinstance(value, tf.Variable):
+      value = value.read_value()
+    tensors.append(tf.convert_to_tensor(value))
+  with tf.device("CPU:0"):
+    tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names,
+                      shape_and_slices=[""] * len(names), tensors=tensors)
+  tmp_files = tf.io.gfile.glob(tmp_prefix + ".*")
+  data_files = [f for f in tmp_files if not f.endswith(".index")]
+  try:
+    # An old checkpoint under the same prefix stops being valid first.
+    if tf.io.gfile.exists(prefix + ".index"):
+      tf.io.gfile.remove(prefix + ".index")
+    for path in data_files:
+      tf.io.gfile.rename(path, prefix + path[len(tmp_prefix):],
+                         overwrite=True)
+    tf.io.gfile.rename(tmp_prefix + ".index", prefix + ".index",
+                       overwrite=True)
+  finally:
+    for path in tf.io.gfile.glob(tmp_prefix + ".*"):
+      tf.io.gfile.remove(path)
+  return prefix
+
+
+def _read_index(directory):
+  """(model_checkpoint_path or None, [all_model_checkpoint_paths])."""
+  path = os.path.join(directory, CHECKPOINT_INDEX_FILE)
+  if not tf.io.gfile.exists(path):
+    return None, []
+  with tf.io.gfile.GFile(path, "r") as f:
+    text = f.read()
+  latest = None
+  all_paths = []
+  for line in text.splitlines():
+    m = re.match(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)'
+                 r'\s*:\s*"((?:[^"\\]|\\.)*)"\s*$', line)
+    if not m:
+      continue
+    value = re.sub(r"\\(.)", r"\1", m.group(2))
+    if m.group(1) == "model_checkpoint_path":
+      latest = value
+    else:
+      all_paths.append(value)
+  return latest, all_paths
+
+
+def _absolute(directory, path):
+  return path if os.path.isabs(path) or "://" in path else os.path.join(
+      directory, path)
+
+
+def _exists(prefix):
+  return tf.io.gfile.exists(prefix + ".index")
+
+
+def latest_checkpoint(directory):
+  """The newest checkpoint prefix listed in `directory`/checkpoint, or None.
+
+  Reads the TF1-format `checkpoint` index file. If the newest entry's files
+  are gone, the newest listed checkpoint that still exists is returned.
+  """
+  latest, all_paths = _read_index(directory)
+  candidates = ([latest] if latest else []) + list(reversed(all_paths))
+  for path in candidates:
+    prefix = _absolute(directory, path)
+    if _exists(prefix):
+      return prefix
+  return None
+
+
+def _quote(path):
+  return '"%s"' % path.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def write_checkpoint_index(directory, prefix):
+  """Makes `prefix` the newest checkpoint in `directory`/checkpoint.
+
+  Writes TF1's text format (`model_checkpoint_path: "model.ckpt-100"` and
+  `all_model_checkpoint_paths: ...` lines, paths relative to `directory`
+  when inside it). Entries whose files no longer exist are dropped. The file
+  is replaced atomically; call this after `save_checkpoint`.
+
+  Returns:
+    The path of the index file.
+  """
+  directory = directory or "."
+  if os.path.abspath(os.path.dirname(prefix) or ".") == os.path.abspath(
+      directory):
+    entry = os.path.basename(prefix)
+  else:
+    entry = prefix
+  _, all_paths = _read_index(directory)
+  kept = [p for p in all_paths
+          if p != entry and _exists(_absolute(directory, p))]
+  kept.append(entry)
+  lines = ["model_checkpoint_path: %s" % _quote(entry)]
+  lines += ["all_model_checkpoint_paths: %s" % _quote(p) for p in kept]
+  path = os.path.join(directory, CHECKPOINT_INDEX_FILE)
+  tmp = os.path.join(directory, ".%s.tmp-%d" % (CHECKPOINT_INDEX_FILE,
+                                               os.getpid()))
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+  return path
+
+
+def resolve_checkpoint(checkpoint):
+  """A checkpoint prefix from a prefix, a `.index` file name or a directory.
+
+  A directory resolves to the newest checkpoint of its `checkpoint` index
+  file, or else to its only `*.index` checkpoint.
+
+  Raises:
+    CheckpointError: no checkpoint there.
+  """
+  if not checkpoint:
+    raise CheckpointError("no checkpoint given")
+  if tf.io.gfile.isdir(checkpoint):
+    found = latest_checkpoint(checkpoint)
+    if found is None:
+      try:
+        found = tf.train.latest_checkpoint(checkpoint)
+      except (tf.errors.OpError, ValueError):
+        found = None
+    if found is None:
+      indexes = tf.io.gfile.glob(os.path.join(checkpoint, "*.index"))
+      if len(indexes) == 1:
+        found = indexes[0][:-len(".index")]
+    if found is None:
+      raise CheckpointError("%s: no checkpoint in this directory" %
+                            checkpoint)
+    return found
+  for suffix in (".index", ".data-00000-of-00001", ".meta"):
+    if checkpoint.endswith(suffix) and _exists(checkpoint[:-len(suffix)]):
+      return checkpoint[:-len(suffix)]
+  if not _exists(checkpoint):
+    raise CheckpointError("checkpoint not found: %s (no %s.index)" %
+                          (checkpoint, checkpoint))
+  return checkpoint
+
+
+def load_checkpoint(variables_by_name, checkpoint):
+  """Assigns the variables found in a checkpoint, by name.
+
+  All shapes are checked before anything is assigned. Names in the
+  checkpoint that `variables_by_name` lacks are ignored (a student may take
+  a subset of a teacher).
+
+  Args:
+    variables_by_name: name -> tf.Variable.
+    checkpoint: a checkpoint prefix, or a directory (its newest checkpoint).
+
+  Returns:
+    (initialized_names, not_initialized_names), lists in the dict's order.
+
+  Raises:
+    CheckpointError: one line, on a missing or unreadable checkpoint, or a
+      variable whose shape (or kind of dtype) differs from the model's.
+  """
+  prefix = resolve_checkpoint(checkpoint)
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+  except (tf.errors.OpError, ValueError) as exc:
+    raise CheckpointError("%s: cannot read checkpoint: %s" % (
+        prefix, getattr(exc, "message", exc)))
+  initialized, not_initialized = [], []
+  for name, var in variables_by_name.items():
+    if name not in shapes:
+      not_initialized.append(name)
+      continue
+    expected = var.shape.as_list()
+    if list(shapes[name]) != expected:
+      raise CheckpointError(
+          "%s: variable %s has shape %s in the checkpoint, the model expects "
+          "%s" % (prefix, name, _shape_str(shapes[name]),
+                  _shape_str(expected)))
+    if dtypes[name].is_floating != var.dtype.is_floating:
+      raise CheckpointError(
+          "%s: variable %s has dtype %s in the checkpoint, the model expects "
+          "%s" % (prefix, name, dtypes[name].name, var.dtype.name))
+    initialized.append(name)
+  for name in initialized:
+    var = variables_by_name[name]
+    try:
+      value = reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError) as exc:
+      raise CheckpointError("%s: cannot read variable %s: %s" % (
+          prefix, name, getattr(exc, "message", exc)))
+    var.assign(np.asarray(value).astype(var.dtype.as_numpy_dtype,
+                                        copy=False))
+  unused = len(set(shapes) - set(variables_by_name))
+  logging.info("Loaded %d of %d variables from %s (%d checkpoint variables "
+               "not used)", len(initialized), len(variables_by_name), prefix,
+               unused)
+  logging.info("Initialised from the checkpoint: %s",
+               ", ".join(initialized) or "(none)")
+  if not_initialized:
+    logging.info("Not in the checkpoint (kept as they were): %s",
+                 ", ".join(not_initialized))
+  return initialized, not_initialized
