@@ -17,6 +17,7 @@ first, then those of position 1, and so on.
 
 import collections
 
+from absl import flags
 import numpy as np
 import tensorflow as tf
 
@@ -33,6 +34,23 @@ FLOAT_FEATURES = ("masked_lm_weights", TRUNCATED_PROBS, FULL_PROBS)
 
 class RecordMismatchError(ValueError):
   """Records whose features disagree with the flags of the reading stage."""
+
+
+def define_length_flags():
+  """Defines --max_seq_length and --max_predictions_per_seq for the readers.
+
+  Stages IV to VI read records whose lengths were fixed by stage III; these
+  flags say what they expect (and are checked against the files). A script
+  lists them in its --help with flags.adopt_module_key_flags(records).
+  """
+  flags.DEFINE_integer(
+      "max_seq_length", 128,
+      "The maximum total input sequence length after WordPiece tokenization. "
+      "Must match data generation.")
+  flags.DEFINE_integer(
+      "max_predictions_per_seq", 20,
+      "Maximum number of masked LM predictions per sequence. Must match data "
+      "generation.")
 
 
 def stage3_lengths(max_seq_length, max_predictions_per_seq):
@@ -126,6 +144,11 @@ def read_first_example(path):
 
 
 def _describe_flags(name, flags):
+  if name in (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS):
+    # Their length is max_predictions_per_seq * (K or vocab_size).
+    named = ["--%s=%s" % (key, flags[key]) for key in
+             ("max_predictions_per_seq", "truncation_factor") if key in flags]
+    return " (%s)" % ", ".join(named) if named else ""
   for key in ("max_seq_length", "max_predictions_per_seq",
               "truncation_factor"):
     if key in flags and (
@@ -214,7 +237,7 @@ def parse_fn(lengths):
 
 def make_dataset(paths, lengths, batch_size, is_training, num_shards=1,
                  shard_index=0, shuffle_buffer=10000, seed=None,
-                 drop_remainder=None, repeat=None):
+                 drop_remainder=None, repeat=None, skip_batches=0):
   """A batched, parsed tf.data pipeline over TFRecord files.
 
   Training: files shuffled and read interleaved, records shuffled, repeated,
@@ -231,6 +254,9 @@ def make_dataset(paths, lengths, batch_size, is_training, num_shards=1,
     seed: shuffle seed (None: random).
     drop_remainder: defaults to is_training.
     repeat: defaults to is_training.
+    skip_batches: batches to drop from the start, before they are parsed
+      (resuming a run: with a fixed seed the pipeline then continues exactly
+      where the interrupted run stopped).
   """
   if drop_remainder is None:
     drop_remainder = is_training
@@ -253,10 +279,15 @@ def make_dataset(paths, lengths, batch_size, is_training, num_shards=1,
                           deterministic=seed is not None)
   else:
     ds = files.flat_map(tf.data.TFRecordDataset)
+  if is_training:
+    # Shuffle before repeating: each epoch is a fresh permutation, so every
+    # record is read once per epoch (a buffer larger than the data would
+    # otherwise mix epochs and repeat some records before others are read).
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  if is_training:
-    ds = ds.shuffle(shuffle_buffer, seed=seed)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  if skip_batches:
+    ds = ds.skip(skip_batches)
   ds = ds.map(parse_fn(lengths), num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -29,3 +29,49 @@ def report(stage, metric, ours, peer, peer_name, note=""):
       "stage": stage, "metric": metric, "ours": ours, "peer": peer,
       "peer_name": peer_name, "ratio": ratio, "note": note}))
   sys.stdout.flush()
+
+
+def define_model_flags(role, num_layers):
+  """Defines the size flags shared by the model benchmarks (IV and V).
+
+  Args:
+    role: what the model is, for the help text ("Teacher", "Student").
+    num_layers: the default of --num_layers.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_integer("num_layers", num_layers, "%s layers." % role)
+  flags.DEFINE_integer("hidden_size", 768, "%s hidden size." % role)
+  flags.DEFINE_integer("num_heads", 12, "Attention heads.")
+  flags.DEFINE_integer("intermediate_size", 3072, "Feed-forward size.")
+  flags.DEFINE_integer("vocab_size", 30522, "Vocabulary size.")
+  flags.DEFINE_integer("seq_length", 128, "max_seq_length.")
+  flags.DEFINE_integer("predictions", 20, "max_predictions_per_seq.")
+  flags.DEFINE_integer("k", 10, "truncation_factor.")
+  flags.DEFINE_integer("threads", 0, "CPU threads for both (0: all cores).")
+
+
+def bert_config_from_flags(hidden_act):
+  """The benchmarked model's modeling.BertConfig, from the size flags."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import modeling  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  return modeling.BertConfig(
+      vocab_size=f.vocab_size, hidden_size=f.hidden_size,
+      num_hidden_layers=f.num_layers, num_attention_heads=f.num_heads,
+      intermediate_size=f.intermediate_size, hidden_act=hidden_act,
+      hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+      max_position_embeddings=512, type_vocab_size=2,
+      initializer_range=0.02)
+
+
+def set_threads():
+  """Gives TensorFlow and PyTorch the same CPU threads (--threads or all)."""
+  import os  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = flags.FLAGS.threads or os.cpu_count()
+  tf.config.threading.set_intra_op_parallelism_threads(threads)
+  tf.config.threading.set_inter_op_parallelism_threads(2)
+  torch.set_num_threads(threads)
+  return threads

@@ -1,0 +1,280 @@
+"""Stage IV benchmark: teacher-label throughput, ours vs Hugging Face.
+
+Labels synthetic but valid stage-III records (seq 128, 20 masked positions)
+with a BERT-Base-sized teacher (12 layers, hidden 768, 12 heads, intermediate
+3072, vocab 30522; random weights saved with modeling.save_checkpoint and
+loaded as the script loads a teacher) and K = 10:
+
+  ours  teacher.label_records, the whole path of produce_teacher_labels.py:
+        read and parse the records (tf.data), the teacher's forward pass with
+        the vocabulary projection at the masked positions only, softmax,
+        top-K, and the output records serialised and written to disk;
+  peer  a Hugging Face `transformers` PyTorch BertForMaskedLM forward
+        (eval mode, torch.no_grad) over the same batches, already in memory
+        as tensors, as users call it: it computes the vocabulary logits at
+        every position; then the softmax and top-K at the masked positions.
+        It reads and writes no records.
+
+The peer gets our teacher's weights, so both compute the same function: the
+largest difference of their top-K probabilities is printed. Both use the same
+number of CPU threads and run in the same process; tracing/compilation is
+done in a warm-up on one batch first, and the best of the rounds is reported.
+
+Usage (keep it short on shared machines):
+  PYTHONPATH=. .venv/bin/python bench/bench_teacher_labels.py
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from bench import common  # pylint: disable=g-import-not-at-top
+import modeling  # pylint: disable=g-import-not-at-top
+import records  # pylint: disable=g-import-not-at-top
+import teacher  # pylint: disable=g-import-not-at-top
+
+FLAGS = flags.FLAGS
+common.define_model_flags("Teacher", num_layers=12)
+flags.DEFINE_integer("batch_size", 32, "Teacher batch size (both).")
+flags.DEFINE_integer("num_records", 192, "Records labelled per round.")
+flags.DEFINE_integer("rounds", 1, "Measurement rounds (best is reported).")
+flags.DEFINE_list("modes", ["graph"],
+                  "Our variants to time: graph (tf.function), xla "
+                  "(tf.function with jit_compile, --use_xla).")
+
+
+def teacher_config():
+  """The benchmark teacher's BertConfig (erf GELU, as HF's "gelu")."""
+  return common.bert_config_from_flags("gelu_exact")
+
+
+def synthetic_examples(n, rng):
+  """`n` valid stage-III feature dicts: [CLS] A [SEP] B [SEP], 15% masked."""
+  s, p, v = FLAGS.seq_length, FLAGS.predictions, FLAGS.vocab_size
+  out = []
+  for _ in range(n):
+    # Most pre-training sequences are full; some are short (short_seq_prob).
+    length = s if rng.random() < 0.9 else int(rng.integers(8, s))
+    split = int(rng.integers(2, length - 2))
+    ids = rng.integers(1000, v, length)
+    ids[0], ids[split], ids[length - 1] = 101, 102, 102
+    real = min(p, max(1, int(round((length - 3) * 0.15))))
+    candidates = [i for i in range(1, length - 1) if i != split]
+    positions = np.zeros(p, np.int64)
+    positions[:real] = np.sort(rng.choice(candidates, real, replace=False))
+    masked_ids = np.zeros(p, np.int64)
+    masked_ids[:real] = ids[positions[:real]]
+    ids[positions[:real]] = 103
+    out.append({
+        "input_ids": np.pad(ids, (0, s - length)),
+        "input_mask": [1] * length + [0] * (s - length),
+        "segment_ids": ([0] * (split + 1) + [1] * (length - split - 1) +
+                        [0] * (s - length)),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": masked_ids,
+        "masked_lm_weights": [1.0] * real + [0.0] * (p - real),
+        "next_sentence_labels": [int(rng.integers(0, 2))],
+    })
+  return out
+
+
+def write_records(path, examples):
+  with tf.io.TFRecordWriter(path) as writer:
+    for e in examples:
+      writer.write(records.make_example(e))
+  return path
+
+
+class Ours(object):
+  """This project's stage IV: records in, labelled records out."""
+
+  def __init__(self, config, checkpoint, use_xla, tmp):
+    self.labeler = teacher.TeacherLabeler(config, checkpoint, FLAGS.k,
+                                          use_xla=use_xla)
+    self.tmp = tmp
+    self.output = None
+
+  def run(self, path):
+    """Labels the records of `path`; returns the number written."""
+    self.output = os.path.join(self.tmp, "labels.tfrecord")
+    return teacher.label_records(self.labeler, [path], self.output,
+                                 FLAGS.seq_length, FLAGS.predictions,
+                                 FLAGS.batch_size)
+
+
+def hf_state_dict(variables_by_name, torch):
+  """Our Google-named variables as a BertForMaskedLM state dict."""
+  state = {}
+  for name, var in variables_by_name.items():
+    if name.startswith(("bert/pooler", "cls/seq_relationship")):
+      continue
+    value = var.numpy()
+    key = name.replace("/", ".")
+    key = key.replace("layer_", "layer.")
+    if key.endswith(".kernel"):
+      key, value = key[:-len("kernel")] + "weight", value.T
+    elif key.endswith(".gamma"):
+      key = key[:-len("gamma")] + "weight"
+    elif key.endswith(".beta"):
+      key = key[:-len("beta")] + "bias"
+    elif key.endswith("_embeddings"):
+      key += ".weight"
+    elif key == "cls.predictions.output_bias":
+      key = "cls.predictions.bias"
+    state[key] = torch.tensor(np.ascontiguousarray(value))
+  return state
+
+
+class Peer(object):
+  """Hugging Face BertForMaskedLM (PyTorch) forward + softmax + top-K."""
+
+  def __init__(self, variables_by_name, examples):
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    self.torch = torch
+    config = transformers.BertConfig(
+        vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
+        num_hidden_layers=FLAGS.num_layers,
+        num_attention_heads=FLAGS.num_heads,
+        intermediate_size=FLAGS.intermediate_size, hidden_act="gelu",
+        max_position_embeddings=512, type_vocab_size=2,
+        layer_norm_eps=1e-12)
+    self.model = transformers.BertForMaskedLM(config)
+    missing, unexpected = self.model.load_state_dict(
+        hf_state_dict(variables_by_name, torch), strict=False)
+    missing = [m for m in missing if not m.startswith(
+        "cls.predictions.decoder")]  # tied to the word embeddings
+    assert not missing and not unexpected, (missing, unexpected)
+    self.model.tie_weights()
+    self.model.eval()
+    self.batches = []
+    b = FLAGS.batch_size
+    for start in range(0, len(examples), b):
+      chunk = examples[start:start + b]
+      stack = lambda name: torch.tensor(  # pylint: disable=g-long-lambda
+          np.stack([np.asarray(e[name], np.int64) for e in chunk]))
+      self.batches.append({
+          "input_ids": stack("input_ids"),
+          "attention_mask": stack("input_mask"),
+          "token_type_ids": stack("segment_ids"),
+          "positions": stack("masked_lm_positions"),
+      })
+
+  def run(self, num_batches=None):
+    """Labels the batches; returns (records labelled, first batch's top-K)."""
+    torch = self.torch
+    count, first = 0, None
+    with torch.no_grad():
+      for batch in self.batches[:num_batches]:
+        logits = self.model(input_ids=batch["input_ids"],
+                            attention_mask=batch["attention_mask"],
+                            token_type_ids=batch["token_type_ids"]).logits
+        index = batch["positions"].unsqueeze(-1).expand(-1, -1,
+                                                        FLAGS.vocab_size)
+        probs = torch.softmax(torch.gather(logits, 1, index).float(), dim=-1)
+        top = torch.topk(probs, FLAGS.k, dim=-1)
+        result = (top.values.numpy(), top.indices.numpy())
+        if first is None:
+          first = result
+        count += len(batch["input_ids"])
+    return count, first
+
+
+def first_batch_labels(path):
+  """(probs, indices) [B, P, K] of the first batch of a stage-IV file."""
+  lengths = records.stage4_lengths(FLAGS.seq_length, FLAGS.predictions,
+                                   FLAGS.k)
+  batch = next(iter(records.make_dataset([path], lengths, FLAGS.batch_size,
+                                         is_training=False)))
+  shape = [-1, FLAGS.predictions, FLAGS.k]
+  return (batch[records.TRUNCATED_PROBS].numpy().reshape(shape),
+          batch[records.TOP_K_INDICES].numpy().reshape(shape))
+
+
+def main(argv):
+  del argv
+  tmp = tempfile.mkdtemp(prefix="bench_teacher_labels_")
+  try:
+    run(tmp)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp):
+  """Measures ours and the peer; temporary files go to `tmp`."""
+  threads = common.set_threads()
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  examples = synthetic_examples(FLAGS.num_records, rng)
+  path = write_records(os.path.join(tmp, "stage3.tfrecord"), examples)
+  warmup = write_records(os.path.join(tmp, "warmup.tfrecord"),
+                         examples[:FLAGS.batch_size])
+  config = teacher_config()
+  model = modeling.BertPretrainingModel(config)
+  checkpoint = modeling.save_checkpoint(
+      model.variables_by_name(), os.path.join(tmp, "bert_model.ckpt"))
+
+  runners = {}
+  for mode in FLAGS.modes:
+    if mode not in ("graph", "xla"):
+      raise app.UsageError("--modes: unknown mode %r" % mode)
+    runners["ours " + mode] = Ours(config, checkpoint, mode == "xla", tmp)
+  peer = Peer(model.variables_by_name(), examples)
+  del model
+
+  # Warm-up (tracing, XLA compilation, allocators) and agreement check.
+  _, peer_first = peer.run(num_batches=1)
+  for name, runner in runners.items():
+    runner.run(warmup)
+    probs, indices = first_batch_labels(runner.output)
+    print("%s vs peer on batch 1: top-%d probabilities differ by at most "
+          "%.1e (relative), top-1 agreement %.4f" % (
+              name, FLAGS.k,
+              np.max(np.abs(probs - peer_first[0]) / peer_first[0]),
+              np.mean(indices[..., 0] == peer_first[1][..., 0])))
+
+  best = {name: 0.0 for name in list(runners) + ["peer"]}
+  for _ in range(FLAGS.rounds):
+    for name, runner in runners.items():
+      start = time.perf_counter()
+      written = runner.run(path)
+      assert written == len(examples)
+      best[name] = max(best[name],
+                       written / (time.perf_counter() - start))
+    start = time.perf_counter()
+    count, _ = peer.run()
+    best["peer"] = max(best["peer"], count / (time.perf_counter() - start))
+  for name, value in best.items():
+    print("%s: %.2f sequences/s" % (name, value))
+
+  sizes = ("%d layers, hidden %d, seq %d, %d predictions, K=%d, batch %d, "
+           "%d records, %d threads" %
+           (FLAGS.num_layers, FLAGS.hidden_size, FLAGS.seq_length,
+            FLAGS.predictions, FLAGS.k, FLAGS.batch_size, len(examples),
+            threads))
+  peer_name = ("HF transformers %s BertForMaskedLM forward (PyTorch %s), "
+               "logits at all positions" % (
+                   transformers.__version__, torch.__version__))
+  for name in runners:
+    common.report("IV teacher labels (%s)" % name.split()[1], "sequences/s",
+                  best[name], best["peer"], peer_name,
+                  sizes + "; ours includes reading, parsing and writing the "
+                  "records, the peer has tensors in memory and writes "
+                  "nothing")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,145 @@
+"""Stage IV: adds a BERT teacher's soft labels to masked-LM records.
+
+Runs the teacher (Google's BERT-Base release, or a model converted with
+convert_hf_bert_checkpoint.py) over stage-III records (from
+create_pretraining_data.py) and writes one TFRecord file holding every input
+record, in input order, with all its features unchanged plus the teacher's
+softmax at each masked position (padding positions included, so every record
+has fixed lengths):
+
+  --truncation_factor K > 0   truncated_masked_lm_probs  float [P * K]
+                              top_k_indices              int64 [P * K]
+                              (the K most probable words, descending)
+  --truncation_factor 0       masked_lm_probs            float [P * vocab_size]
+
+Values are position-major (the K values of masked position 0 first). The file
+appears under --output_file only when complete.
+
+Example:
+  python produce_teacher_labels.py \\
+    --bert_config_file=uncased_L-12_H-768_A-12/bert_config.json \\
+    --init_checkpoint=uncased_L-12_H-768_A-12/bert_model.ckpt \\
+    --input_file='stage3/wiki_*.tfrecord' \\
+    --output_file=stage4/wiki_teacher_k10.tfrecord \\
+    --truncation_factor=10 --max_seq_length=128 --max_predictions_per_seq=20
+"""
+
+import os
+
+from absl import flags
+from absl import logging
+
+import cli
+import modeling
+import records
+import teacher
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "bert_config_file", None,
+    "The config json file corresponding to the pre-trained BERT teacher. "
+    "This specifies the model architecture.")
+flags.DEFINE_string(
+    "input_file", None,
+    "Input stage-III TFRecord files (a glob or comma-separated list).")
+flags.DEFINE_string(
+    "output_file", None,
+    "The TFRecord file to write: the input records plus the teacher's "
+    "labels (its folder is created if needed).")
+flags.DEFINE_integer(
+    "truncation_factor", 10,
+    "K: number of the teacher's most probable words to keep per masked "
+    "position (truncated_masked_lm_probs, top_k_indices). 0 keeps the whole "
+    "distribution (masked_lm_probs, vocab_size floats per position).")
+flags.DEFINE_string(
+    "init_checkpoint", None,
+    "The teacher's checkpoint (usually from a pre-trained BERT model), a "
+    "prefix such as .../bert_model.ckpt or a directory. Required.")
+records.define_length_flags()
+flags.adopt_module_key_flags(records)  # list them in --help
+flags.DEFINE_integer("batch_size", 32,
+                     "Records per teacher batch (inference only).")
+flags.DEFINE_bool(
+    "use_xla", False,
+    "Compile the teacher's forward pass with XLA (jit_compile). Usually "
+    "faster on GPUs; on CPUs TensorFlow's own kernels were faster for "
+    "BERT-Base (bench/bench_teacher_labels.py).")
+
+
+def check_flags():
+  """Checks the flags that need no file; raises cli.UserError."""
+  teacher.require_checkpoint(FLAGS.init_checkpoint, "--init_checkpoint")
+  if not FLAGS.output_file:
+    raise cli.UserError("--output_file is required")
+  for name in ("max_seq_length", "max_predictions_per_seq", "batch_size"):
+    if getattr(FLAGS, name) <= 0:
+      raise cli.UserError("--%s must be positive, got %d" %
+                          (name, getattr(FLAGS, name)))
+  if FLAGS.max_predictions_per_seq > FLAGS.max_seq_length:
+    raise cli.UserError(
+        "--max_predictions_per_seq=%d is larger than --max_seq_length=%d" %
+        (FLAGS.max_predictions_per_seq, FLAGS.max_seq_length))
+
+
+def load_config():
+  """The teacher's BertConfig, checked against the flags."""
+  cli.require_file(FLAGS.bert_config_file, "--bert_config_file",
+                   "BERT config file")
+  try:
+    config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+  except ValueError as exc:
+    raise cli.UserError("--bert_config_file: %s" % exc)
+  if FLAGS.max_seq_length > config.max_position_embeddings:
+    raise cli.UserError(
+        "--max_seq_length=%d is longer than the teacher was trained for "
+        "(max_position_embeddings %d in %s)" %
+        (FLAGS.max_seq_length, config.max_position_embeddings,
+         FLAGS.bert_config_file))
+  teacher.check_truncation_factor(FLAGS.truncation_factor, config.vocab_size)
+  return config
+
+
+def output_path(input_files):
+  """--output_file, checked: no input, its directory made and writable."""
+  path = FLAGS.output_file
+  if os.path.abspath(path) in [os.path.abspath(p) for p in input_files]:
+    raise cli.UserError("--output_file %s is one of the input files" % path)
+  cli.ensure_writable_dir(os.path.dirname(os.path.abspath(path)),
+                          "--output_file")
+  return path
+
+
+def main(argv):
+  del argv
+  check_flags()
+  config = load_config()
+  input_files = cli.resolve_input_files(FLAGS.input_file)
+  path = output_path(input_files)
+  lengths = records.stage3_lengths(FLAGS.max_seq_length,
+                                   FLAGS.max_predictions_per_seq)
+  input_files = records.validate_files(
+      input_files, lengths,
+      {"max_seq_length": FLAGS.max_seq_length,
+       "max_predictions_per_seq": FLAGS.max_predictions_per_seq})
+  total = records.count_records(input_files)
+  logging.info("Labelling %d records from %d files with K=%d", total,
+               len(input_files), FLAGS.truncation_factor)
+
+  labeler = teacher.TeacherLabeler(config, FLAGS.init_checkpoint,
+                                   FLAGS.truncation_factor,
+                                   use_xla=FLAGS.use_xla)
+  with cli.atomic_output(path) as tmp:
+    written = teacher.label_records(labeler, input_files, tmp,
+                                    FLAGS.max_seq_length,
+                                    FLAGS.max_predictions_per_seq,
+                                    FLAGS.batch_size, total=total)
+    if written != total:
+      raise cli.UserError("wrote %d records but the input holds %d" %
+                          (written, total))
+  logging.info("Wrote %d records with the teacher's labels to %s", written,
+               path)
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,405 @@
+"""The teacher's soft labels: batched BERT inference at the masked positions.
+
+Used by produce_teacher_labels.py (stage IV), which writes the labels to disk,
+and usable by any training loop that runs the teacher online (stage V):
+
+  labeler = teacher.TeacherLabeler(config, "uncased_L-12_H-768_A-12/"
+                                   "bert_model.ckpt", truncation_factor=10)
+  probs, indices = labeler(features)     # a parsed stage-III batch
+
+`probs` is the teacher's softmax (float32) at each masked position: with
+K = truncation_factor > 0 its K largest entries in descending order, float32
+[B, P, K], and `indices` their vocabulary ids, int32 [B, P, K]; with K = 0 the
+whole distribution, float32 [B, P, vocab_size], and `indices` is None.
+Padding positions (masked_lm_weights 0) are labelled like the others: the
+labels are the teacher's distribution at whatever position they point to.
+
+`soft_labels(model, ...)` is the same computation as a plain function of a
+`modeling.BertPretrainingModel`, to call inside another `tf.function`;
+`load_teacher_checkpoint` loads a teacher and checks that every variable the
+labels depend on (embeddings, encoder, masked-LM head) came from the
+checkpoint.
+
+`label_records` is stage IV's loop: a tf.data pipeline reads and parses the
+records in fixed-size batches (the last one padded, so the compiled function
+is traced once), the teacher labels each batch, and a writer thread turns the
+previous batch into output records while the next one is computed. Each
+output record is the input record's own serialized example, parsed and
+re-serialised with the teacher features added, so every input feature is
+copied value for value.
+"""
+
+import collections
+import concurrent.futures
+import re
+
+import numpy as np
+import tensorflow as tf
+
+import cli
+import modeling
+import records
+
+# The features the teacher reads from a stage-III record.
+TEACHER_INPUTS = ("input_ids", "input_mask", "segment_ids",
+                  "masked_lm_positions")
+
+# Variables the labels depend on; all must come from the checkpoint. The
+# pooler and the next-sentence head (bert/pooler, cls/seq_relationship) do
+# not influence the masked-LM distribution and may be absent (e.g. a model
+# converted from a Hugging Face BertForMaskedLM).
+NEEDED_VARIABLE_PREFIXES = ("bert/embeddings/", "bert/encoder/",
+                            "cls/predictions/")
+
+# Batches handed to the writer thread and not yet written.
+_WRITE_QUEUE_DEPTH = 2
+
+
+def check_truncation_factor(truncation_factor, vocab_size,
+                            flag_name="--truncation_factor"):
+  """Raises a `cli.UserError` unless 0 <= K <= vocab_size."""
+  if truncation_factor < 0:
+    raise cli.UserError("%s must not be negative, got %d" %
+                        (flag_name, truncation_factor))
+  if truncation_factor > vocab_size:
+    raise cli.UserError(
+        "%s=%d is larger than the teacher's vocabulary (vocab_size %d): at "
+        "most vocab_size words can be kept per position (0 keeps the whole "
+        "distribution)" % (flag_name, truncation_factor, vocab_size))
+
+
+def require_checkpoint(checkpoint, flag_name="--init_checkpoint"):
+  """Raises a `cli.UserError` if no teacher checkpoint is given."""
+  if not checkpoint:
+    raise cli.UserError(
+        "%s is required: the teacher's checkpoint (e.g. "
+        "uncased_L-12_H-768_A-12/bert_model.ckpt); a teacher with random "
+        "weights gives meaningless labels" % flag_name)
+
+
+def load_teacher_checkpoint(model, checkpoint, flag_name="--init_checkpoint"):
+  """Loads a teacher's variables; all the labels depend on must be there.
+
+  Args:
+    model: a `modeling.BertPretrainingModel`.
+    checkpoint: a checkpoint prefix (e.g. ".../bert_model.ckpt") or a
+      directory (its newest checkpoint).
+    flag_name: named in errors.
+
+  Returns:
+    The names of the variables initialised from the checkpoint.
+
+  Raises:
+    cli.UserError: no checkpoint given or found, a variable whose shape
+      disagrees with the config, or needed variables missing from the
+      checkpoint (one line, naming the checkpoint and an example).
+  """
+  require_checkpoint(checkpoint, flag_name)
+  try:
+    initialized, missing = modeling.load_checkpoint(model.variables_by_name(),
+                                                    checkpoint)
+  except ValueError as exc:  # modeling.CheckpointError
+    raise cli.UserError("%s: %s" % (flag_name, exc))
+  needed = [name for name in missing
+            if name.startswith(NEEDED_VARIABLE_PREFIXES)]
+  if needed:
+    raise cli.UserError(
+        "%s: checkpoint %s lacks %d of the teacher's variables, e.g. %s "
+        "(does --bert_config_file describe this checkpoint's model?)" %
+        (flag_name, checkpoint, len(needed), needed[0]))
+  return initialized
+
+
+def soft_labels(model, input_ids, input_mask, segment_ids,
+                masked_lm_positions, truncation_factor):
+  """The teacher's distribution at the masked positions of a batch.
+
+  The vocabulary projection is computed only at the gathered positions (the
+  model does that). Call it inside a `tf.function`.
+
+  Args:
+    model: a `modeling.BertPretrainingModel`.
+    input_ids, input_mask, segment_ids: int [B, S].
+    masked_lm_positions: int [B, P].
+    truncation_factor: K; 0 for the whole distribution.
+
+  Returns:
+    (probs, indices): K > 0: float32 [B, P, K] in descending order and int32
+    [B, P, K] vocabulary ids; K = 0: float32 [B, P, V] and None.
+  """
+  logits, _ = model(input_ids, input_mask, segment_ids, masked_lm_positions,
+                    training=False)
+  probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+  if truncation_factor > 0:
+    top_probs, top_indices = tf.math.top_k(probs, k=truncation_factor,
+                                           sorted=True)
+    return top_probs, top_indices
+  return probs, None
+
+
+class TeacherLabeler(tf.Module):
+  """A loaded teacher and its compiled labelling function.
+
+  Attributes:
+    config: the teacher's `modeling.BertConfig`.
+    model: the `modeling.BertPretrainingModel`.
+    truncation_factor: K (0: whole distribution).
+    initialized_names: variables loaded from the checkpoint.
+  """
+
+  def __init__(self, config, checkpoint, truncation_factor, use_xla=False,
+               flag_name="--init_checkpoint"):
+    """Builds the teacher and loads its checkpoint.
+
+    Args:
+      config: a `modeling.BertConfig`.
+      checkpoint: the teacher's checkpoint prefix or directory (required).
+      truncation_factor: K, 0 <= K <= config.vocab_size.
+      use_xla: compile the labelling function with XLA (jit_compile).
+      flag_name: the flag named in checkpoint errors.
+
+    Raises:
+      cli.UserError: see `check_truncation_factor` and
+        `load_teacher_checkpoint`.
+    """
+    super(TeacherLabeler, self).__init__(name="teacher_labeler")
+    check_truncation_factor(truncation_factor, config.vocab_size)
+    self.config = config
+    self.truncation_factor = truncation_factor
+    self.model = modeling.BertPretrainingModel(config)
+    self.initialized_names = load_teacher_checkpoint(self.model, checkpoint,
+                                                     flag_name)
+    self._label = tf.function(self._label_batch, jit_compile=use_xla)
+
+  def _label_batch(self, input_ids, input_mask, segment_ids,
+                   masked_lm_positions):
+    return soft_labels(self.model, input_ids, input_mask, segment_ids,
+                       masked_lm_positions, self.truncation_factor)
+
+  def __call__(self, features):
+    """The teacher's soft labels for a parsed batch.
+
+    Args:
+      features: dict with int input_ids, input_mask, segment_ids [B, S] and
+        masked_lm_positions [B, P] (other keys are ignored), e.g. a batch of
+        `records.make_dataset`.
+
+    Returns:
+      (probs, indices) as `soft_labels`. The function is traced once per
+      batch shape.
+    """
+    return self._label(*[tf.convert_to_tensor(features[name])
+                         for name in TEACHER_INPUTS])
+
+  def tracing_count(self):
+    """How many times the labelling function has been traced."""
+    return self._label.experimental_get_tracing_count()
+
+
+def _varint(value):
+  """Protocol-buffer base-128 encoding of a non-negative integer."""
+  out = bytearray()
+  while True:
+    byte = value & 0x7F
+    value >>= 7
+    if value:
+      out.append(byte | 0x80)
+    else:
+      out.append(byte)
+      return bytes(out)
+
+
+def _packed_float_list(values):
+  """A serialized tf.train.FloatList holding float32 `values`.
+
+  FloatList has one field, `repeated float value = 1 [packed = true]`: tag
+  byte 0x0A (field 1, length-delimited), the byte length, then the
+  little-endian float32 values. Encoding the bytes directly is ~40x faster
+  than filling the repeated field from Python for full distributions
+  (P * vocab_size floats per record).
+  """
+  payload = np.ascontiguousarray(values, dtype="<f4").tobytes()
+  return b"\x0a" + _varint(len(payload)) + payload
+
+
+def add_teacher_features(serialized, probs, indices=None):
+  """The record `serialized` with the teacher features added.
+
+  Args:
+    serialized: a serialized tf.train.Example (a stage-III record).
+    probs: float32 [P, K] (with `indices`) or [P, V].
+    indices: int [P, K] or None (full distribution).
+
+  Returns:
+    The serialized tf.train.Example: every feature of `serialized` with its
+    values unchanged, plus truncated_masked_lm_probs and top_k_indices (or
+    masked_lm_probs), flattened position-major. Teacher features already in
+    the input are replaced.
+  """
+  example = tf.train.Example.FromString(serialized)
+  feature = example.features.feature
+  if indices is not None:
+    probs_name = records.TRUNCATED_PROBS
+    index_feature = feature[records.TOP_K_INDICES]
+    index_feature.Clear()
+    index_feature.int64_list.value.extend(np.asarray(indices).reshape(-1))
+  else:
+    probs_name = records.FULL_PROBS
+  probs_feature = feature[probs_name]
+  probs_feature.Clear()
+  probs_feature.float_list.MergeFromString(
+      _packed_float_list(np.asarray(probs).reshape(-1)))
+  return example.SerializeToString()
+
+
+def _pad_rows(tensor, rows):
+  """Pads a [n, d] tensor with zero rows to [rows, d]."""
+  padded = tf.pad(tensor, [[0, rows - tf.shape(tensor)[0]], [0, 0]])
+  padded.set_shape([rows, tensor.shape[1]])
+  return padded
+
+
+def _range_check(values, files, name, limit, what):
+  """An assertion that 0 <= values < limit in every row, naming the file."""
+  ok = tf.reduce_all((values >= 0) & (values < limit), axis=1)
+  first_bad = tf.argmin(tf.cast(ok, tf.int32))
+  return tf.debugging.Assert(
+      tf.reduce_all(ok),
+      [files[first_bad], "%s holds a value outside [0, %d) (%s)" %
+       (name, limit, what)])
+
+
+def _describe_input_error(exc):
+  """One line from a tf.data error: the failed range check, or the cause."""
+  text = " ".join(exc.message.split())
+  m = re.search(r"assertion failed: \[(.*?)\] \[(.*?)\]", text)
+  if m:
+    return "%s: a record's %s" % (m.group(1), m.group(2))
+  text = re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:.*$", "", text)
+  return text.strip()
+
+
+def teacher_input_dataset(input_files, max_seq_length, max_predictions_per_seq,
+                          batch_size, config=None):
+  """Batches of (serialized records, number of records, padded features).
+
+  Files are read in order, records in order. Every batch of parsed features
+  holds exactly `batch_size` rows: the last, partial batch is padded with
+  all-zero rows (their labels are computed and dropped), so a compiled
+  labelling function sees one shape only.
+
+  With a teacher `config`, ids are checked against its vocab_size and
+  type_vocab_size and positions against max_seq_length (an error when
+  iterating, instead of an out-of-range gather, which XLA would clamp
+  silently).
+  """
+  lengths = records.stage3_lengths(max_seq_length, max_predictions_per_seq)
+  parse = records.parse_fn(collections.OrderedDict(
+      (name, lengths[name]) for name in TEACHER_INPUTS))
+  limits = [("masked_lm_positions", max_seq_length, "--max_seq_length")]
+  if config is not None:
+    limits += [("input_ids", config.vocab_size, "vocab_size of the teacher"),
+               ("segment_ids", config.type_vocab_size,
+                "type_vocab_size of the teacher")]
+
+  def _prepare(files, serialized):
+    parsed = parse(serialized)
+    checks = [_range_check(parsed[name], files, name, limit, what)
+              for name, limit, what in limits]
+    with tf.control_dependencies(checks):
+      features = {name: _pad_rows(parsed[name], batch_size)
+                  for name in TEACHER_INPUTS}
+    return serialized, tf.shape(serialized)[0], features
+
+  def _read(path):
+    records_of_file = tf.data.TFRecordDataset(path, buffer_size=8 << 20)
+    return records_of_file.map(lambda record: (path, record))
+
+  ds = tf.data.Dataset.from_tensor_slices(list(input_files)).flat_map(_read)
+  ds = ds.batch(batch_size)
+  ds = ds.map(_prepare, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  return ds.prefetch(2)
+
+
+class _BatchWriter(object):
+  """Serialises labelled batches into a TFRecord file on a worker thread."""
+
+  def __init__(self, path, progress):
+    self._writer = tf.io.TFRecordWriter(path)
+    self._progress = progress
+    self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    self._pending = collections.deque()
+    self.count = 0
+
+  def _write(self, serialized, probs, indices):
+    for i, raw in enumerate(serialized):
+      self._writer.write(add_teacher_features(
+          raw, probs[i], None if indices is None else indices[i]))
+    self.count += len(serialized)
+    self._progress.update(len(serialized))
+
+  def submit(self, serialized, probs, indices):
+    """Queues one batch; waits while too many batches are queued."""
+    self._pending.append(self._executor.submit(self._write, serialized,
+                                               probs, indices))
+    while len(self._pending) > _WRITE_QUEUE_DEPTH:
+      self._pending.popleft().result()
+
+  def close(self, wait=True):
+    """Writes what is queued (if `wait`), then closes the file."""
+    try:
+      while self._pending:
+        future = self._pending.popleft()
+        if wait:
+          future.result()
+        else:
+          future.cancel()
+    finally:
+      self._executor.shutdown(wait=True)
+      self._writer.close()
+
+
+def label_records(labeler, input_files, output_path, max_seq_length,
+                  max_predictions_per_seq, batch_size, total=None):
+  """Writes every input record with the teacher's labels to one file.
+
+  Args:
+    labeler: a `TeacherLabeler`.
+    input_files: stage-III TFRecord files, read in this order.
+    output_path: the TFRecord file to write (use a temporary name and
+      rename it when this returns; see `cli.atomic_output`).
+    max_seq_length, max_predictions_per_seq: the records' feature lengths.
+    batch_size: records per teacher batch.
+    total: number of input records if known (for the ETA).
+
+  Returns:
+    The number of records written (one per input record, in input order).
+
+  Raises:
+    cli.UserError: a record that cannot be parsed with these lengths or
+      holds ids out of the teacher's range.
+  """
+  dataset = teacher_input_dataset(input_files, max_seq_length,
+                                  max_predictions_per_seq, batch_size,
+                                  labeler.config)
+  progress = cli.Progress("teacher labels", unit="seq", total=total)
+  writer = _BatchWriter(output_path, progress)
+  ok = False
+  try:
+    for serialized, count, features in dataset:
+      probs, indices = labeler(features)
+      n = int(count)
+      writer.submit(serialized.numpy(), probs.numpy()[:n],
+                    None if indices is None else indices.numpy()[:n])
+    ok = True
+  except tf.errors.InvalidArgumentError as exc:
+    raise cli.UserError(
+        "--input_file: cannot label a record with --max_seq_length=%d, "
+        "--max_predictions_per_seq=%d and this teacher: %s" %
+        (max_seq_length, max_predictions_per_seq,
+         _describe_input_error(exc)))
+  finally:
+    writer.close(wait=ok)
+  progress.done()
+  return writer.count
