@@ -1,0 +1,261 @@
+"""Stage V benchmark: student training throughput, ours vs Hugging Face.
+
+Measures training sequences/s of a 6-layer, 768-hidden BERT student (12 heads,
+intermediate 3072, vocab 30522) at seq 128 with 20 masked positions and the
+teacher's top-10 probabilities, on synthetic stage-IV records:
+
+  ours  the project's training step (distillation.Trainer: records pipeline,
+        soft cross-entropy at the masked positions + next-sentence loss,
+        AdamWeightDecay with clipping), as the stage-V script runs it;
+  peer  a Hugging Face `transformers` PyTorch BertForPreTraining training
+        step with the same sizes and the same loss (soft cross-entropy on
+        the top-K at the masked positions + next-sentence cross-entropy),
+        AdamW with weight decay 0.01 and global-norm clipping 1.0.
+
+Both use the same number of CPU threads and run in the same process, one
+after the other, alternating, and the best of the rounds is reported.
+The peer's step is the model as users call it: BertForPreTraining computes
+the vocabulary projection at every position; the figure of a hand-tuned peer
+that projects only the masked positions is printed as well.
+
+Usage (keep it short on shared machines):
+  PYTHONPATH=. .venv/bin/python bench/bench_distillation.py --batch_size 16
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+from bench import common  # pylint: disable=g-import-not-at-top
+import distillation  # pylint: disable=g-import-not-at-top
+import optimization  # pylint: disable=g-import-not-at-top
+import records  # pylint: disable=g-import-not-at-top
+
+FLAGS = flags.FLAGS
+common.define_model_flags("Student", num_layers=6)
+flags.DEFINE_integer("batch_size", 32, "Training batch size.")
+flags.DEFINE_integer("steps", 4, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 2, "Alternating measurement rounds.")
+flags.DEFINE_bool("use_xla", False,
+                  "Our step compiled with XLA (slower on this CPU).")
+flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"],
+                  "Our compute dtype (default float32, as the peer).")
+flags.DEFINE_bool("tuned_peer", True,
+                  "Also time the peer projecting only the masked positions.")
+
+
+def student_config():
+  """The benchmark student's BertConfig."""
+  return common.bert_config_from_flags("gelu")
+
+
+def synthetic_examples(n, rng):
+  """`n` stage-IV feature dicts with realistic masking and top-K labels."""
+  s, p, k, v = (FLAGS.seq_length, FLAGS.predictions, FLAGS.k,
+                FLAGS.vocab_size)
+  out = []
+  for _ in range(n):
+    length = int(rng.integers(s // 2, s + 1))
+    real = min(p, max(1, int(round(length * 0.15))))
+    positions = np.zeros(p, np.int64)
+    positions[:real] = np.sort(rng.choice(np.arange(1, length), real,
+                                          replace=False))
+    probs = rng.dirichlet(np.ones(k), size=p) * 0.9
+    out.append({
+        "input_ids": np.pad(rng.integers(999, v, length), (0, s - length)),
+        "input_mask": [1] * length + [0] * (s - length),
+        "segment_ids": [0] * (length // 2) + [1] * (length - length // 2) +
+                       [0] * (s - length),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": rng.integers(999, v, p),
+        "masked_lm_weights": [1.0] * real + [0.0] * (p - real),
+        "next_sentence_labels": [int(rng.integers(0, 2))],
+        records.TRUNCATED_PROBS: probs.reshape(-1),
+        records.TOP_K_INDICES: rng.integers(0, v, p * k),
+    })
+  return out
+
+
+class Ours(object):
+  """This project's training loop on the synthetic records."""
+
+  def __init__(self, path):
+    opts = distillation.Options(
+        bert_config_file="", input_file=path, output_dir="", do_train=True,
+        truncation_factor=FLAGS.k, max_seq_length=FLAGS.seq_length,
+        max_predictions_per_seq=FLAGS.predictions,
+        train_batch_size=FLAGS.batch_size, learning_rate=1e-4,
+        num_train_steps=100000, num_warmup_steps=100,
+        use_xla=FLAGS.use_xla,
+        use_mixed_precision=bool(FLAGS.mixed_precision),
+        mixed_precision_dtype=FLAGS.mixed_precision or "float16")
+    config = student_config()
+    dtype = distillation.compute_dtype(opts)
+    self.distiller = distillation.Distiller(opts, config,
+                                            compute_dtype=dtype)
+    loss_scale = (distillation.DynamicLossScale()
+                  if dtype == tf.float16 else None)
+    optimizer = optimization.create_optimizer(
+        opts.learning_rate, opts.num_train_steps, opts.num_warmup_steps)
+    optimizer.build(self.distiller.student_variables())
+    self.trainer = distillation.Trainer(self.distiller, optimizer,
+                                        distillation.Distribution(), opts,
+                                        loss_scale)
+    lengths = distillation.record_lengths(opts, config.vocab_size)
+    dataset = records.make_dataset([path], lengths, FLAGS.batch_size,
+                                   is_training=True, seed=1)
+    self.iterator = iter(dataset)
+
+  def run(self, steps):
+    """Runs `steps` training steps; returns the last loss."""
+    _, loss = self.trainer.train_loop(self.iterator,
+                                      tf.constant(steps, tf.int32))
+    return float(loss.numpy())
+
+
+class Peer(object):
+  """Hugging Face BertForPreTraining (PyTorch) with the same loss."""
+
+  def __init__(self, examples, tuned):
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    self.torch = torch
+    self.tuned = tuned
+    config = transformers.BertConfig(
+        vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
+        num_hidden_layers=FLAGS.num_layers,
+        num_attention_heads=FLAGS.num_heads,
+        intermediate_size=FLAGS.intermediate_size,
+        hidden_act="gelu_new",  # Google's tanh gelu, as ours.
+        max_position_embeddings=512, type_vocab_size=2)
+    torch.manual_seed(0)
+    self.model = transformers.BertForPreTraining(config)
+    self.model.train()
+    no_decay = [p for n, p in self.model.named_parameters()
+                if "LayerNorm" in n or "bias" in n]
+    decay = [p for n, p in self.model.named_parameters()
+             if not ("LayerNorm" in n or "bias" in n)]
+    self.optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+    self.batches = []
+    b = FLAGS.batch_size
+    for start in range(0, len(examples) - b + 1, b):
+      chunk = examples[start:start + b]
+      stack = lambda name, dtype: torch.tensor(  # pylint: disable=g-long-lambda
+          np.stack([np.asarray(e[name]) for e in chunk]), dtype=dtype)
+      self.batches.append({
+          "input_ids": stack("input_ids", torch.long),
+          "attention_mask": stack("input_mask", torch.long),
+          "token_type_ids": stack("segment_ids", torch.long),
+          "positions": stack("masked_lm_positions", torch.long),
+          "weights": stack("masked_lm_weights", torch.float32),
+          "nsp": stack("next_sentence_labels", torch.long).view(-1),
+          "probs": stack(records.TRUNCATED_PROBS, torch.float32).view(
+              b, FLAGS.predictions, FLAGS.k),
+          "indices": stack(records.TOP_K_INDICES, torch.long).view(
+              b, FLAGS.predictions, FLAGS.k),
+      })
+    self.next = 0
+
+  def _logits(self, batch):
+    torch = self.torch
+    index = batch["positions"].unsqueeze(-1).expand(-1, -1,
+                                                   FLAGS.hidden_size)
+    if not self.tuned:
+      out = self.model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"],
+                       token_type_ids=batch["token_type_ids"])
+      vocab_index = batch["positions"].unsqueeze(-1).expand(
+          -1, -1, FLAGS.vocab_size)
+      return (torch.gather(out.prediction_logits, 1, vocab_index),
+              out.seq_relationship_logits)
+    sequence, pooled = self.model.bert(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"], return_dict=False)[:2]
+    gathered = torch.gather(sequence, 1, index)
+    return self.model.cls(gathered, pooled)
+
+  def run(self, steps):
+    """Runs `steps` training steps; returns the last loss."""
+    torch = self.torch
+    loss = None
+    for _ in range(steps):
+      batch = self.batches[self.next % len(self.batches)]
+      self.next += 1
+      mlm_logits, nsp_logits = self._logits(batch)
+      log_probs = torch.log_softmax(mlm_logits.float(), dim=-1)
+      picked = torch.gather(log_probs, 2, batch["indices"])
+      per_position = -(batch["probs"] * picked).sum(-1)
+      w = batch["weights"]
+      mlm = (w * per_position).sum() / (w.sum() + 1e-5)
+      nsp = torch.nn.functional.cross_entropy(nsp_logits, batch["nsp"])
+      loss = mlm + nsp
+      self.optimizer.zero_grad(set_to_none=True)
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+      self.optimizer.step()
+    return float(loss.detach())
+
+
+def timed(runner, steps):
+  """Sequences per second of `steps` steps of `runner`."""
+  start = time.perf_counter()
+  runner.run(steps)
+  return steps * FLAGS.batch_size / (time.perf_counter() - start)
+
+
+def main(argv):
+  del argv
+  threads = common.set_threads()
+  import torch  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  examples = synthetic_examples(4 * FLAGS.batch_size, rng)
+  tmp = tempfile.mkdtemp(prefix="bench_distillation_")
+  path = os.path.join(tmp, "stage4.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    for e in examples:
+      writer.write(records.make_example(e))
+
+  runners = {"ours": Ours(path), "peer": Peer(examples, tuned=False)}
+  if FLAGS.tuned_peer:
+    runners["tuned peer"] = Peer(examples, tuned=True)
+  for name, runner in runners.items():  # warm-up: tracing, XLA, allocators
+    loss = runner.run(2)
+    print("%s: warm-up loss %.3f" % (name, loss))
+  best = {name: 0.0 for name in runners}
+  for _ in range(FLAGS.rounds):
+    for name, runner in runners.items():
+      best[name] = max(best[name], timed(runner, FLAGS.steps))
+  for name, value in best.items():
+    print("%s: %.2f sequences/s" % (name, value))
+  sizes = ("%d layers, hidden %d, seq %d, %d predictions, K=%d, batch %d, "
+           "%d threads%s" % (FLAGS.num_layers, FLAGS.hidden_size,
+                             FLAGS.seq_length, FLAGS.predictions, FLAGS.k,
+                             FLAGS.batch_size, threads,
+                             ", XLA" if FLAGS.use_xla else "") +
+           (", ours in %s" % FLAGS.mixed_precision
+            if FLAGS.mixed_precision else ""))
+  common.report("V distillation training", "sequences/s", best["ours"],
+                best["peer"], "HF transformers BertForPreTraining (PyTorch "
+                "%s)" % torch.__version__, sizes)
+  if FLAGS.tuned_peer:
+    common.report("V distillation training", "sequences/s", best["ours"],
+                  best["tuned peer"], "HF BertModel + heads on masked "
+                  "positions only (PyTorch, hand-tuned)", sizes)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1171 @@
+"""Training a BERT student on a teacher's soft labels (stages V and VI).
+
+The one training / evaluation loop shared by
+`network_distillation_single_machine_truncated.py` (one process) and
+`network_distillation_distributed_truncated.py` (Horovod). A script defines
+the flags with `define_flags()`, turns them into an `Options` with
+`options_from_flags()`, and calls `run(options, distribution)`.
+
+The loss, as in the original scripts (which follow `get_masked_lm_output` of
+Google's run_pretraining.py, with the one-hot labels replaced by the
+teacher's probabilities):
+
+  at each masked position i with weight w_i (1 real, 0 padding)
+    l_i = -sum_k p_teacher[i, k] * log_softmax(student_logits[i])[index[i, k]]
+  (k over the teacher's top-K indices, or over the whole vocabulary for K = 0)
+  masked_lm_loss     = sum_i w_i * l_i / (sum_i w_i + 1e-5)
+  next_sentence_loss = mean over examples of the cross-entropy on the labels
+  loss = masked_lm_loss + next_sentence_loss
+
+Options beyond the original (temperature, hard labels, renormalised top-K,
+an online teacher, initialisation from teacher layers, XLA, mixed precision)
+are all off by default.
+
+Distribution: `run` takes a `Distribution` describing the process's place in
+a job. The single-machine script passes `Distribution()` (one process); the
+Horovod script passes a subclass that averages gradients across ranks and
+broadcasts the initial variables. Only the chief (rank 0) writes under
+output_dir.
+
+Reproducibility: the data order is a function of (--random_seed, rank) and the
+dropout masks of step s are a function of (--random_seed, s, rank), so a run
+that is killed and restarted from its newest checkpoint ends with the same
+weights as a run that was never interrupted.
+"""
+
+import collections
+import dataclasses
+import math
+import os
+import re
+import time
+
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+import cli
+import modeling
+import optimization
+import records
+import teacher
+
+FLAGS = flags.FLAGS
+
+# Flags of the original scripts that only made sense on Cloud TPUs, with
+# their original defaults. They are accepted so that old command lines parse,
+# and rejected with a clear message when given another value.
+TPU_FLAG_DEFAULTS = collections.OrderedDict([
+    ("use_tpu", False), ("tpu_name", None), ("tpu_zone", None),
+    ("gcp_project", None), ("master", None), ("num_tpu_cores", 8)])
+
+EVAL_RESULTS_FILE = "eval_results.txt"
+CHECKPOINT_BASENAME = "model.ckpt"
+# Added to the sum of the weights in the masked-LM loss, as Google's
+# get_masked_lm_output does (it keeps an all-padding batch finite).
+LOSS_DENOMINATOR_EPSILON = 1e-5
+
+_flags_defined = False
+
+
+def define_flags():
+  """Defines the flags shared by both distillation scripts (idempotent)."""
+  global _flags_defined
+  if _flags_defined:
+    return
+  _flags_defined = True
+
+  # Flags of the original scripts, with the original defaults.
+  flags.DEFINE_string(
+      "bert_config_file", None,
+      "The config json file of the student BERT model. This specifies the "
+      "model architecture.")
+  flags.DEFINE_string(
+      "input_file", None,
+      "Input TFRecord files (a glob or comma-separated list) written by "
+      "produce_teacher_labels.py (stage IV), or by create_pretraining_data.py "
+      "(stage III) when the teacher runs online.")
+  flags.DEFINE_string(
+      "output_dir", None,
+      "The output directory where the model checkpoints, eval_results.txt "
+      "and TensorBoard events will be written. A run resumes from the newest "
+      "checkpoint found here.")
+  flags.DEFINE_string(
+      "init_checkpoint", None,
+      "Initial checkpoint of the student (Google's variable names). Ignored "
+      "when output_dir already holds a checkpoint to resume from.")
+  flags.DEFINE_integer(
+      "truncation_factor", 10,
+      "K: number of the teacher's most probable words stored per masked "
+      "position (features truncated_masked_lm_probs and top_k_indices). 0: "
+      "the teacher's whole distribution (feature masked_lm_probs).")
+  records.define_length_flags()
+  flags.adopt_module_key_flags(records)  # list them in --help
+  flags.DEFINE_bool("do_train", False, "Whether to run training.")
+  flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
+  flags.DEFINE_integer("train_batch_size", 32, "Batch size for training.")
+  flags.DEFINE_integer("eval_batch_size", 8, "Batch size for eval.")
+  flags.DEFINE_float("learning_rate", 5e-5,
+                     "The initial learning rate for Adam.")
+  flags.DEFINE_integer("num_train_steps", 100000, "Number of training steps.")
+  flags.DEFINE_integer("num_warmup_steps", 10000, "Number of warmup steps.")
+  flags.DEFINE_integer("save_checkpoints_steps", 1000,
+                       "How often to save the model checkpoint.")
+  flags.DEFINE_integer(
+      "iterations_per_loop", 1000,
+      "How many steps run inside one device loop (one tf.function call) "
+      "before control returns to Python. Loops also end at logging and "
+      "checkpoint steps.")
+  flags.DEFINE_integer("max_eval_steps", 100, "Maximum number of eval steps.")
+  flags.DEFINE_bool("use_tpu", False,
+                    "Not supported (TPUEstimator is gone from TensorFlow 2); "
+                    "kept so that old command lines parse.")
+  flags.DEFINE_string("tpu_name", None, "Not supported; see --use_tpu.")
+  flags.DEFINE_string("tpu_zone", None, "Not supported; see --use_tpu.")
+  flags.DEFINE_string("gcp_project", None, "Not supported; see --use_tpu.")
+  flags.DEFINE_string("master", None, "Not supported; see --use_tpu.")
+  flags.DEFINE_integer("num_tpu_cores", 8, "Not supported; see --use_tpu.")
+
+  # Options beyond the original; the defaults keep the original's behaviour.
+  flags.DEFINE_string(
+      "eval_input_file", None,
+      "Held-out records for --do_eval (glob or comma list). Default: "
+      "--input_file, as the original (which evaluated on its training data).")
+  flags.DEFINE_float(
+      "temperature", 1.0,
+      "Distillation temperature T: the student's logits are divided by T, "
+      "the teacher's probabilities raised to 1/T and renormalised over the "
+      "stored entries, and the soft loss multiplied by T^2 (Hinton et al.). "
+      "1: the original's loss.")
+  flags.DEFINE_float(
+      "hard_label_weight", 0.0,
+      "Weight of the ordinary masked-LM cross-entropy on the true ids "
+      "(masked_lm_ids) added to the soft loss. 0: soft labels only, as the "
+      "original.")
+  flags.DEFINE_bool(
+      "renormalize_top_k", False,
+      "Rescale the teacher's K stored probabilities to sum to 1 at each "
+      "position. Off: the original (the truncated mass is left out).")
+  flags.DEFINE_string(
+      "teacher_bert_config_file", None,
+      "Online teacher: the teacher's bert_config.json. With "
+      "--teacher_init_checkpoint, the teacher runs inside each training step "
+      "on stage-III records (no stage-IV files needed).")
+  flags.DEFINE_string(
+      "teacher_init_checkpoint", None,
+      "The teacher's checkpoint, for the online teacher and for "
+      "--init_from_teacher_layers.")
+  flags.DEFINE_string(
+      "init_from_teacher_layers", None,
+      "Comma-separated teacher layer indices, one per student layer (e.g. "
+      "\"0,2,4,6,8,10\"): student layer i starts as teacher layer "
+      "indices[i], and the embeddings, pooler and heads are copied from the "
+      "teacher (as DistilBERT does). Needs --teacher_init_checkpoint and "
+      "matching sizes.")
+  flags.DEFINE_bool("use_xla", False,
+                    "Compile the forward and backward pass with XLA.")
+  flags.DEFINE_bool(
+      "use_mixed_precision", False,
+      "Compute in --mixed_precision_dtype, keeping float32 variables "
+      "(for GPUs).")
+  flags.DEFINE_enum(
+      "mixed_precision_dtype", "float16", ["float16", "bfloat16"],
+      "Compute type with --use_mixed_precision. float16 uses dynamic loss "
+      "scaling.")
+  flags.DEFINE_integer("log_every_n_steps", 100,
+                       "Log a progress line (step, loss, learning rate, "
+                       "examples/s, ETA) every this many steps.")
+  flags.DEFINE_integer(
+      "random_seed", 12345,
+      "Seed of the initialisation, the data order and the dropout masks. A "
+      "run restarted from its checkpoint with the same seed gives the same "
+      "result as an uninterrupted run.")
+  flags.DEFINE_integer("keep_checkpoint_max", 5,
+                       "How many recent checkpoints to keep in output_dir.")
+
+
+@dataclasses.dataclass
+class Options(object):
+  """The settings of a distillation run (one field per flag)."""
+  bert_config_file: str = None
+  input_file: str = None
+  output_dir: str = None
+  init_checkpoint: str = None
+  truncation_factor: int = 10
+  max_seq_length: int = 128
+  max_predictions_per_seq: int = 20
+  do_train: bool = False
+  do_eval: bool = False
+  train_batch_size: int = 32
+  eval_batch_size: int = 8
+  learning_rate: float = 5e-5
+  num_train_steps: int = 100000
+  num_warmup_steps: int = 10000
+  save_checkpoints_steps: int = 1000
+  iterations_per_loop: int = 1000
+  max_eval_steps: int = 100
+  eval_input_file: str = None
+  temperature: float = 1.0
+  hard_label_weight: float = 0.0
+  renormalize_top_k: bool = False
+  teacher_bert_config_file: str = None
+  teacher_init_checkpoint: str = None
+  init_from_teacher_layers: str = None
+  use_xla: bool = False
+  use_mixed_precision: bool = False
+  mixed_precision_dtype: str = "float16"
+  log_every_n_steps: int = 100
+  random_seed: int = 12345
+  keep_checkpoint_max: int = 5
+
+  @property
+  def online_teacher(self):
+    """True when the teacher runs inside the training step."""
+    return bool(self.teacher_bert_config_file)
+
+
+def options_from_flags(flag_values=None):
+  """Reads the flags into an `Options`, rejecting the original's TPU flags.
+
+  Raises:
+    cli.UserError: a TPU flag was given a value other than its default.
+  """
+  flag_values = flag_values or FLAGS
+  for name, default in TPU_FLAG_DEFAULTS.items():
+    value = flag_values[name].value
+    if value != default:
+      raise cli.UserError(
+          "--%s=%s: TPUs are not supported; this TensorFlow 2 version runs "
+          "on CPUs and GPUs (one machine here, Horovod for several GPUs), "
+          "leave the TPU flags unset" % (name, value))
+  values = {f.name: flag_values[f.name].value
+            for f in dataclasses.fields(Options)}
+  return Options(**values)
+
+
+class Distribution(object):
+  """Where this process stands in a training job: one process by default.
+
+  The Horovod script subclasses this. `run` calls, in this order:
+    - `broadcast_variables(variables)` once, eagerly, after the chief has
+      initialised or restored every variable (model, optimizer slots,
+      global_step): the other ranks must end up with the chief's values;
+    - `allreduce_gradients(grads)` inside the compiled training step, on the
+      list of dense gradients (model variable order) of this rank's batch,
+      before clipping and the update: return the average over ranks.
+    - `training_dataset(dataset)` on the batched, parsed training pipeline
+      (already sharded and positioned at global_step); returns the dataset
+      to train on (a hook, e.g. for logging what each rank reads).
+  It reads `rank`, `size`, `local_rank`, `is_chief`, and `num_shards` /
+  `shard_index` (passed to records.make_dataset: each rank reads a disjoint
+  share of the training records).
+  """
+
+  def __init__(self, rank=0, size=1, local_rank=0):
+    self.rank = rank
+    self.size = size
+    self.local_rank = local_rank
+
+  @property
+  def is_chief(self):
+    """True for the process that writes checkpoints, events and results."""
+    return self.rank == 0
+
+  @property
+  def num_shards(self):
+    """Number of disjoint shares the training records are split into."""
+    return self.size
+
+  @property
+  def shard_index(self):
+    """The share of the training records this process reads."""
+    return self.rank
+
+  def allreduce_gradients(self, grads):
+    """Averages gradients over processes (one process: unchanged)."""
+    return grads
+
+  def broadcast_variables(self, variables):
+    """Sets `variables` to the chief's values (one process: nothing to do)."""
+    del variables
+
+  def training_dataset(self, dataset):
+    """The training tf.data pipeline of this process (a hook; unchanged)."""
+    return dataset
+
+
+# ---------------------------------------------------------------------------
+# Losses and metrics.
+# ---------------------------------------------------------------------------
+
+
+def teacher_distribution(probs, temperature=1.0, renormalize=False):
+  """The teacher's probabilities used as soft targets.
+
+  Args:
+    probs: float32 [..., N], the stored probabilities (N = K top entries, or
+      the vocabulary when K = 0).
+    temperature: T; for T != 1, probs ** (1/T) renormalised over the N
+      entries (softening the teacher as a softmax at temperature T would).
+    renormalize: rescale the entries to sum to 1 (implied by T != 1).
+
+  Returns:
+    float32 [..., N].
+  """
+  probs = tf.cast(probs, tf.float32)
+  if temperature != 1.0:
+    probs = tf.pow(tf.maximum(probs, 0.0), 1.0 / temperature)
+    renormalize = True
+  if renormalize:
+    probs = tf.math.divide_no_nan(
+        probs, tf.reduce_sum(probs, axis=-1, keepdims=True))
+  return probs
+
+
+def soft_cross_entropy(logits, teacher_probs, weights, teacher_indices=None,
+                       temperature=1.0, renormalize=False):
+  """The distillation loss at masked positions, as the original.
+
+  Args:
+    logits: float [B, P, V], the student's masked-LM logits.
+    teacher_probs: float [B, P, K] (with teacher_indices) or [B, P, V].
+    weights: float [B, P], masked_lm_weights.
+    teacher_indices: int [B, P, K], vocabulary ids of teacher_probs, or None
+      for full distributions.
+    temperature: see `teacher_distribution`; the loss is multiplied by T^2.
+    renormalize: see `teacher_distribution`.
+
+  Returns:
+    (loss, per_position_loss [B, P]): loss = sum(w * l) / (sum(w) + 1e-5).
+  """
+  logits = tf.cast(logits, tf.float32)
+  if temperature != 1.0:
+    logits = logits / temperature
+  log_probs = tf.nn.log_softmax(logits, axis=-1)
+  if teacher_indices is not None:
+    log_probs = tf.gather(log_probs, teacher_indices, batch_dims=2)
+  targets = teacher_distribution(teacher_probs, temperature, renormalize)
+  per_position = -tf.reduce_sum(targets * log_probs, axis=-1)
+  if temperature != 1.0:
+    per_position *= temperature * temperature
+  return weighted_mean(per_position, weights), per_position
+
+
+def hard_cross_entropy(logits, label_ids, weights):
+  """The ordinary masked-LM loss on the true ids (Google's pre-training).
+
+  Returns:
+    (loss, per_position_loss [B, P]).
+  """
+  log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+  per_position = -tf.gather(log_probs, label_ids[..., tf.newaxis],
+                            batch_dims=2)[..., 0]
+  return weighted_mean(per_position, weights), per_position
+
+
+def weighted_mean(values, weights):
+  """sum(w * v) / (sum(w) + 1e-5), the original's normalisation."""
+  weights = tf.cast(weights, tf.float32)
+  return (tf.reduce_sum(weights * values) /
+          (tf.reduce_sum(weights) + LOSS_DENOMINATOR_EPSILON))
+
+
+def next_sentence_cross_entropy(logits, labels):
+  """Mean cross-entropy of the next-sentence logits [B, 2] on labels [B, 1].
+
+  Returns:
+    (loss, per_example_loss [B]).
+  """
+  labels = tf.reshape(labels, [-1])
+  per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=labels, logits=tf.cast(logits, tf.float32))
+  return tf.reduce_mean(per_example), per_example
+
+
+def teacher_top1(teacher_probs, teacher_indices=None):
+  """The teacher's most probable word id at each position, int32 [B, P]."""
+  best = tf.argmax(teacher_probs, axis=-1, output_type=tf.int32)
+  if teacher_indices is None:
+    return best
+  return tf.gather(teacher_indices, best[..., tf.newaxis],
+                   batch_dims=2)[..., 0]
+
+
+# ---------------------------------------------------------------------------
+# Distillation model: student (+ optional online teacher) and losses.
+# ---------------------------------------------------------------------------
+
+
+class Distiller(tf.Module):
+  """The student, the optional online teacher, and the training objective.
+
+  Args:
+    options: Options.
+    student_config: the student's modeling.BertConfig.
+    teacher_labeler: a loaded teacher.TeacherLabeler to run the teacher
+      online (in float32), or None to read stage-IV labels.
+    compute_dtype: the student's compute dtype.
+  """
+
+  def __init__(self, options, student_config, teacher_labeler=None,
+               compute_dtype=tf.float32):
+    super(Distiller, self).__init__(name="distiller")
+    self.options = options
+    self.student = modeling.BertPretrainingModel(student_config,
+                                                 compute_dtype=compute_dtype)
+    self.teacher = teacher_labeler
+
+  def student_variables(self):
+    """The student's name -> variable map (Google's names)."""
+    return self.student.variables_by_name()
+
+  def teacher_targets(self, features):
+    """(probs, indices or None): the teacher's soft labels for a batch.
+
+    Read from the stage-IV features, or computed by the online teacher (its
+    top-K, or its whole distribution for K = 0), without gradient.
+    """
+    k = self.options.truncation_factor
+    p = self.options.max_predictions_per_seq
+    if self.teacher is None:
+      if k > 0:
+        probs = tf.reshape(features[records.TRUNCATED_PROBS], [-1, p, k])
+        indices = tf.reshape(features[records.TOP_K_INDICES], [-1, p, k])
+        return probs, indices
+      probs = tf.reshape(features[records.FULL_PROBS],
+                         [-1, p, self.student.config.vocab_size])
+      return probs, None
+    probs, indices = teacher.soft_labels(
+        self.teacher.model, features["input_ids"], features["input_mask"],
+        features["segment_ids"], features["masked_lm_positions"], k)
+    if indices is not None:
+      indices = tf.stop_gradient(indices)
+    return tf.stop_gradient(probs), indices
+
+  def __call__(self, features, targets, training=False, dropout_seed=None):
+    """Runs the student on a batch and returns its losses and predictions.
+
+    Args:
+      features: a parsed batch (records.parse_fn).
+      targets: (probs, indices or None) from `teacher_targets(features)`.
+      training: enables dropout.
+      dropout_seed: int64 [2], the seed of this step's dropout masks.
+
+    Returns:
+      dict: loss, masked_lm_loss, soft_loss, hard_loss, next_sentence_loss
+      (scalars); masked_lm_per_position, hard_per_position, mlm_predictions,
+      teacher_top1 ([B, P]); next_sentence_per_example,
+      next_sentence_predictions ([B]).
+    """
+    opts = self.options
+    teacher_probs, teacher_indices = targets
+    mlm_logits, nsp_logits = self.student(
+        features["input_ids"], features["input_mask"],
+        features["segment_ids"], features["masked_lm_positions"],
+        **_dropout_kwargs(training, dropout_seed))
+    weights = features["masked_lm_weights"]
+    soft_loss, soft_per_position = soft_cross_entropy(
+        mlm_logits, teacher_probs, weights, teacher_indices,
+        temperature=opts.temperature, renormalize=opts.renormalize_top_k)
+    hard_loss, hard_per_position = hard_cross_entropy(
+        mlm_logits, features["masked_lm_ids"], weights)
+    masked_lm_loss = soft_loss
+    masked_lm_per_position = soft_per_position
+    if opts.hard_label_weight:
+      masked_lm_loss += opts.hard_label_weight * hard_loss
+      masked_lm_per_position += opts.hard_label_weight * hard_per_position
+    nsp_loss, nsp_per_example = next_sentence_cross_entropy(
+        nsp_logits, features["next_sentence_labels"])
+    return {
+        "loss": masked_lm_loss + nsp_loss,
+        "masked_lm_loss": masked_lm_loss,
+        "soft_loss": soft_loss,
+        "hard_loss": hard_loss,
+        "next_sentence_loss": nsp_loss,
+        "masked_lm_per_position": masked_lm_per_position,
+        "hard_per_position": hard_per_position,
+        "mlm_predictions": tf.argmax(mlm_logits, axis=-1,
+                                     output_type=tf.int32),
+        "teacher_top1": teacher_top1(teacher_probs, teacher_indices),
+        "next_sentence_per_example": nsp_per_example,
+        "next_sentence_predictions": tf.argmax(nsp_logits, axis=-1,
+                                               output_type=tf.int32),
+    }
+
+
+def _dropout_kwargs(training, dropout_seed):
+  kwargs = {"training": training}
+  if training and dropout_seed is not None:
+    kwargs["dropout_seed"] = dropout_seed
+  return kwargs
+
+
+# ---------------------------------------------------------------------------
+# Checking the options and the inputs.
+# ---------------------------------------------------------------------------
+
+
+def check_options(opts):
+  """Raises cli.UserError (one line naming the flag) on bad settings."""
+  if not opts.do_train and not opts.do_eval:
+    raise cli.UserError(
+        "At least one of `do_train` or `do_eval` must be True.")
+  for name in ("bert_config_file", "input_file", "output_dir"):
+    if not getattr(opts, name):
+      raise cli.UserError("--%s is required" % name)
+  positive = ["max_seq_length", "max_predictions_per_seq",
+              "save_checkpoints_steps", "iterations_per_loop",
+              "log_every_n_steps", "keep_checkpoint_max"]
+  if opts.do_train:
+    positive += ["train_batch_size", "num_train_steps"]
+  if opts.do_eval:
+    positive += ["eval_batch_size", "max_eval_steps"]
+  for name in positive:
+    if getattr(opts, name) <= 0:
+      raise cli.UserError("--%s must be positive, got %s" %
+                          (name, getattr(opts, name)))
+  for name in ("truncation_factor", "num_warmup_steps", "hard_label_weight"):
+    if getattr(opts, name) < 0:
+      raise cli.UserError("--%s must not be negative, got %s" %
+                          (name, getattr(opts, name)))
+  if not opts.temperature > 0:
+    raise cli.UserError("--temperature must be positive, got %s" %
+                        opts.temperature)
+  if opts.teacher_bert_config_file and not opts.teacher_init_checkpoint:
+    raise cli.UserError("--teacher_bert_config_file (online teacher) needs "
+                        "--teacher_init_checkpoint")
+  if opts.init_from_teacher_layers and not opts.teacher_init_checkpoint:
+    raise cli.UserError("--init_from_teacher_layers needs "
+                        "--teacher_init_checkpoint")
+  if (opts.teacher_init_checkpoint and not opts.teacher_bert_config_file and
+      not opts.init_from_teacher_layers):
+    raise cli.UserError(
+        "--teacher_init_checkpoint is used only with "
+        "--teacher_bert_config_file (online teacher) or "
+        "--init_from_teacher_layers")
+  if opts.init_from_teacher_layers and opts.init_checkpoint:
+    raise cli.UserError("give either --init_checkpoint or "
+                        "--init_from_teacher_layers, not both")
+
+
+def load_config(path, flag_name):
+  """Reads a bert_config.json; errors name the flag and the file."""
+  cli.require_file(path, flag_name, "BERT config file")
+  try:
+    return modeling.BertConfig.from_json_file(path)
+  except ValueError as exc:
+    raise cli.UserError("%s: %s" % (flag_name, exc))
+
+
+def check_config(opts, config, flag_name):
+  """Checks a model config against the sequence length flag."""
+  if opts.max_seq_length > config.max_position_embeddings:
+    raise cli.UserError(
+        "Cannot use sequence length %d because the BERT model (%s %s) was "
+        "only trained up to sequence length %d" %
+        (opts.max_seq_length, flag_name,
+         getattr(opts, flag_name.lstrip("-")),
+         config.max_position_embeddings))
+
+
+def record_lengths(opts, vocab_size):
+  """Feature name -> length of the records this run reads."""
+  if opts.online_teacher:
+    return records.stage3_lengths(opts.max_seq_length,
+                                  opts.max_predictions_per_seq)
+  return records.stage4_lengths(opts.max_seq_length,
+                                opts.max_predictions_per_seq,
+                                opts.truncation_factor, vocab_size)
+
+
+def validate_inputs(paths, lengths, opts):
+  """records.validate_files with the flags named in errors.
+
+  Stage-III records given without an online teacher get a hint.
+  """
+  flag_values = {"max_seq_length": opts.max_seq_length,
+                 "max_predictions_per_seq": opts.max_predictions_per_seq,
+                 "truncation_factor": opts.truncation_factor}
+  try:
+    return records.validate_files(paths, lengths, flag_values)
+  except records.RecordMismatchError as exc:
+    message = str(exc)
+    if "found stage-III records" in message:
+      message += (" (or give --teacher_bert_config_file and "
+                  "--teacher_init_checkpoint to run the teacher online)")
+    raise cli.UserError(message)
+
+
+def parse_layer_indices(spec, num_student_layers):
+  """Parses --init_from_teacher_layers into one teacher index per layer."""
+  try:
+    indices = [int(x) for x in spec.split(",") if x.strip()]
+  except ValueError:
+    raise cli.UserError("--init_from_teacher_layers=%s: expected "
+                        "comma-separated layer indices" % spec)
+  if len(indices) != num_student_layers:
+    raise cli.UserError(
+        "--init_from_teacher_layers=%s: %d indices given, the student has "
+        "%d layers (one teacher layer index per student layer)" %
+        (spec, len(indices), num_student_layers))
+  if min(indices) < 0:
+    raise cli.UserError("--init_from_teacher_layers=%s: negative layer "
+                        "index" % spec)
+  return indices
+
+
+# ---------------------------------------------------------------------------
+# Initialisation and checkpoints.
+# ---------------------------------------------------------------------------
+
+
+def _resolve_checkpoint(path, flag_name):
+  """A checkpoint prefix from a prefix or a directory, or a UserError."""
+  try:
+    return modeling.resolve_checkpoint(path)
+  except ValueError as exc:
+    raise cli.UserError("%s: %s" % (flag_name, exc))
+
+
+def _load(variables_by_name, checkpoint, flag_name):
+  try:
+    return modeling.load_checkpoint(variables_by_name, checkpoint)
+  except ValueError as exc:
+    raise cli.UserError("%s: %s" % (flag_name, exc))
+
+
+def init_from_teacher_layers(student_variables, spec, checkpoint,
+                             num_student_layers):
+  """Copies chosen teacher layers, embeddings and heads into the student.
+
+  Student layer i takes teacher layer indices[i]; every other variable is
+  taken from the teacher variable of the same name when the teacher has it
+  (a teacher without pooler or next-sentence head leaves those as they are).
+
+  Raises:
+    cli.UserError: bad indices, a layer the teacher lacks, or a shape
+      mismatch (sizes must match).
+  """
+  indices = parse_layer_indices(spec, num_student_layers)
+  checkpoint = _resolve_checkpoint(checkpoint, "--teacher_init_checkpoint")
+  teacher_layers = set()
+  for name, _ in tf.train.list_variables(checkpoint):
+    m = re.match(r"bert/encoder/layer_(\d+)/", name)
+    if m:
+      teacher_layers.add(int(m.group(1)))
+  for i in indices:
+    if i not in teacher_layers:
+      raise cli.UserError(
+          "--init_from_teacher_layers=%s: the teacher checkpoint %s has no "
+          "layer %d (it has %d layers)" % (spec, checkpoint, i,
+                                           len(teacher_layers)))
+  mapping = collections.OrderedDict()
+  for name, var in student_variables.items():
+    m = re.match(r"bert/encoder/layer_(\d+)/(.*)$", name)
+    if m:
+      name = "bert/encoder/layer_%d/%s" % (indices[int(m.group(1))],
+                                            m.group(2))
+    mapping[name] = var
+  try:
+    initialized, missing = modeling.load_checkpoint(mapping, checkpoint)
+  except ValueError as exc:
+    raise cli.UserError("--init_from_teacher_layers: sizes differ: %s" % exc)
+  logging.info("Initialised %d student variables from teacher layers %s of "
+               "%s; %d kept their random values: %s", len(initialized),
+               indices, checkpoint, len(missing), ", ".join(missing))
+
+
+class CheckpointSaver(object):
+  """Writes model.ckpt-<step> checkpoints and keeps the newest few."""
+
+  def __init__(self, directory, variables_by_name, keep):
+    self.directory = directory
+    self.variables_by_name = variables_by_name
+    self.keep = keep
+
+  def save(self, step):
+    """Saves all variables as <directory>/model.ckpt-<step>."""
+    prefix = os.path.join(self.directory, "%s-%d" % (CHECKPOINT_BASENAME,
+                                                    step))
+    start = time.time()
+    modeling.save_checkpoint(self.variables_by_name, prefix)
+    modeling.write_checkpoint_index(self.directory, prefix)
+    if self._remove_old():
+      # Drops the removed ones from the index's list.
+      modeling.write_checkpoint_index(self.directory, prefix)
+    logging.info("Saved checkpoint %s (%.1f s)", prefix, time.time() - start)
+    return prefix
+
+  def steps(self):
+    """Steps of the model.ckpt-<step> checkpoints present, ascending."""
+    found = set()
+    pattern = re.compile(re.escape(CHECKPOINT_BASENAME) + r"-(\d+)\.index$")
+    for name in os.listdir(self.directory):
+      m = pattern.match(name)
+      if m:
+        found.add(int(m.group(1)))
+    return sorted(found)
+
+  def _remove_old(self):
+    """Removes all but the newest `keep` checkpoints; returns their steps."""
+    removed = self.steps()[:-self.keep]
+    for step in removed:
+      prefix = os.path.join(self.directory, "%s-%d" % (CHECKPOINT_BASENAME,
+                                                      step))
+      for path in tf.io.gfile.glob(prefix + ".*"):
+        tf.io.gfile.remove(path)
+    return removed
+
+
+class DynamicLossScale(tf.Module):
+  """Loss scaling for float16: halve on overflow, double after 2000 good steps.
+
+  Its two variables are saved in the checkpoints (as `loss_scale` and
+  `loss_scale_good_steps`) so that a resumed run continues exactly.
+  """
+
+  def __init__(self, initial_scale=2.0**15, growth_interval=2000):
+    super(DynamicLossScale, self).__init__(name="loss_scale")
+    self.scale = tf.Variable(initial_scale, dtype=tf.float32,
+                             trainable=False, name="loss_scale")
+    self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                  name="loss_scale_good_steps")
+    self.growth_interval = growth_interval
+
+  def variables_by_name(self):
+    """Name -> variable, for checkpoints."""
+    return collections.OrderedDict([("loss_scale", self.scale),
+                                    ("loss_scale_good_steps",
+                                     self.good_steps)])
+
+  def update(self, grads_are_finite):
+    """Adjusts the scale after a step; returns nothing."""
+
+    def _finite():
+      grow = self.good_steps + 1 >= self.growth_interval
+      self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale))
+      self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64),
+                                      self.good_steps + 1))
+
+    def _overflow():
+      self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
+      self.good_steps.assign(0)
+
+    tf.cond(grads_are_finite, _finite, _overflow)
+
+
+# ---------------------------------------------------------------------------
+# Training and evaluation.
+# ---------------------------------------------------------------------------
+
+
+def dropout_seed_for_step(random_seed, step, distribution):
+  """The stateless seed of the dropout masks of `step` on this rank."""
+  step = tf.cast(step, tf.int64)
+  return tf.stack([tf.constant(random_seed, tf.int64),
+                   step * distribution.size + distribution.rank])
+
+
+class Trainer(object):
+  """Builds the compiled training loop of a Distiller.
+
+  One call of `train_loop(iterator, num_steps)` runs `num_steps` steps in a
+  single tf.function (a device loop, like the original's iterations_per_loop
+  on TPUs) and returns (mean loss of those steps, loss of the last one).
+  """
+
+  def __init__(self, distiller, optimizer, distribution, opts,
+               loss_scale=None):
+    self.distiller = distiller
+    self.optimizer = optimizer
+    self.distribution = distribution
+    self.opts = opts
+    self.loss_scale = loss_scale
+    self.model_variables = distiller.student_variables()
+    self._variables = list(self.model_variables.values())
+    forward_backward = self._forward_backward
+    if opts.use_xla:
+      forward_backward = tf.function(forward_backward, jit_compile=True)
+    self._compiled_forward_backward = forward_backward
+    self.train_loop = tf.function(self._train_loop)
+
+  def _forward_backward(self, features, step):
+    """Loss and dense gradients of one batch (XLA-compilable: no collectives).
+    """
+    targets = self.distiller.teacher_targets(features)
+    seed = dropout_seed_for_step(self.opts.random_seed, step,
+                                 self.distribution)
+    with tf.GradientTape() as tape:
+      outputs = self.distiller(features, targets, training=True,
+                               dropout_seed=seed)
+      loss = outputs["loss"]
+      scaled_loss = loss
+      if self.loss_scale is not None:
+        scaled_loss = loss * self.loss_scale.scale
+    grads = tape.gradient(scaled_loss, self._variables)
+    # Dense gradients (the word embeddings' one sums a gather's slices and
+    # the output projection's matrix anyway), zeros for unused variables.
+    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+             for g, v in zip(grads, self._variables)]
+    if self.loss_scale is not None:
+      grads = [g / self.loss_scale.scale for g in grads]
+    return loss, grads
+
+  def _apply(self, grads):
+    if self.loss_scale is None:
+      self.optimizer.apply_gradients(grads, self.model_variables)
+      return
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                            for g in grads])
+
+    def _step():
+      self.optimizer.apply_gradients(grads, self.model_variables)
+      return tf.constant(True)
+
+    def _skip():
+      # The step still counts, so that data and dropout stay aligned with
+      # global_step (exact resume).
+      self.optimizer.global_step.assign_add(1)
+      return tf.constant(False)
+
+    tf.cond(finite, _step, _skip)
+    self.loss_scale.update(finite)
+
+  def _train_loop(self, iterator, num_steps):
+    loss_sum = tf.constant(0.0)
+    loss = tf.constant(0.0)
+    for _ in tf.range(num_steps):
+      features = next(iterator)
+      loss, grads = self._compiled_forward_backward(
+          features, self.optimizer.global_step.read_value())
+      grads = self.distribution.allreduce_gradients(grads)
+      self._apply(grads)
+      loss_sum += loss
+    return loss_sum / tf.cast(num_steps, tf.float32), loss
+
+
+def write_scalars(writer, values, step):
+  """Writes TensorBoard scalars (tag -> float) at `step`.
+
+  Uses tf.summary.write with the scalar plugin's metadata, so that the
+  `tensorboard` package is not needed to write the events TensorBoard reads.
+  """
+  metadata = tf.compat.v1.SummaryMetadata(
+      plugin_data=tf.compat.v1.SummaryMetadata.PluginData(
+          plugin_name="scalars"))
+  with writer.as_default():
+    for tag, value in values.items():
+      tf.summary.write(tag, tf.constant(value, tf.float32), step=step,
+                       metadata=metadata)
+
+
+def _next_boundary(step, opts):
+  """The step at which the current device loop must return to Python."""
+  candidates = [opts.num_train_steps]
+  for every in (opts.iterations_per_loop, opts.log_every_n_steps,
+                opts.save_checkpoints_steps):
+    candidates.append((step // every + 1) * every)
+  return min(candidates)
+
+
+def train(distiller, optimizer, distribution, opts, train_files, lengths,
+          saver=None, loss_scale=None, summary_writer=None):
+  """Runs training from the optimizer's global_step to num_train_steps.
+
+  Args:
+    distiller: the Distiller.
+    optimizer: an optimization.AdamWeightDecayOptimizer built for the student.
+    distribution: the Distribution.
+    opts: Options.
+    train_files: validated training record files.
+    lengths: their feature lengths.
+    saver: a CheckpointSaver (chief), or None.
+    loss_scale: a DynamicLossScale for float16, or None.
+    summary_writer: a tf.summary writer (chief), or None.
+  """
+  step = int(optimizer.global_step.numpy())
+  if step >= opts.num_train_steps:
+    logging.info("Skipping training: global_step %d >= --num_train_steps %d",
+                 step, opts.num_train_steps)
+    return
+  dataset = records.make_dataset(
+      train_files, lengths, opts.train_batch_size, is_training=True,
+      num_shards=distribution.num_shards,
+      shard_index=distribution.shard_index, seed=opts.random_seed,
+      skip_batches=step)
+  iterator = iter(distribution.training_dataset(dataset))
+  trainer = Trainer(distiller, optimizer, distribution, opts, loss_scale)
+  examples_per_step = opts.train_batch_size * distribution.size
+  logging.info("Training from step %d to %d, %d examples per step%s", step,
+               opts.num_train_steps, examples_per_step,
+               " (resumed)" if step else "")
+  first_step = step
+  start = time.time()
+  last_log_step, last_log_time = step, start
+  while step < opts.num_train_steps:
+    boundary = _next_boundary(step, opts)
+    loop_start = time.time()
+    mean_loss, _ = trainer.train_loop(
+        iterator, tf.constant(boundary - step, tf.int32))
+    mean_loss = float(mean_loss.numpy())
+    if not math.isfinite(mean_loss) and loss_scale is None:
+      raise cli.UserError(
+          "training loss is %s at step %d; lower --learning_rate" %
+          (mean_loss, boundary))
+    elapsed = time.time() - loop_start
+    loop_steps = boundary - step
+    step = boundary
+    if not distribution.is_chief:
+      continue
+    learning_rate = float(optimizer.learning_rate_at(step).numpy())
+    examples_per_sec = loop_steps * examples_per_step / max(elapsed, 1e-9)
+    if summary_writer is not None:
+      write_scalars(summary_writer, {"loss": mean_loss,
+                                     "learning_rate": learning_rate,
+                                     "examples_per_sec": examples_per_sec},
+                    step)
+    if step % opts.log_every_n_steps == 0 or step == opts.num_train_steps:
+      now = time.time()
+      rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
+      overall = (step - first_step) / max(now - start, 1e-9)
+      logging.info(
+          "step %d/%d, loss %.4f, learning rate %.3g, %.1f examples/s, "
+          "ETA %s", step, opts.num_train_steps, mean_loss, learning_rate,
+          rate * examples_per_step,
+          cli.format_duration((opts.num_train_steps - step) /
+                              max(overall, 1e-9)))
+      last_log_step, last_log_time = step, now
+    if saver is not None and (step % opts.save_checkpoints_steps == 0 or
+                              step == opts.num_train_steps):
+      saver.save(step)
+  if summary_writer is not None:
+    summary_writer.flush()
+  logging.info("Training done: %d steps in %s", step - first_step,
+               cli.format_duration(time.time() - start))
+
+
+def evaluate(distiller, opts, eval_files, lengths):
+  """Evaluates the student on up to max_eval_steps batches.
+
+  Returns:
+    dict: masked_lm_accuracy, masked_lm_loss (the masked-LM part of the
+    training loss), masked_lm_hard_label_loss (cross-entropy on the true ids),
+    next_sentence_accuracy, next_sentence_loss, loss,
+    teacher_top1_agreement (student argmax == teacher's top word), eval_examples.
+  """
+  dataset = records.make_dataset(eval_files, lengths, opts.eval_batch_size,
+                                 is_training=False)
+  dataset = dataset.take(opts.max_eval_steps)
+
+  def _eval_step(features):
+    outputs = distiller(features, distiller.teacher_targets(features),
+                        training=False)
+    weights = tf.cast(features["masked_lm_weights"], tf.float32)
+    labels = tf.reshape(features["next_sentence_labels"], [-1])
+
+    def wsum(values):
+      return tf.reduce_sum(weights * tf.cast(values, tf.float32))
+
+    return {
+        "weight": tf.reduce_sum(weights),
+        "mlm_correct": wsum(tf.equal(outputs["mlm_predictions"],
+                                     features["masked_lm_ids"])),
+        "mlm_loss": wsum(outputs["masked_lm_per_position"]),
+        "hard_loss": wsum(outputs["hard_per_position"]),
+        "agreement": wsum(tf.equal(outputs["mlm_predictions"],
+                                   outputs["teacher_top1"])),
+        "nsp_correct": tf.reduce_sum(tf.cast(
+            tf.equal(outputs["next_sentence_predictions"], labels),
+            tf.float32)),
+        "nsp_loss": tf.reduce_sum(outputs["next_sentence_per_example"]),
+        "examples": tf.cast(tf.shape(labels)[0], tf.float32),
+    }
+
+  eval_step = tf.function(_eval_step, jit_compile=opts.use_xla or None,
+                          reduce_retracing=True)
+  totals = collections.defaultdict(float)
+  progress = cli.Progress("eval", unit="examples")
+  for features in dataset:
+    for key, value in eval_step(features).items():
+      totals[key] += float(value.numpy())
+    progress.update(int(totals["examples"]) - progress.count)
+  progress.done()
+  if not totals["examples"]:
+    raise cli.UserError("no evaluation records")
+  weight = max(totals["weight"], 1e-12)
+  results = collections.OrderedDict()
+  results["masked_lm_accuracy"] = totals["mlm_correct"] / weight
+  results["masked_lm_loss"] = totals["mlm_loss"] / weight
+  results["masked_lm_hard_label_loss"] = totals["hard_loss"] / weight
+  results["next_sentence_accuracy"] = (totals["nsp_correct"] /
+                                       totals["examples"])
+  results["next_sentence_loss"] = totals["nsp_loss"] / totals["examples"]
+  results["loss"] = results["masked_lm_loss"] + results["next_sentence_loss"]
+  results["teacher_top1_agreement"] = totals["agreement"] / weight
+  results["eval_examples"] = int(totals["examples"])
+  return results
+
+
+def write_eval_results(output_dir, results):
+  """Writes output_dir/eval_results.txt (sorted `key = value` lines)."""
+  path = os.path.join(output_dir, EVAL_RESULTS_FILE)
+  with cli.atomic_output(path) as tmp:
+    with open(tmp, "w") as f:
+      for key in sorted(results):
+        f.write("%s = %s\n" % (key, results[key]))
+  logging.info("***** Eval results (%s) *****", path)
+  for key in sorted(results):
+    logging.info("  %s = %s", key, results[key])
+  return path
+
+
+# ---------------------------------------------------------------------------
+# The whole run.
+# ---------------------------------------------------------------------------
+
+
+def compute_dtype(opts):
+  """The dtype the models compute in."""
+  if opts.use_mixed_precision:
+    return tf.as_dtype(opts.mixed_precision_dtype)
+  return tf.float32
+
+
+def run(opts, distribution=None):
+  """Trains and/or evaluates a student as the options say.
+
+  Args:
+    opts: Options (see options_from_flags).
+    distribution: a Distribution (default: one process).
+
+  Returns:
+    The eval results dict when opts.do_eval (on the chief), else None.
+
+  Raises:
+    cli.UserError: bad flags or inputs (one line).
+  """
+  distribution = distribution or Distribution()
+  check_options(opts)
+  student_config = load_config(opts.bert_config_file, "--bert_config_file")
+  check_config(opts, student_config, "--bert_config_file")
+  teacher_config = None
+  if opts.online_teacher:
+    teacher_config = load_config(opts.teacher_bert_config_file,
+                                 "--teacher_bert_config_file")
+    check_config(opts, teacher_config, "--teacher_bert_config_file")
+    if teacher_config.vocab_size != student_config.vocab_size:
+      raise cli.UserError(
+          "--teacher_bert_config_file: vocab_size %d differs from the "
+          "student's %d (--bert_config_file)" %
+          (teacher_config.vocab_size, student_config.vocab_size))
+    teacher.check_truncation_factor(opts.truncation_factor,
+                                    teacher_config.vocab_size)
+  if opts.init_from_teacher_layers:
+    parse_layer_indices(opts.init_from_teacher_layers,
+                        student_config.num_hidden_layers)
+
+  lengths = record_lengths(opts, student_config.vocab_size)
+  train_files = eval_files = None
+  if opts.do_train:
+    train_files = validate_inputs(
+        cli.resolve_input_files(opts.input_file, "--input_file"), lengths,
+        opts)
+  if opts.do_eval and distribution.is_chief:
+    if opts.eval_input_file:
+      eval_files = validate_inputs(
+          cli.resolve_input_files(opts.eval_input_file, "--eval_input_file"),
+          lengths, opts)
+    else:
+      eval_files = train_files or validate_inputs(
+          cli.resolve_input_files(opts.input_file, "--input_file"), lengths,
+          opts)
+  if distribution.is_chief:
+    cli.ensure_writable_dir(opts.output_dir)
+
+  dtype = compute_dtype(opts)
+  labeler = None
+  if opts.online_teacher:
+    labeler = teacher.TeacherLabeler(teacher_config,
+                                     opts.teacher_init_checkpoint,
+                                     opts.truncation_factor,
+                                     flag_name="--teacher_init_checkpoint")
+  # The student's initialisation depends on the seed alone.
+  tf.random.set_seed(opts.random_seed)
+  distiller = Distiller(opts, student_config, labeler, dtype)
+  optimizer = optimization.create_optimizer(
+      opts.learning_rate, opts.num_train_steps, opts.num_warmup_steps)
+  model_variables = distiller.student_variables()
+  optimizer.build(model_variables)
+  loss_scale = None
+  if opts.use_mixed_precision and dtype == tf.float16:
+    loss_scale = DynamicLossScale()
+  all_variables = collections.OrderedDict(model_variables)
+  all_variables.update(optimizer.variables_by_name())
+  if loss_scale is not None:
+    all_variables.update(loss_scale.variables_by_name())
+
+  if distribution.is_chief:
+    initialize(opts, student_config, model_variables, all_variables,
+               optimizer)
+  distribution.broadcast_variables(list(all_variables.values()))
+
+  summary_writer = saver = None
+  if distribution.is_chief:
+    summary_writer = tf.summary.create_file_writer(opts.output_dir)
+    saver = CheckpointSaver(opts.output_dir, all_variables,
+                            opts.keep_checkpoint_max)
+  if opts.do_train:
+    train(distiller, optimizer, distribution, opts, train_files, lengths,
+          saver=saver, loss_scale=loss_scale, summary_writer=summary_writer)
+  if not (opts.do_eval and distribution.is_chief):
+    return None
+  results = evaluate(distiller, opts, eval_files, lengths)
+  results["global_step"] = int(optimizer.global_step.numpy())
+  write_eval_results(opts.output_dir, results)
+  eval_writer = tf.summary.create_file_writer(
+      os.path.join(opts.output_dir, "eval"))
+  write_scalars(eval_writer, {k: v for k, v in results.items()
+                              if k not in ("global_step", "eval_examples")},
+                results["global_step"])
+  eval_writer.flush()
+  return results
+
+
+def initialize(opts, student_config, model_variables, all_variables,
+               optimizer):
+  """Restores the newest checkpoint in output_dir, or initialises the model.
+
+  Order: resume from output_dir (model, optimizer slots, global_step, loss
+  scale); else --init_checkpoint; else --init_from_teacher_layers; else the
+  random initialisation (seeded by --random_seed).
+  """
+  latest = modeling.latest_checkpoint(opts.output_dir)
+  if latest:
+    wanted = all_variables if opts.do_train else collections.OrderedDict(
+        list(model_variables.items()) +
+        [("global_step", optimizer.global_step)])
+    _, missing = _load(wanted, latest, "--output_dir")
+    # A run may switch float16 loss scaling on or off between restarts.
+    missing = [n for n in missing if not n.startswith("loss_scale")]
+    if missing:
+      raise cli.UserError(
+          "--output_dir: checkpoint %s is not a training checkpoint of this "
+          "model: it lacks %d variables, e.g. %s" % (latest, len(missing),
+                                                     missing[0]))
+    logging.info("Resuming from %s (global_step %d)", latest,
+                 int(optimizer.global_step.numpy()))
+    return
+  if opts.init_checkpoint:
+    checkpoint = _resolve_checkpoint(opts.init_checkpoint, "--init_checkpoint")
+    initialized, missing = _load(model_variables, checkpoint,
+                                 "--init_checkpoint")
+    logging.info("Initialised %d variables from %s; %d not in it: %s",
+                 len(initialized), checkpoint, len(missing),
+                 ", ".join(missing))
+  elif opts.init_from_teacher_layers:
+    init_from_teacher_layers(model_variables, opts.init_from_teacher_layers,
+                             opts.teacher_init_checkpoint,
+                             student_config.num_hidden_layers)
+  else:
+    logging.info("No checkpoint: the student starts from its random "
+                 "initialisation (--random_seed=%d)", opts.random_seed)

@@ -1,0 +1,35 @@
+"""Stage V: trains a smaller BERT student on a teacher's soft labels.
+
+One machine (CPU or one GPU). Reads stage-IV records (produce_teacher_labels.py:
+the teacher's top-K probabilities at every masked position, or its whole
+distribution with --truncation_factor=0) and trains the student described by
+--bert_config_file on the soft cross-entropy against them plus the
+next-sentence loss, as the original. Checkpoints (model.ckpt-<step>, Google's
+variable names), eval_results.txt and TensorBoard events go to --output_dir;
+a run that is stopped resumes from its newest checkpoint there.
+
+Example:
+  python network_distillation_single_machine_truncated.py \\
+    --bert_config_file=student/bert_config.json \\
+    --input_file='teacher_labels/*.tfrecord' --output_dir=student_out \\
+    --truncation_factor=10 --do_train=true --do_eval=true
+"""
+
+from absl import flags
+
+import cli
+import distillation
+
+FLAGS = flags.FLAGS
+distillation.define_flags()
+flags.adopt_module_key_flags(distillation)  # list them in --help
+
+
+def main(argv):
+  del argv
+  options = distillation.options_from_flags(FLAGS)
+  distillation.run(options, distillation.Distribution())
+
+
+if __name__ == "__main__":
+  cli.run(main)
