@@ -1,0 +1,200 @@
+"""Stage VI: trains a smaller BERT student with Horovod, one process per GPU.
+
+The same flags and training as network_distillation_single_machine_truncated.py
+(they share distillation.py); Horovod adds:
+
+  - one GPU per process, chosen by the process's local rank (CPU when the
+    machine has no GPU);
+  - each process reads its own share of the training records (record i goes
+    to rank i % size; the shares are disjoint and together are all records);
+  - the gradients of each step are averaged over all processes before
+    clipping and the update (hvd.grouped_allreduce, op=Average);
+  - the initial state (random, from --init_checkpoint, or resumed from the
+    newest checkpoint in --output_dir: model, optimizer slots, global_step)
+    is broadcast from rank 0, so every rank starts from rank 0's checkpoint;
+  - as the original: --learning_rate is multiplied by the number of processes,
+    --num_train_steps and --num_warmup_steps are divided by it (integer
+    division), --train_batch_size is per process;
+  - only rank 0 writes under --output_dir (checkpoints, TensorBoard events,
+    eval_results.txt) and logs at INFO level; evaluation runs on rank 0 alone.
+
+Launch with mpirun (one node, 8 GPUs, as the original README):
+  mpirun -np 8 -H localhost:8 -bind-to none -map-by slot \\
+    -x NCCL_DEBUG=INFO -x LD_LIBRARY_PATH -x PATH \\
+    -mca pml ob1 -mca btl ^openib \\
+    python network_distillation_distributed_truncated.py \\
+      --bert_config_file=student/bert_config.json \\
+      --input_file='teacher_labels/*.tfrecord' --output_dir=student_out \\
+      --truncation_factor=10 --do_train=true --do_eval=true
+or with `horovodrun -np 8 python network_distillation_distributed_truncated.py
+...`, or across nodes with multinode_train.sh.
+
+Test hook: when the environment variable DISTILL_DEBUG_DIR names a folder
+(outside --output_dir), every rank writes there
+  rank<R>_records.txt    one line per training record it consumed, in order:
+                         "input_ids | masked_lm_positions | masked_lm_ids"
+                         (space-separated integers);
+  rank<R>_variables.npz  its final values of every variable it broadcast
+                         (model, optimizer slots, global_step), in order.
+Unset (the default), nothing is written outside --output_dir.
+"""
+
+import os
+
+from absl import flags
+from absl import logging
+import horovod.tensorflow as hvd
+import numpy as np
+import tensorflow as tf
+
+import cli
+import distillation
+
+FLAGS = flags.FLAGS
+distillation.define_flags()
+flags.adopt_module_key_flags(distillation)  # list them in --help
+
+DEBUG_DIR_ENV = "DISTILL_DEBUG_DIR"
+
+# Flags whose meaning changes under Horovod, as in the original script.
+FLAGS["learning_rate"].help += (
+    " Multiplied by the number of Horovod processes (hvd.size()), as the "
+    "original.")
+FLAGS["num_train_steps"].help += (
+    " Total over all processes: each process runs num_train_steps // "
+    "hvd.size() steps (global_step counts these), as the original.")
+FLAGS["num_warmup_steps"].help += (
+    " Divided by hvd.size() (integer division), as the original.")
+FLAGS["train_batch_size"].help += (
+    " Per process: a step trains on train_batch_size * hvd.size() examples.")
+
+
+class HorovodDistribution(distillation.Distribution):
+  """The Horovod side of distillation.run: averaging, broadcast, shards."""
+
+  def __init__(self, debug_dir=None):
+    super(HorovodDistribution, self).__init__(
+        rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank())
+    self.debug_dir = debug_dir
+    self.broadcast_list = None
+
+  def allreduce_gradients(self, grads):
+    """The average of each gradient over all processes (one fused call)."""
+    if self.size == 1:
+      return grads
+    return hvd.grouped_allreduce(grads, op=hvd.Average,
+                                 name="average_gradients")
+
+  def broadcast_variables(self, variables):
+    """Sets every variable to rank 0's value."""
+    self.broadcast_list = list(variables)
+    if self.size > 1:
+      hvd.broadcast_variables(self.broadcast_list, root_rank=0)
+
+  def training_dataset(self, dataset):
+    """Logs the records this rank consumes when DISTILL_DEBUG_DIR is set."""
+    if not self.debug_dir:
+      return dataset
+    path = os.path.join(self.debug_dir, "rank%d_records.txt" % self.rank)
+    open(path, "w").close()
+
+    def _log(input_ids, positions, label_ids):
+      with open(path, "a") as f:
+        for row in zip(input_ids.numpy(), positions.numpy(),
+                       label_ids.numpy()):
+          f.write(" | ".join(" ".join(str(int(x)) for x in part)
+                             for part in row) + "\n")
+      return np.int32(0)
+
+    def _log_batch(features):
+      done = tf.py_function(_log, [features["input_ids"],
+                                   features["masked_lm_positions"],
+                                   features["masked_lm_ids"]], tf.int32)
+      with tf.control_dependencies([done]):
+        return {k: tf.identity(v) for k, v in features.items()}
+
+    # A sequential map with nothing prefetching after it (tf.data would
+    # otherwise inject a prefetch): a batch is logged when it is consumed.
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    options.experimental_optimization.map_parallelization = False
+    return dataset.map(_log_batch).with_options(options)
+
+  def write_debug_variables(self):
+    """Writes this rank's final variable values to DISTILL_DEBUG_DIR."""
+    if not self.debug_dir or self.broadcast_list is None:
+      return
+    values = {}
+    for i, var in enumerate(self.broadcast_list):
+      values["%03d:%s" % (i, var.name)] = var.numpy()
+    np.savez(os.path.join(self.debug_dir,
+                          "rank%d_variables.npz" % self.rank), **values)
+
+
+def pin_device(local_rank, local_size):
+  """Makes GPU `local_rank` the only visible GPU (or sizes CPU threads).
+
+  Must run before TensorFlow initialises its devices. Without GPUs, the
+  processes of a node share its cores: unless TF_NUM_INTRAOP_THREADS is set,
+  each gets cores // local_size intra-op threads.
+  """
+  gpus = tf.config.list_physical_devices("GPU")
+  if gpus:
+    if local_rank >= len(gpus):
+      raise cli.UserError(
+          "local rank %d has no GPU: this node has %d GPU(s) but runs %d "
+          "processes (give each node at most as many slots as GPUs)" %
+          (local_rank, len(gpus), local_size))
+    gpu = gpus[local_rank]
+    tf.config.set_visible_devices([gpu], "GPU")
+    tf.config.experimental.set_memory_growth(gpu, True)
+    return gpu.name
+  tf.config.set_visible_devices([], "GPU")
+  if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
+    tf.config.threading.set_intra_op_parallelism_threads(
+        max(1, (os.cpu_count() or 1) // max(1, local_size)))
+  return "CPU"
+
+
+def scale_for_processes(options, size):
+  """Learning rate times size, step counts divided by size (the original's).
+
+  Raises:
+    cli.UserError: training would have no step.
+  """
+  if size == 1:
+    return options
+  if options.do_train and 0 < options.num_train_steps < size:
+    raise cli.UserError(
+        "--num_train_steps=%d is the total over all processes and is divided "
+        "by the %d processes: give at least %d" %
+        (options.num_train_steps, size, size))
+  options.learning_rate *= size
+  options.num_train_steps //= size
+  options.num_warmup_steps //= size
+  return options
+
+
+def main(argv):
+  del argv
+  hvd.init()
+  device = pin_device(hvd.local_rank(), hvd.local_size())
+  debug_dir = os.environ.get(DEBUG_DIR_ENV) or None
+  if debug_dir:
+    os.makedirs(debug_dir, exist_ok=True)
+  distribution = HorovodDistribution(debug_dir)
+  if not distribution.is_chief:
+    logging.set_verbosity(logging.WARNING)
+  options = scale_for_processes(distillation.options_from_flags(FLAGS),
+                                distribution.size)
+  logging.info(
+      "Horovod: %d processes, rank %d on %s; per process: %d steps, batch "
+      "%d; learning rate %g (x%d)", distribution.size, distribution.rank,
+      device, options.num_train_steps, options.train_batch_size,
+      options.learning_rate, distribution.size)
+  distillation.run(options, distribution)
+  distribution.write_debug_variables()
+
+
+if __name__ == "__main__":
+  cli.run(main)

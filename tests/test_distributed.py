@@ -1,0 +1,464 @@
+"""Stages VI and VII under real Horovod and real mpirun (2 CPU processes).
+
+The records are the real stage-IV records of the Wikipedia sample (fixture
+stage4_file: the real small BERT's top-10 labels); the student is tiny
+(2 layers, hidden 32). Each rank runs with one TensorFlow thread.
+
+What rank each record went to, and each rank's final variables, are read from
+the test hook of network_distillation_distributed_truncated.py: with
+DISTILL_DEBUG_DIR set (a folder outside --output_dir) every rank writes
+rank<R>_records.txt and rank<R>_variables.npz there.
+"""
+
+import collections
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+import tensorflow as tf
+
+import conftest
+import modeling
+
+SCRIPT = "network_distillation_distributed_truncated.py"
+SINGLE_SCRIPT = "network_distillation_single_machine_truncated.py"
+SEQ = conftest.MAX_SEQ_LENGTH
+PREDS = conftest.MAX_PREDICTIONS
+K = conftest.TRUNCATION_FACTOR
+# Rank 0 writes only these under --output_dir.
+CHIEF_OUTPUT = re.compile(
+    r"^(checkpoint|eval_results\.txt|model\.ckpt-\d+\.(index|data-\d+-of-\d+)"
+    r"|events\.out\.tfevents\..*|eval/events\.out\.tfevents\..*)$")
+
+
+def tiny_student_config(path, dropout=0.1):
+  """Writes a 2-layer, hidden-32 student config (the teacher's vocab)."""
+  config = {
+      "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
+      "num_attention_heads": 2, "intermediate_size": 64, "hidden_act": "gelu",
+      "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
+      "max_position_embeddings": SEQ, "type_vocab_size": 2,
+      "initializer_range": 0.02}
+  with open(path, "w") as f:
+    json.dump(config, f)
+  return str(path)
+
+
+def mpi_env(debug_dir=None):
+  """The environment of an mpirun test job (one TF thread per rank)."""
+  env = conftest.script_env()
+  env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
+             TF_NUM_INTEROP_THREADS="1")
+  env.pop("DISTILL_DEBUG_DIR", None)
+  if debug_dir:
+    env["DISTILL_DEBUG_DIR"] = str(debug_dir)
+  return env
+
+
+def mpirun_command(np_, app_args):
+  """mpirun on localhost; app_args: one argument list, or one per rank."""
+  cmd = ["mpirun"]
+  if os.getuid() == 0:
+    cmd.append("--allow-run-as-root")
+  cmd += ["-H", "localhost:%d" % np_, "-bind-to", "none", "-map-by", "slot",
+          "-mca", "pml", "ob1", "-mca", "btl", "^openib"]
+  for name in ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL",
+               "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
+               "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+               "DISTILL_DEBUG_DIR"):
+    cmd += ["-x", name]
+  if isinstance(app_args[0], (list, tuple)):  # MPMD: one command per rank
+    for i, args in enumerate(app_args):
+      cmd += ([":"] if i else []) + ["-np", "1", sys.executable, SCRIPT]
+      cmd += [str(a) for a in args]
+  else:
+    cmd += ["-np", str(np_), sys.executable, SCRIPT]
+    cmd += [str(a) for a in app_args]
+  return cmd
+
+
+def run_mpi(np_, app_args, env, timeout=300):
+  """Runs an mpirun job; fails the test on a non-zero exit."""
+  result = subprocess.run(mpirun_command(np_, app_args), cwd=conftest.REPO,
+                          env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+  if result.returncode != 0:
+    pytest.fail("mpirun exited %d:\n%s" % (result.returncode,
+                                           result.stderr[-5000:]))
+  return result
+
+
+def common_flags(config, input_file):
+  return ["--bert_config_file", config, "--input_file", input_file,
+          "--truncation_factor", K, "--max_seq_length", SEQ,
+          "--max_predictions_per_seq", PREDS]
+
+
+def record_key(input_ids, positions, label_ids):
+  """The identity of a record, as the test hook writes it."""
+  return " | ".join(" ".join(str(int(x)) for x in part)
+                    for part in (input_ids, positions, label_ids))
+
+
+Record = collections.namedtuple("Record", "raw key weight_sum label")
+
+
+def read_raw_records(path, limit=None):
+  """The first `limit` (all) records of a file, each as a `Record`.
+
+  raw: the serialized tf.train.Example; key: see record_key; weight_sum: sum
+  of masked_lm_weights (real masked positions); label: next_sentence_labels.
+  """
+  out = []
+  for raw in tf.data.TFRecordDataset(path).take(limit or -1):
+    feat = tf.train.Example.FromString(raw.numpy()).features.feature
+    key = record_key(feat["input_ids"].int64_list.value,
+                     feat["masked_lm_positions"].int64_list.value,
+                     feat["masked_lm_ids"].int64_list.value)
+    out.append(Record(raw.numpy(), key,
+                      float(sum(feat["masked_lm_weights"].float_list.value)),
+                      int(feat["next_sentence_labels"].int64_list.value[0])))
+  return out
+
+
+def write_records(path, chosen):
+  """Writes Records (their serialized bytes, unchanged) to a TFRecord file."""
+  with tf.io.TFRecordWriter(str(path)) as w:
+    for record in chosen:
+      w.write(record.raw)
+  return str(path)
+
+
+def read_rank_records(debug_dir, rank):
+  with open(os.path.join(debug_dir, "rank%d_records.txt" % rank)) as f:
+    return [line.rstrip("\n") for line in f]
+
+
+def read_scalars(event_dir, tag):
+  """step -> value of a TensorBoard scalar written directly in event_dir."""
+  points = {}
+  for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          points[event.step] = float(tf.make_ndarray(value.tensor))
+  return points
+
+
+def read_key_values(path):
+  with open(path) as f:
+    return dict(tuple(s.strip() for s in line.split("=", 1))
+                for line in f if "=" in line)
+
+
+def files_under(directory):
+  return sorted(os.path.relpath(os.path.join(d, n), directory)
+                for d, _, names in os.walk(directory) for n in names)
+
+
+def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
+  """mpirun -np 2: trains to the end, loss falls, ranks agree, shards split.
+
+  The input is the first 256 real stage-IV records (the whole sample has
+  about 10,000: an epoch of it would take minutes here), so that a short run
+  goes through each rank's share once. Rank 1 is started (MPMD) with its own
+  --output_dir: the code path that would write there is the one that writes
+  rank 0's output, so that folder staying absent shows that other ranks write
+  nothing under output_dir.
+  """
+  all_records = read_raw_records(stage4_file, limit=256)
+  assert len(all_records) == 256
+  data = write_records(tmp_path / "sample.tfrecord", all_records)
+  all_keys = collections.Counter(r.key for r in all_records)
+  assert max(all_keys.values()) == 1
+  config = tiny_student_config(tmp_path / "student.json")
+  debug_dir, out0, out1 = (tmp_path / "debug", tmp_path / "out",
+                           tmp_path / "out_rank1")
+  batch = 16
+  # One epoch of each rank's share, and a bit more.
+  steps_per_rank = (len(all_records) // 2) // batch + 2
+  eval_flags = common_flags(config, data) + [
+      "--do_eval=true", "--eval_batch_size", 32, "--max_eval_steps", 2]
+  flags = eval_flags + [
+      "--do_train=true", "--train_batch_size", batch,
+      "--learning_rate", 5e-3, "--num_train_steps", 2 * steps_per_rank,
+      "--num_warmup_steps", 4, "--save_checkpoints_steps", 10,
+      "--log_every_n_steps", 2, "--iterations_per_loop", 2]
+  start = time.time()
+  result = run_mpi(2, [flags + ["--output_dir", out0],
+                       flags + ["--output_dir", out1]], mpi_env(debug_dir))
+  elapsed = time.time() - start
+  print("mpirun -np 2, %d steps per rank: %.1f s" % (steps_per_rank, elapsed))
+
+  # Ran to the end; the chief's outputs, and nothing from rank 1.
+  assert not out1.exists()
+  files = files_under(out0)
+  assert all(CHIEF_OUTPUT.match(f) for f in files), files
+  assert "model.ckpt-%d.index" % steps_per_rank in files
+  results = read_key_values(out0 / "eval_results.txt")
+  assert int(results["global_step"]) == steps_per_rank
+  assert "Horovod: 2 processes" in result.stderr
+  assert tf.train.load_variable(
+      str(out0 / ("model.ckpt-%d" % steps_per_rank)),
+      "global_step") == steps_per_rank
+
+  # TensorBoard scalars from rank 0, to the last step.
+  assert max(read_scalars(str(out0), "loss")) == steps_per_rank
+
+  # The loss went down: the untrained student (same seed, one process, no
+  # mpirun) evaluated on the same records does worse.
+  before = tmp_path / "before"
+  conftest.run_script([SCRIPT] + eval_flags + ["--output_dir", before],
+                      env=mpi_env())
+  before = read_key_values(before / "eval_results.txt")
+  assert int(before["global_step"]) == 0
+  assert (float(results["masked_lm_loss"]) <
+          0.9 * float(before["masked_lm_loss"])), (before, results)
+  assert (float(results["teacher_top1_agreement"]) >
+          float(before["teacher_top1_agreement"]) + 0.02), (before, results)
+
+  # Both ranks hold identical weights, optimizer slots and global_step.
+  ranks = [np.load(debug_dir / ("rank%d_variables.npz" % r)) for r in (0, 1)]
+  assert ranks[0].files == ranks[1].files and len(ranks[0].files) > 20
+  for name in ranks[0].files:
+    np.testing.assert_array_equal(ranks[0][name], ranks[1][name],
+                                  err_msg=name)
+  # ... and they are what rank 0 saved in its final checkpoint.
+  saved = tf.train.load_checkpoint(str(out0 / ("model.ckpt-%d" %
+                                              steps_per_rank)))
+  digest = lambda a: (np.asarray(a).shape, np.asarray(a).tobytes())
+  assert (sorted(digest(saved.get_tensor(n))
+                 for n in saved.get_variable_to_shape_map()) ==
+          sorted(digest(ranks[0][n]) for n in ranks[0].files))
+
+  # Each rank consumed batch * steps records, all from its own share; the
+  # shares are disjoint and together are the whole input.
+  seen = [read_rank_records(debug_dir, r) for r in (0, 1)]
+  for r in (0, 1):
+    assert len(seen[r]) == batch * steps_per_rank
+  shares = [set(s) for s in seen]
+  assert not shares[0] & shares[1]
+  assert shares[0] | shares[1] == set(all_keys)
+  expected = [set(rec.key for i, rec in enumerate(all_records)
+                  if i % 2 == r) for r in (0, 1)]
+  assert shares == expected
+
+
+def test_averaged_update_equals_single_process_update_on_the_union(
+    tmp_path, stage4_file):
+  """One 2-rank step equals one single-process step on both ranks' batches.
+
+  Why the two must agree exactly (up to float summation order):
+  - the records: 8 real stage-IV records, each with all 10 masked positions
+    real (masked_lm_weights sum to 10). Written in file order, rank r reads
+    records r, r+2, ... (4 each); with batch 4 its first batch is exactly its
+    share (one epoch), and the single process with batch 8 reads all 8.
+    Half are actual next sentences and half random ones (two of each per
+    rank): with one label only, the next-sentence bias gradient alone has a
+    norm near 0.7 and the whole gradient gets clipped (see below).
+  - the loss: each rank's masked-LM loss is sum(w*l) / (sum(w) + 1e-5) over
+    its batch and its next-sentence loss a mean over its 4 examples. With
+    equal weight sums W = 40 on both ranks, the average of the two rank
+    gradients equals the gradient of sum(w*l) / (2W) + NSP mean over 8 (the
+    1e-5 changes it by a relative 1e-5 / 80, below the tolerance); the single
+    process computes the same on its batch of 8 (denominator 80 + 1e-5).
+  - dropout is off (probabilities 0), both start from the same
+    --init_checkpoint with zero optimizer slots, no warmup, and the same
+    learning rate: the 2-rank job gets --learning_rate 1e-3 (multiplied by 2)
+    and --num_train_steps 2 (divided by 2), the single process 2e-3 and 1.
+  - the first Adam step moves each weight by about lr * sign(gradient), which
+    would hide a wrong scale of the averaged gradient (a sum instead of an
+    average). The optimizer slots adam_m = 0.1 g and adam_v = 0.001 g^2 hold
+    the (clipped) gradient g itself, so they are compared too; and the test
+    checks that g's global norm is below the clipping norm 1.0, so that
+    clipping did not rescale it (a summed gradient would then show up as
+    twice the slots).
+  Tolerances: weights 1e-6 absolute; slots 1e-5 of each tensor's largest
+  entry. The only difference between the two computations is the order of
+  float32 sums (two half-batch sums averaged vs one sum), measured at a few
+  1e-7 relative.
+  """
+  full = [r for r in read_raw_records(stage4_file, limit=2000)
+          if r.weight_sum == PREDS]
+  actual = [r for r in full if r.label == 0][:4]
+  random_next = [r for r in full if r.label == 1][:4]
+  assert len(actual) == len(random_next) == 4
+  # File order a a r r a a r r: each rank gets two of each label.
+  chosen = [actual[0], actual[1], random_next[0], random_next[1],
+            actual[2], actual[3], random_next[2], random_next[3]]
+  data = write_records(tmp_path / "eight.tfrecord", chosen)
+  config_path = tiny_student_config(tmp_path / "student.json", dropout=0.0)
+
+  # A shared random initial checkpoint of the student.
+  tf.random.set_seed(7)
+  model = modeling.BertPretrainingModel(
+      modeling.BertConfig.from_json_file(config_path))
+  model(tf.zeros([1, SEQ], tf.int32), tf.ones([1, SEQ], tf.int32),
+        tf.zeros([1, SEQ], tf.int32), tf.zeros([1, PREDS], tf.int32))
+  (tmp_path / "init").mkdir()
+  init = modeling.save_checkpoint(model.variables_by_name(),
+                                  str(tmp_path / "init" / "student.ckpt"))
+
+  flags = common_flags(config_path, data) + [
+      "--init_checkpoint", init, "--do_train=true", "--num_warmup_steps", 0,
+      "--save_checkpoints_steps", 100, "--random_seed", 3]
+  debug_dir = tmp_path / "debug"
+  hvd_out = tmp_path / "hvd"
+  run_mpi(2, flags + ["--output_dir", hvd_out, "--train_batch_size", 4,
+                      "--learning_rate", 1e-3, "--num_train_steps", 2],
+          mpi_env(debug_dir))
+  single_out = tmp_path / "single"
+  conftest.run_script([SINGLE_SCRIPT] + flags + [
+      "--output_dir", single_out, "--train_batch_size", 8,
+      "--learning_rate", 2e-3, "--num_train_steps", 1], env=mpi_env())
+
+  keys = [r.key for r in chosen]
+  for r in (0, 1):
+    assert sorted(read_rank_records(debug_dir, r)) == sorted(keys[r::2])
+
+  hvd_ckpt = tf.train.load_checkpoint(str(hvd_out / "model.ckpt-1"))
+  single_ckpt = tf.train.load_checkpoint(str(single_out / "model.ckpt-1"))
+  start = tf.train.load_checkpoint(init)
+  names = sorted(hvd_ckpt.get_variable_to_shape_map())
+  assert names == sorted(single_ckpt.get_variable_to_shape_map())
+  model_names = [n for n in names if n.startswith(("bert/", "cls/")) and
+                 "/adam_" not in n]
+  assert len(model_names) == len(model.variables_by_name())
+  grad_sq = 0.0
+  for name in names:
+    a, b = hvd_ckpt.get_tensor(name), single_ckpt.get_tensor(name)
+    if "/adam_" in name:
+      # The gradient itself: equal to 1e-5 of the tensor's largest entry.
+      np.testing.assert_allclose(a, b, rtol=0,
+                                 atol=1e-5 * np.abs(b).max() + 1e-12,
+                                 err_msg=name)
+    else:
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=name)
+    if name.endswith("/adam_m"):
+      grad_sq += float(np.sum((b / 0.1) ** 2))
+  assert 1e-3 < grad_sq ** 0.5 < 1.0, grad_sq ** 0.5
+  # And the step did move the weights.
+  for name in ("bert/embeddings/word_embeddings", "cls/predictions/output_bias",
+               "cls/seq_relationship/output_weights",
+               "bert/encoder/layer_1/output/dense/kernel"):
+    assert np.abs(hvd_ckpt.get_tensor(name) -
+                  start.get_tensor(name)).max() > 1e-4, name
+
+
+def test_multinode_train_script_on_localhost(tmp_path, stage4_file):
+  """multinode_train.sh 2 over a hosts file `localhost slots=2`."""
+  hosts = tmp_path / "hosts"
+  hosts.write_text("# test\nlocalhost slots=2\n")
+  out = tmp_path / "out"
+  env = mpi_env()
+  env.update(
+      HOSTS_FILE=str(hosts), PYTHON=sys.executable,
+      BERT_CONFIG=tiny_student_config(tmp_path / "student.json"),
+      INPUT_FILE=stage4_file, OUTPUT_DIR=str(out), TRAIN_BATCH_SIZE="4",
+      NUM_TRAIN_STEPS="6", NUM_WARMUP_STEPS="2", TRUNCATION_FACTOR=str(K),
+      MPI_EXTRA_ARGS="-x PYTHONPATH -x CUDA_VISIBLE_DEVICES -x OMP_NUM_THREADS"
+                     " -x TF_NUM_INTRAOP_THREADS -x TF_NUM_INTEROP_THREADS")
+  cmd = ["bash", "multinode_train.sh", "2", "--max_seq_length", SEQ,
+         "--max_predictions_per_seq", PREDS, "--do_eval=true",
+         "--max_eval_steps", 1, "--log_every_n_steps", 1]
+  result = subprocess.run([str(c) for c in cmd], cwd=conftest.REPO, env=env,
+                          capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert "HOROVOD_HIERARCHICAL_ALLREDUCE=1" in result.stdout
+  assert "-hostfile %s" % hosts in result.stdout
+  # 6 steps in total over 2 processes: 3 per process.
+  assert (out / "model.ckpt-3.index").exists()
+  assert int(read_key_values(out / "eval_results.txt")["global_step"]) == 3
+
+  # Wrong arguments: a usage message and exit status 2, nothing started.
+  for args, message in (([], "missing TOTAL_GPUS"),
+                        (["two"], "positive integer"),
+                        (["3"], "more than the 2 slots"),
+                        (["0"], "positive integer")):
+    bad = subprocess.run(["bash", "multinode_train.sh"] + args,
+                         cwd=conftest.REPO, env=env, capture_output=True,
+                         text=True, timeout=30, check=False)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert "Usage: multinode_train.sh TOTAL_GPUS" in bad.stderr
+  env["HOSTS_FILE"] = str(tmp_path / "missing_hosts")
+  bad = subprocess.run(["bash", "multinode_train.sh", "2"], cwd=conftest.REPO,
+                       env=env, capture_output=True, text=True, timeout=30,
+                       check=False)
+  assert bad.returncode == 2 and "hosts file not found" in bad.stderr
+
+
+def _rank_process(mpirun_pid, rank):
+  """The psutil.Process of the given rank under an mpirun process."""
+  for child in psutil.Process(mpirun_pid).children(recursive=True):
+    try:
+      if (SCRIPT in " ".join(child.cmdline()) and
+          child.environ().get("OMPI_COMM_WORLD_RANK") == str(rank)):
+        return child
+    except psutil.Error:
+      continue
+  return None
+
+
+def test_killed_rank_ends_the_job_and_a_restart_resumes(tmp_path,
+                                                        stage4_file):
+  """kill -9 of rank 1 mid-run: mpirun exits non-zero quickly; resume works."""
+  out = tmp_path / "out"
+  config = tiny_student_config(tmp_path / "student.json")
+  flags = common_flags(config, stage4_file) + [
+      "--output_dir", out, "--do_train=true", "--train_batch_size", 4,
+      "--save_checkpoints_steps", 3, "--log_every_n_steps", 1,
+      "--iterations_per_loop", 1, "--num_warmup_steps", 0]
+  log = open(tmp_path / "first_run.log", "w")
+  job = subprocess.Popen(
+      mpirun_command(2, flags + ["--num_train_steps", 100000]),
+      cwd=conftest.REPO, env=mpi_env(), stdout=log, stderr=subprocess.STDOUT)
+  try:
+    deadline = time.time() + 240
+    while not (out / "model.ckpt-6.index").exists():
+      assert job.poll() is None, open(tmp_path / "first_run.log").read()[-3000:]
+      assert time.time() < deadline, "no checkpoint after 240 s"
+      time.sleep(0.5)
+    victim = _rank_process(job.pid, 1)
+    assert victim is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = time.time()
+    returncode = job.wait(timeout=120)
+    took = time.time() - killed_at
+  finally:
+    if job.poll() is None:
+      job.kill()
+      job.wait()
+    log.close()
+  print("job ended %.1f s after the kill, exit %d" % (took, returncode))
+  assert returncode != 0
+  assert took < 60
+  with open(out / "checkpoint") as f:
+    last = int(re.search(r'model_checkpoint_path: ".*model\.ckpt-(\d+)"',
+                         f.read()).group(1))
+  assert last >= 6 and last % 3 == 0
+
+  # The same job again (a shorter total so that it ends soon) resumes from
+  # rank 0's newest checkpoint on both ranks.
+  debug_dir = tmp_path / "debug"
+  target = last + 3
+  result = run_mpi(2, flags + ["--num_train_steps", 2 * target],
+                   mpi_env(debug_dir))
+  assert re.search(r"Resuming from \S*model\.ckpt-%d\b" % last,
+                   result.stderr), result.stderr[-3000:]
+  assert (out / ("model.ckpt-%d.index" % target)).exists()
+  for r in (0, 1):
+    # Each rank trained only the remaining steps.
+    assert len(read_rank_records(debug_dir, r)) == 4 * (target - last)
+    values = np.load(debug_dir / ("rank%d_variables.npz" % r))
+    ints = [int(values[n]) for n in values.files
+            if values[n].dtype == np.int64 and values[n].shape == ()]
+    assert ints == [target]  # global_step
