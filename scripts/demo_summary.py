@@ -1,0 +1,233 @@
+"""Summarises a `make demo` run: one table per stage and a picture.
+
+Reads what the demo wrote under --demo_dir: the stage timings
+(stages.tsv: stage, seconds[, sequences trained]), the teacher's
+and the students' checkpoints and eval_results.txt files, and the
+TensorBoard events of the single-machine student. Prints a table and writes
+<demo_dir>/summary.txt and <demo_dir>/distillation.png (training loss and
+teacher agreement).
+"""
+
+import glob
+import os
+
+from absl import flags
+from absl import logging
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
+
+import cli
+import records
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("demo_dir", "demo_output", "Folder the demo wrote to.")
+
+# Training stages of scripts/demo.sh (names as in stages.tsv) -> output dir.
+TRAIN_DIRS = {"V single machine": "student",
+              "VI Horovod mpirun -np 2": "student_horovod"}
+
+
+def read_key_values(path):
+  """Reads a `key = value` file into a dict of floats (or strings)."""
+  values = {}
+  with open(path) as f:
+    for line in f:
+      if "=" not in line:
+        continue
+      key, value = (s.strip() for s in line.split("=", 1))
+      try:
+        values[key] = float(value)
+      except ValueError:
+        values[key] = value
+  return values
+
+
+def count_model_parameters(checkpoint):
+  """Parameters of the model in a Google-format checkpoint (no optimizer)."""
+  total = 0
+  for name, shape in tf.train.list_variables(checkpoint):
+    if name.startswith(("bert/", "cls/")) and "/adam_" not in name:
+      total += int(np.prod(shape))
+  return total
+
+
+def read_scalars(event_dir, tag):
+  """(steps, values) of a TensorBoard scalar written under `event_dir`."""
+  points = {}
+  for path in sorted(glob.glob(os.path.join(event_dir, "**", "events.out*"),
+                              recursive=True)):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag != tag:
+          continue
+        if value.HasField("tensor"):
+          points[event.step] = float(tf.make_ndarray(value.tensor))
+        else:
+          points[event.step] = value.simple_value
+  steps = sorted(points)
+  return steps, [points[s] for s in steps]
+
+
+def count_text(text_dir):
+  """(documents, sentences) in stage-II text files."""
+  docs = sentences = 0
+  for path in glob.glob(os.path.join(text_dir, "*")):
+    in_doc = False
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        if line.strip():
+          sentences += 1
+          if not in_doc:
+            docs += 1
+          in_doc = True
+        else:
+          in_doc = False
+  return docs, sentences
+
+
+def stage_table(demo_dir):
+  """Rows of the per-stage table: time, what went in, what came out, rate.
+
+  Times (and, for training stages, the number of sequences trained on) come
+  from stages.tsv written by scripts/demo.sh; counts are read from the files.
+  """
+  timings = {}
+  with open(os.path.join(demo_dir, "stages.tsv")) as f:
+    for line in f:
+      parts = line.rstrip("\n").split("\t")
+      timings[parts[0]] = (float(parts[1]), parts[2] if len(parts) > 2 else "")
+  docs, sentences = count_text(os.path.join(demo_dir, "text"))
+  stage3 = sorted(glob.glob(os.path.join(demo_dir, "pretraining_data",
+                                         "*.tfrecord")))
+  n_stage3 = records.count_records(stage3)
+  stage4 = sorted(glob.glob(os.path.join(demo_dir, "teacher_labels",
+                                         "*.tfrecord")))
+  n_stage4 = records.count_records(stage4)
+  n_train = records.count_records(
+      [os.path.join(demo_dir, "teacher_labels", "train_k10.tfrecord")])
+  n_heldout = n_stage4 - n_train
+  counts = {
+      "I convert teacher": ("1 HF model", "1 Google checkpoint", None),
+      "II wiki_to_text": ("1 dump", "%d docs, %d sentences" % (docs, sentences),
+                          (docs, "docs")),
+      "III create_pretraining_data": ("%d docs" % docs, "%d records" % n_stage3,
+                                      (n_stage3, "records")),
+      "IV produce_teacher_labels": ("%d records" % n_stage3,
+                                    "%d records" % n_stage4,
+                                    (n_stage4, "records")),
+  }
+  rows = []
+  for stage, (seconds, trained) in timings.items():
+    if stage in counts:
+      n_in, n_out, rate = counts[stage]
+    else:
+      n_in = "%d records" % (n_train if trained else n_heldout)
+      n_out = "%s sequences trained" % trained if trained else "eval only"
+      rate = None
+      if trained:
+        # The training loop's own rate (the stage time includes start-up
+        # and evaluation): the median of the logged examples/s, leaving
+        # out the first interval (it includes tracing the step).
+        _, rates = read_scalars(os.path.join(demo_dir, TRAIN_DIRS[stage]),
+                                "examples_per_sec")
+        if len(rates) > 1:
+          rates = rates[1:]
+        rows.append((stage, "%.1f s" % seconds, n_in, n_out,
+                     "%.1f seq/s training" % float(np.median(rates))
+                     if rates else ""))
+        continue
+    rows.append((stage, "%.1f s" % seconds, n_in, n_out,
+                 "%.1f %s/s" % (rate[0] / seconds, rate[1]) if rate else ""))
+  return rows
+
+
+def format_table(header, rows):
+  """A plain-text table with aligned columns."""
+  widths = [max(len(str(r[i])) for r in [header] + rows)
+            for i in range(len(header))]
+  line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))
+  return "\n".join([line(header), line(["-" * w for w in widths])] +
+                   [line(r) for r in rows])
+
+
+def main(argv):
+  del argv
+  d = FLAGS.demo_dir
+  if not os.path.isdir(d):
+    raise cli.UserError("--demo_dir: not a folder: %s" % d)
+  out = ["Stages", format_table(
+      ("stage", "time", "records in", "records out", "throughput"),
+      stage_table(d))]
+
+  teacher_params = count_model_parameters(
+      os.path.join(d, "teacher", "bert_model.ckpt"))
+  student_dir = os.path.join(d, "student")
+  student_ckpt = tf.train.latest_checkpoint(student_dir)
+  student_params = count_model_parameters(student_ckpt)
+  before = read_key_values(os.path.join(d, "student_before",
+                                        "eval_results.txt"))
+  after = read_key_values(os.path.join(student_dir, "eval_results.txt"))
+  rows = [("parameters", "%d" % teacher_params, "%d (%.0f%% of the teacher)" %
+           (student_params, 100.0 * student_params / teacher_params), "")]
+  teacher = read_key_values(os.path.join(d, "teacher_eval",
+                                         "eval_results.txt"))
+  for key in ("masked_lm_accuracy", "teacher_top1_agreement",
+              "masked_lm_loss", "next_sentence_accuracy"):
+    rows.append((key, "%.4f" % teacher[key], "%.4f" % after[key],
+                 "%.4f" % before[key]))
+  hvd_dir = os.path.join(d, "student_horovod")
+  hvd_results = os.path.join(hvd_dir, "eval_results.txt")
+  if os.path.exists(hvd_results):
+    hvd = read_key_values(hvd_results)
+    rows.append(("teacher_top1_agreement (mpirun -np 2)", "",
+                 "%.4f" % hvd["teacher_top1_agreement"], ""))
+  out += ["", "Student (held-out records; the demo's teacher is a small BERT "
+          "whose MLM head was tuned for retrieval, so its own "
+          "masked_lm_accuracy is low: the student learns its distribution)",
+          format_table(
+      ("", "teacher", "student after training", "student before"), rows)]
+
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  runs = [("V single machine", student_dir, "tab:blue"),
+          ("VI mpirun -np 2", hvd_dir, "tab:orange")]
+  for label, run_dir, color in runs:
+    steps, losses = read_scalars(run_dir, "loss")
+    if steps:
+      axes[0].plot(steps, losses, marker=".", color=color, label=label)
+  axes[0].set_xlabel("step (32 sequences each)")
+  axes[0].set_ylabel("soft cross-entropy + NSP loss")
+  axes[0].set_title("Student training loss")
+  axes[0].legend()
+
+  bars = [("untrained", before["teacher_top1_agreement"], "tab:gray"),
+          ("V: %d steps" % after["global_step"],
+           after["teacher_top1_agreement"], "tab:blue")]
+  if os.path.exists(hvd_results):
+    bars.append(("VI: %d steps" % hvd["global_step"],
+                 hvd["teacher_top1_agreement"], "tab:orange"))
+  positions = range(len(bars))
+  axes[1].bar(positions, [b[1] for b in bars], color=[b[2] for b in bars])
+  for x, (_, value, _) in zip(positions, bars):
+    axes[1].text(x, value, "%.3f" % value, ha="center", va="bottom")
+  axes[1].set_xticks(list(positions))
+  axes[1].set_xticklabels([b[0] for b in bars])
+  axes[1].set_ylim(0, max(0.05, 1.25 * max(b[1] for b in bars)))
+  axes[1].set_ylabel("student top-1 = teacher top-1")
+  axes[1].set_title("Agreement with the teacher (held-out records)")
+  fig.tight_layout()
+  png = os.path.join(d, "distillation.png")
+  fig.savefig(png, dpi=100)
+  out += ["", "Picture: %s" % png]
+
+  text = "\n".join(out)
+  print(text)
+  with open(os.path.join(d, "summary.txt"), "w") as f:
+    f.write(text + "\n")
+  logging.info("summary written to %s", os.path.join(d, "summary.txt"))
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,141 @@
+"""The main job: scripts/demo.sh (what `make demo` runs) at a smaller size.
+
+Every stage runs as the demo runs it (real Wikipedia excerpt, real small BERT
+teacher, mpirun -np 2 for stage VI); the test then reads every output back:
+the teacher checkpoint, the text files, every record of stages III and IV
+(parsed with the feature names and lengths written out here), the students'
+checkpoints and eval results, the summary and its picture.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, script_env
+
+SEQ = 64
+PRED = 10
+K = 10
+STEPS = 30
+HVD_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp("demo") / "demo_output"
+  env = script_env()
+  env.update(DEMO_OUTPUT=str(out), DEMO_STEPS=str(STEPS),
+             DEMO_HOROVOD_STEPS=str(HVD_STEPS), DEMO_MAX_SEQ_LENGTH=str(SEQ),
+             DEMO_MAX_PREDICTIONS=str(PRED), DEMO_DUPE_FACTOR="1",
+             PYTHON=sys.executable)
+  result = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1500,
+                          check=False)
+  if result.returncode != 0:
+    pytest.fail("scripts/demo.sh exited %d:\n%s\n%s" % (
+        result.returncode, result.stdout[-3000:], result.stderr[-3000:]))
+  return str(out), result.stdout
+
+
+def _parse_all(paths, spec):
+  """Every record of `paths` parsed with `spec`; fails on any bad record."""
+  rows = []
+  for path in paths:
+    for raw in tf.data.TFRecordDataset(path):
+      example = tf.io.parse_single_example(raw, spec)
+      rows.append({k: v.numpy() for k, v in example.items()})
+  return rows
+
+
+def _stage3_spec():
+  ints = lambda n: tf.io.FixedLenFeature([n], tf.int64)
+  return {
+      "input_ids": ints(SEQ), "input_mask": ints(SEQ),
+      "segment_ids": ints(SEQ), "masked_lm_positions": ints(PRED),
+      "masked_lm_ids": ints(PRED),
+      "masked_lm_weights": tf.io.FixedLenFeature([PRED], tf.float32),
+      "next_sentence_labels": ints(1)}
+
+
+def test_stage_outputs_exist_and_parse(demo_dir):
+  out, stdout = demo_dir
+  # Stage I: the teacher in Google's format.
+  teacher = dict(tf.train.list_variables(
+      os.path.join(out, "teacher", "bert_model.ckpt")))
+  assert "bert/embeddings/word_embeddings" in teacher
+  assert "cls/predictions/output_bias" in teacher
+  vocab_size = teacher["bert/embeddings/word_embeddings"][0]
+
+  # Stage II: four non-empty text files, documents separated by blank lines.
+  texts = sorted(glob.glob(os.path.join(out, "text", "*")))
+  assert len(texts) == 4
+  for path in texts:
+    lines = open(path, encoding="utf-8").read().split("\n")
+    assert sum(1 for line in lines if line.strip()) > 100
+    assert "" in lines
+
+  # Stage III: one file per text file, every record parses.
+  stage3 = sorted(glob.glob(os.path.join(out, "pretraining_data", "*")))
+  assert [os.path.basename(p) for p in stage3] == [
+      "wiki_%d.tfrecord" % i for i in range(4)]
+  rows3 = _parse_all(stage3, _stage3_spec())
+  assert len(rows3) > 500
+  assert all(r["input_ids"][0] == 101 for r in rows3)  # [CLS]
+
+  # Stage IV: train (files 0-2) and held-out (file 3) labels, same records
+  # plus the teacher's top-K, sorted, indices inside the vocabulary.
+  spec4 = _stage3_spec()
+  spec4["truncated_masked_lm_probs"] = tf.io.FixedLenFeature([PRED * K],
+                                                             tf.float32)
+  spec4["top_k_indices"] = tf.io.FixedLenFeature([PRED * K], tf.int64)
+  train = _parse_all([os.path.join(out, "teacher_labels",
+                                   "train_k10.tfrecord")], spec4)
+  held = _parse_all([os.path.join(out, "teacher_labels",
+                                  "heldout_k10.tfrecord")], spec4)
+  n3 = [len(_parse_all([p], _stage3_spec())) for p in stage3]
+  assert len(train) == sum(n3[:3]) and len(held) == n3[3]
+  for r in train[:50] + held[:50]:
+    probs = r["truncated_masked_lm_probs"].reshape(PRED, K)
+    real = r["masked_lm_weights"] > 0
+    assert np.all(np.diff(probs[real], axis=1) <= 1e-7)
+    assert np.all(probs[real].sum(axis=1) <= 1 + 1e-5)
+    assert np.all((r["top_k_indices"] >= 0) & (r["top_k_indices"] <
+                                                vocab_size))
+
+  # Stage V and VI: final checkpoints at the expected steps, eval results.
+  for name, step in (("student", STEPS), ("student_horovod", HVD_STEPS)):
+    ckpt = tf.train.latest_checkpoint(os.path.join(out, name))
+    assert ckpt and ckpt.endswith("model.ckpt-%d" % step), (name, ckpt)
+    names = dict(tf.train.list_variables(ckpt))
+    assert names["bert/embeddings/word_embeddings"] == [vocab_size, 64]
+    results = _key_values(os.path.join(out, name, "eval_results.txt"))
+    assert int(results["global_step"]) == step
+    for key in ("masked_lm_accuracy", "masked_lm_loss",
+                "next_sentence_accuracy", "next_sentence_loss",
+                "teacher_top1_agreement"):
+      assert np.isfinite(results[key]), (name, key)
+  # The teacher agrees with itself: the eval metric is computed right.
+  assert _key_values(os.path.join(out, "teacher_eval", "eval_results.txt"))[
+      "teacher_top1_agreement"] > 0.999
+
+  # The summary: every stage timed, and the picture is a PNG.
+  summary = open(os.path.join(out, "summary.txt")).read()
+  for stage in ("I convert", "II wiki_to_text", "III create_pretraining_data",
+                "IV produce_teacher_labels", "V single machine",
+                "VI Horovod"):
+    assert stage in summary and stage in stdout
+  with open(os.path.join(out, "distillation.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _key_values(path):
+  values = {}
+  for line in open(path):
+    key, value = (s.strip() for s in line.split("=", 1))
+    values[key] = float(value)
+  return values
