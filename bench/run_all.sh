@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the stage benchmarks (III, IV, V), each measuring this project and a
+# peer in the same run, and prints one table of all their figures.
+#
+#   III  create_pretraining_data.py vs Google's original script
+#   IV   produce_teacher_labels.py vs Hugging Face BertForMaskedLM (PyTorch)
+#   V    distillation training step vs Hugging Face BertForPreTraining
+#
+# The peers of IV and V need PyTorch and transformers; they are benchmark
+# tools, not project dependencies, so they are installed here (CPU wheels)
+# when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
+# Usage: make bench    (about 10-15 minutes on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+OUT=${BENCH_OUTPUT:-bench_output}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+
+if ! "$PY" -c "import torch, transformers" >/dev/null 2>&1; then
+  echo "bench: installing the peers' packages (torch CPU, transformers)"
+  # torch pinned to a CPU build (an unpinned torch pulls a multi-GB CUDA one).
+  "$PY" -m pip install -q torch==2.13.0
+  "$PY" -m pip install -q "transformers>=4.40,<6" torch==2.13.0
+fi
+
+mkdir -p "$OUT"
+: > "$OUT/results.jsonl"
+status=0
+for bench in bench_pretraining_data bench_teacher_labels bench_distillation; do
+  echo "=== bench/$bench.py"
+  if "$PY" "bench/$bench.py" > "$OUT/$bench.log" 2>&1; then
+    grep -v '^BENCH_RESULT ' "$OUT/$bench.log" | tail -4
+  else
+    tail -20 "$OUT/$bench.log"
+    echo "bench: bench/$bench.py failed (log: $OUT/$bench.log)" >&2
+    status=1
+  fi
+  sed -n 's/^BENCH_RESULT //p' "$OUT/$bench.log" >> "$OUT/results.jsonl"
+done
+
+echo
+"$PY" - "$OUT/results.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+head = ("stage", "metric", "ours", "peer (same run)", "ratio")
+table = [head] + [
+    (r["stage"], r["metric"], "%.1f" % r["ours"],
+     "%.1f  %s" % (r["peer"], r["peer_name"]), "%.2fx" % r["ratio"])
+    for r in rows]
+widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+for n, row in enumerate(table):
+  print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+  if n == 0:
+    print("  ".join("-" * w for w in widths))
+for r in rows:
+  if r.get("note"):
+    print("note (%s, %s): %s" % (r["stage"], r["peer_name"], r["note"]))
+PYEOF
+exit $status
