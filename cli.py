@@ -1,4 +1,5 @@
-"""Small pieces every stage script shares: clean error exits, atomic outputs,
+"""Small pieces every stage script shares: clean error exits (errors that
+name the flag at fault, the BERT config a flag names), atomic outputs,
 input-file resolution and progress logging.
 
 A stage script calls `cli.run(main)` instead of `absl.app.run(main)`. Errors a
@@ -87,6 +88,44 @@ def require_file(path, flag_name, what="file"):
     raise UserError("%s: %s not found: %s" % (flag_name, what, path))
   if not os.access(path, os.R_OK):
     raise UserError("%s: %s is not readable: %s" % (flag_name, what, path))
+
+
+@contextlib.contextmanager
+def blame_flag(flag_name):
+  """Re-raises a ValueError of the block as a UserError naming the flag.
+
+  Library modules (modeling, records, ...) raise ValueError with what is
+  wrong; the flag that gave the bad value is only known here.
+  """
+  try:
+    yield
+  except ValueError as exc:
+    raise UserError("%s: %s" % (flag_name, exc))
+
+
+def load_bert_config(path, flag_name, max_seq_length=None):
+  """Reads the bert_config.json a flag names; errors name the flag.
+
+  Args:
+    path: the file.
+    flag_name: e.g. "--bert_config_file".
+    max_seq_length: if given, the model's max_position_embeddings must cover
+      it.
+
+  Returns:
+    A modeling.BertConfig.
+  """
+  import modeling  # pylint: disable=g-import-not-at-top  (keeps cli light)
+  require_file(path, flag_name, "BERT config file")
+  with blame_flag(flag_name):
+    config = modeling.BertConfig.from_json_file(path)
+  if max_seq_length is not None and (
+      max_seq_length > config.max_position_embeddings):
+    raise UserError(
+        "--max_seq_length=%d is longer than the model of %s was trained for "
+        "(max_position_embeddings %d in %s)" %
+        (max_seq_length, flag_name, config.max_position_embeddings, path))
+  return config
 
 
 def ensure_writable_dir(path, flag_name="--output_dir"):

@@ -548,26 +548,6 @@ def check_options(opts):
                         "--init_from_teacher_layers, not both")
 
 
-def load_config(path, flag_name):
-  """Reads a bert_config.json; errors name the flag and the file."""
-  cli.require_file(path, flag_name, "BERT config file")
-  try:
-    return modeling.BertConfig.from_json_file(path)
-  except ValueError as exc:
-    raise cli.UserError("%s: %s" % (flag_name, exc))
-
-
-def check_config(opts, config, flag_name):
-  """Checks a model config against the sequence length flag."""
-  if opts.max_seq_length > config.max_position_embeddings:
-    raise cli.UserError(
-        "Cannot use sequence length %d because the BERT model (%s %s) was "
-        "only trained up to sequence length %d" %
-        (opts.max_seq_length, flag_name,
-         getattr(opts, flag_name.lstrip("-")),
-         config.max_position_embeddings))
-
-
 def record_lengths(opts, vocab_size):
   """Feature name -> length of the records this run reads."""
   if opts.online_teacher:
@@ -619,21 +599,6 @@ def parse_layer_indices(spec, num_student_layers):
 # ---------------------------------------------------------------------------
 
 
-def _resolve_checkpoint(path, flag_name):
-  """A checkpoint prefix from a prefix or a directory, or a UserError."""
-  try:
-    return modeling.resolve_checkpoint(path)
-  except ValueError as exc:
-    raise cli.UserError("%s: %s" % (flag_name, exc))
-
-
-def _load(variables_by_name, checkpoint, flag_name):
-  try:
-    return modeling.load_checkpoint(variables_by_name, checkpoint)
-  except ValueError as exc:
-    raise cli.UserError("%s: %s" % (flag_name, exc))
-
-
 def init_from_teacher_layers(student_variables, spec, checkpoint,
                              num_student_layers):
   """Copies chosen teacher layers, embeddings and heads into the student.
@@ -647,7 +612,8 @@ def init_from_teacher_layers(student_variables, spec, checkpoint,
       mismatch (sizes must match).
   """
   indices = parse_layer_indices(spec, num_student_layers)
-  checkpoint = _resolve_checkpoint(checkpoint, "--teacher_init_checkpoint")
+  with cli.blame_flag("--teacher_init_checkpoint"):
+    checkpoint = modeling.resolve_checkpoint(checkpoint)
   teacher_layers = set()
   for name, _ in tf.train.list_variables(checkpoint):
     m = re.match(r"bert/encoder/layer_(\d+)/", name)
@@ -1046,13 +1012,14 @@ def run(opts, distribution=None):
   """
   distribution = distribution or Distribution()
   check_options(opts)
-  student_config = load_config(opts.bert_config_file, "--bert_config_file")
-  check_config(opts, student_config, "--bert_config_file")
+  student_config = cli.load_bert_config(opts.bert_config_file,
+                                        "--bert_config_file",
+                                        opts.max_seq_length)
   teacher_config = None
   if opts.online_teacher:
-    teacher_config = load_config(opts.teacher_bert_config_file,
-                                 "--teacher_bert_config_file")
-    check_config(opts, teacher_config, "--teacher_bert_config_file")
+    teacher_config = cli.load_bert_config(opts.teacher_bert_config_file,
+                                          "--teacher_bert_config_file",
+                                          opts.max_seq_length)
     if teacher_config.vocab_size != student_config.vocab_size:
       raise cli.UserError(
           "--teacher_bert_config_file: vocab_size %d differs from the "
@@ -1144,7 +1111,8 @@ def initialize(opts, student_config, model_variables, all_variables,
     wanted = all_variables if opts.do_train else collections.OrderedDict(
         list(model_variables.items()) +
         [("global_step", optimizer.global_step)])
-    _, missing = _load(wanted, latest, "--output_dir")
+    with cli.blame_flag("--output_dir"):
+      _, missing = modeling.load_checkpoint(wanted, latest)
     # A run may switch float16 loss scaling on or off between restarts.
     missing = [n for n in missing if not n.startswith("loss_scale")]
     if missing:
@@ -1156,9 +1124,10 @@ def initialize(opts, student_config, model_variables, all_variables,
                  int(optimizer.global_step.numpy()))
     return
   if opts.init_checkpoint:
-    checkpoint = _resolve_checkpoint(opts.init_checkpoint, "--init_checkpoint")
-    initialized, missing = _load(model_variables, checkpoint,
-                                 "--init_checkpoint")
+    with cli.blame_flag("--init_checkpoint"):
+      checkpoint = modeling.resolve_checkpoint(opts.init_checkpoint)
+      initialized, missing = modeling.load_checkpoint(model_variables,
+                                                      checkpoint)
     logging.info("Initialised %d variables from %s; %d not in it: %s",
                  len(initialized), checkpoint, len(missing),
                  ", ".join(missing))

@@ -30,7 +30,6 @@ from absl import flags
 from absl import logging
 
 import cli
-import modeling
 import records
 import teacher
 
@@ -84,18 +83,8 @@ def check_flags():
 
 def load_config():
   """The teacher's BertConfig, checked against the flags."""
-  cli.require_file(FLAGS.bert_config_file, "--bert_config_file",
-                   "BERT config file")
-  try:
-    config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
-  except ValueError as exc:
-    raise cli.UserError("--bert_config_file: %s" % exc)
-  if FLAGS.max_seq_length > config.max_position_embeddings:
-    raise cli.UserError(
-        "--max_seq_length=%d is longer than the teacher was trained for "
-        "(max_position_embeddings %d in %s)" %
-        (FLAGS.max_seq_length, config.max_position_embeddings,
-         FLAGS.bert_config_file))
+  config = cli.load_bert_config(FLAGS.bert_config_file, "--bert_config_file",
+                                FLAGS.max_seq_length)
   teacher.check_truncation_factor(FLAGS.truncation_factor, config.vocab_size)
   return config
 

@@ -95,11 +95,9 @@ def load_teacher_checkpoint(model, checkpoint, flag_name="--init_checkpoint"):
       checkpoint (one line, naming the checkpoint and an example).
   """
   require_checkpoint(checkpoint, flag_name)
-  try:
+  with cli.blame_flag(flag_name):  # modeling.CheckpointError
     initialized, missing = modeling.load_checkpoint(model.variables_by_name(),
                                                     checkpoint)
-  except ValueError as exc:  # modeling.CheckpointError
-    raise cli.UserError("%s: %s" % (flag_name, exc))
   needed = [name for name in missing
             if name.startswith(NEEDED_VARIABLE_PREFIXES)]
   if needed:
