@@ -32,6 +32,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import cli
+
 # The epsilon of Google's LayerNorm (tf.contrib.layers.layer_norm, float32).
 LAYER_NORM_EPSILON = 1e-12
 # Added to the attention scores of masked (padding) positions.
@@ -641,8 +643,7 @@ def save_checkpoint(variables_by_name, prefix):
   directory = os.path.dirname(prefix)
   if directory:
     tf.io.gfile.makedirs(directory)
-  tmp_prefix = os.path.join(
-      directory, ".%s.tmp-%d" % (os.path.basename(prefix), os.getpid()))
+  tmp_prefix = cli.temporary_name(prefix)
   tensors = []
   for name in names:
     value = variables_by_name[name]
@@ -743,8 +744,7 @@ def write_checkpoint_index(directory, prefix):
   lines = ["model_checkpoint_path: %s" % _quote(entry)]
   lines += ["all_model_checkpoint_paths: %s" % _quote(p) for p in kept]
   path = os.path.join(directory, CHECKPOINT_INDEX_FILE)
-  tmp = os.path.join(directory, ".%s.tmp-%d" % (CHECKPOINT_INDEX_FILE,
-                                               os.getpid()))
+  tmp = cli.temporary_name(path)
   with tf.io.gfile.GFile(tmp, "w") as f:
     f.write("\n".join(lines) + "\n")
   tf.io.gfile.rename(tmp, path, overwrite=True)

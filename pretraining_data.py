@@ -49,6 +49,8 @@ import struct
 
 import numpy as np
 
+import cli
+
 
 # Stage-III features in the order of DESIGN.md section 2 (the order of
 # records.STAGE3_FEATURES, which the tests check).
@@ -679,9 +681,7 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
   """
   finals = [output_path(output_dir, output_base_name, i)
             for i in range(len(input_files))]
-  tmps = [os.path.join(output_dir, ".%s.tmp-%d" % (os.path.basename(f),
-                                                   os.getpid()))
-          for f in finals]
+  tmps = [cli.temporary_name(f) for f in finals]
   # Largest files first: the workers then finish at about the same time.
   tasks = sorted(((i, input_files[i], tmps[i]) for i in range(len(finals))),
                  key=lambda t: (-os.path.getsize(t[1]), t[0]))

@@ -276,7 +276,7 @@ def remove_stale_outputs(output_dir, prefix, keep):
 def convert(dump, output_dir, num_files, max_bytes, processes, min_chars,
             prefix):
   """Converts a dump into text files in `output_dir`; returns a summary."""
-  tmp_dir = os.path.join(output_dir, ".%s.tmp-%d" % (prefix, os.getpid()))
+  tmp_dir = cli.temporary_name(os.path.join(output_dir, prefix))
   os.makedirs(tmp_dir)
   try:
     outputs = _OutputFiles(tmp_dir, prefix, num_files, max_bytes)
