@@ -22,7 +22,6 @@ Usage (about a minute; keep it to one run on shared machines):
 
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from bench import common
 from bench import original_bert
+import records
 import sample_data
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -55,28 +55,6 @@ flags.DEFINE_integer("rounds", 3, "Timed rounds of each (best is reported).")
 flags.DEFINE_integer("max_seq_length", 128, "As the original's default.")
 flags.DEFINE_integer("max_predictions_per_seq", 20, "As the original's.")
 flags.DEFINE_integer("dupe_factor", 5, "Passes over the text.")
-
-
-def count_records(path):
-  """Records in a TFRecord file (reads the framing only)."""
-  count = 0
-  with open(path, "rb") as f:
-    while True:
-      header = f.read(12)
-      if not header:
-        return count
-      (length,) = struct.unpack("<Q", header[:8])
-      f.seek(length + 4, os.SEEK_CUR)
-      count += 1
-
-
-def env():
-  """Environment for running the project's scripts."""
-  e = dict(os.environ)
-  e["PYTHONPATH"] = REPO + os.pathsep + e.get("PYTHONPATH", "")
-  e.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  e.setdefault("CUDA_VISIBLE_DEVICES", "")
-  return e
 
 
 def timed(cmd, run_env):
@@ -102,7 +80,8 @@ def make_text(work):
                     "--input", sample_data.fetch("wikipedia"),
                     "--output_dir", source, "--num_files",
                     str(FLAGS.num_files), "--processes", "2"],
-                   cwd=REPO, env=env(), check=True, capture_output=True)
+                   cwd=REPO, env=common.script_env(), check=True,
+                   capture_output=True)
   files = sorted(os.path.join(source, n) for n in os.listdir(source)
                  if not n.startswith("."))
   os.makedirs(text_dir)
@@ -143,14 +122,15 @@ def main(argv):
           (len(inputs), text_bytes, common_flags))
     ours_times, peer_times = [], []
     for r in range(FLAGS.rounds):
-      ours_times.append(timed(ours_cmd, env()))
-      peer_times.append(timed(peer_cmd, original_bert.reference_env(env())))
+      ours_env = common.script_env()
+      ours_times.append(timed(ours_cmd, ours_env))
+      peer_times.append(timed(peer_cmd, original_bert.reference_env(ours_env)))
       print("round %d: ours %.2f s, original %.2f s" %
             (r + 1, ours_times[-1], peer_times[-1]))
       sys.stdout.flush()
-    ours_instances = sum(count_records(os.path.join(ours_dir, n))
-                         for n in os.listdir(ours_dir))
-    peer_instances = count_records(peer_file)
+    ours_instances = records.count_records(
+        [os.path.join(ours_dir, n) for n in os.listdir(ours_dir)])
+    peer_instances = records.count_records([peer_file])
     ours_s, peer_s = min(ours_times), min(peer_times)
     print()
     print("%-44s %10s %8s %12s %12s" % ("", "instances", "wall s",

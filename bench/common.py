@@ -7,7 +7,19 @@ into one table.
 """
 
 import json
+import os
 import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script_env():
+  """Environment for running the project's scripts in a subprocess."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  env.setdefault("CUDA_VISIBLE_DEVICES", "")
+  return env
 
 
 def report(stage, metric, ours, peer, peer_name, note=""):
@@ -66,7 +78,6 @@ def bert_config_from_flags(hidden_act):
 
 def set_threads():
   """Gives TensorFlow and PyTorch the same CPU threads (--threads or all)."""
-  import os  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top

@@ -15,21 +15,13 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench.common import script_env  # pylint: disable=wrong-import-position
 import sample_data  # pylint: disable=wrong-import-position
 
 # Small sizes for tests (the real ones are 128 / 20).
 MAX_SEQ_LENGTH = 64
 MAX_PREDICTIONS = 10
 TRUNCATION_FACTOR = 10
-
-
-def script_env():
-  """Environment for running the project's scripts in a subprocess."""
-  env = dict(os.environ)
-  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  env.setdefault("CUDA_VISIBLE_DEVICES", "")
-  return env
 
 
 def run_script(args, check=True, timeout=900, **kwargs):
