@@ -375,7 +375,7 @@ class Generator(object):
 # Serialisation: tf.train.Example protocol buffers in TFRecord files.
 
 
-def _varint(value):
+def varint(value):
   """Protocol-buffer base-128 varint of a non-negative integer."""
   out = bytearray()
   while value > 0x7F:
@@ -398,15 +398,15 @@ class ExampleEncoder(object):
     self.max_seq_length = max_seq_length
     self.max_predictions_per_seq = max_predictions_per_seq
     limit = max(vocab_size, max_seq_length, 1 << 14)
-    self._varints = [_varint(v) for v in range(limit)]
+    self._varints = [varint(v) for v in range(limit)]
     self._keys = {}
     for name in FEATURE_NAMES:
       key = name.encode("ascii")
-      self._keys[name] = b"\n" + _varint(len(key)) + key
+      self._keys[name] = b"\n" + varint(len(key)) + key
 
   def _length(self, n):
     varints = self._varints
-    return varints[n] if n < len(varints) else _varint(n)
+    return varints[n] if n < len(varints) else varint(n)
 
   def _entry(self, name, payload, is_float):
     length = self._length

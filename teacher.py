@@ -38,6 +38,7 @@ import tensorflow as tf
 
 import cli
 import modeling
+import pretraining_data
 import records
 
 # The features the teacher reads from a stage-III record.
@@ -194,19 +195,6 @@ class TeacherLabeler(tf.Module):
     return self._label.experimental_get_tracing_count()
 
 
-def _varint(value):
-  """Protocol-buffer base-128 encoding of a non-negative integer."""
-  out = bytearray()
-  while True:
-    byte = value & 0x7F
-    value >>= 7
-    if value:
-      out.append(byte | 0x80)
-    else:
-      out.append(byte)
-      return bytes(out)
-
-
 def _packed_float_list(values):
   """A serialized tf.train.FloatList holding float32 `values`.
 
@@ -217,7 +205,7 @@ def _packed_float_list(values):
   (P * vocab_size floats per record).
   """
   payload = np.ascontiguousarray(values, dtype="<f4").tobytes()
-  return b"\x0a" + _varint(len(payload)) + payload
+  return b"\x0a" + pretraining_data.varint(len(payload)) + payload
 
 
 def add_teacher_features(serialized, probs, indices=None):
