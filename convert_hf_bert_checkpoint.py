@@ -34,6 +34,7 @@ from absl import logging
 import numpy as np
 
 import cli
+import hf_bert
 
 FLAGS = flags.FLAGS
 
@@ -50,95 +51,9 @@ flags.DEFINE_integer("random_seed", 12345,
 
 CHECKPOINT_NAME = "bert_model.ckpt"
 
-# Hugging Face activation names -> this project's (Google's) names.
-HF_ACTIVATIONS = {
-    "gelu": "gelu_exact",
-    "gelu_new": "gelu",
-    "gelu_pytorch_tanh": "gelu",
-    "gelu_fast": "gelu",
-    "relu": "relu",
-    "tanh": "tanh",
-    "linear": "linear",
-}
-
-# Hugging Face parameter name (without the "bert." prefix) -> Google name,
-# and whether the array is a torch Linear weight ([out, in]) to transpose.
-_LAYER_PARTS = (
-    ("attention.self.query", "attention/self/query"),
-    ("attention.self.key", "attention/self/key"),
-    ("attention.self.value", "attention/self/value"),
-    ("attention.output.dense", "attention/output/dense"),
-    ("intermediate.dense", "intermediate/dense"),
-    ("output.dense", "output/dense"),
-)
-_LAYER_NORMS = (
-    ("attention.output.LayerNorm", "attention/output/LayerNorm"),
-    ("output.LayerNorm", "output/LayerNorm"),
-)
-
 # Buffers and heads of other tasks that have no place in Google's format.
 _IGNORED = re.compile(r"(^|\.)position_ids$|^classifier\.|^qa_outputs\.")
-
-
-def google_name(hf_name):
-  """(Google variable name, transpose?) for a Hugging Face parameter name.
-
-  Returns (None, False) for names that are not part of BERT's pre-training
-  model.
-  """
-  name = hf_name
-  if name.startswith("bert."):
-    name = name[len("bert."):]
-  # Older checkpoints spell LayerNorm parameters gamma/beta.
-  name = re.sub(r"LayerNorm\.(weight|gamma)$", "LayerNorm.gamma", name)
-  name = re.sub(r"LayerNorm\.(bias|beta)$", "LayerNorm.beta", name)
-
-  def linear(prefix, suffix):
-    if suffix == "weight":
-      return prefix + "/kernel", True
-    if suffix == "bias":
-      return prefix + "/bias", False
-    return None, False
-
-  m = re.match(r"embeddings\.(word|position|token_type)_embeddings\.weight$",
-               name)
-  if m:
-    return "bert/embeddings/%s_embeddings" % m.group(1), False
-  m = re.match(r"embeddings\.LayerNorm\.(gamma|beta)$", name)
-  if m:
-    return "bert/embeddings/LayerNorm/" + m.group(1), False
-  m = re.match(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias|gamma|beta)$",
-               name)
-  if m:
-    layer, part, suffix = m.groups()
-    prefix = "bert/encoder/layer_%s/" % layer
-    for hf_part, part_name in _LAYER_NORMS:
-      if part == hf_part and suffix in ("gamma", "beta"):
-        return prefix + part_name + "/" + suffix, False
-    for hf_part, part_name in _LAYER_PARTS:
-      if part == hf_part:
-        return linear(prefix + part_name, suffix)
-    return None, False
-  m = re.match(r"pooler\.dense\.(weight|bias)$", name)
-  if m:
-    return linear("bert/pooler/dense", m.group(1))
-  m = re.match(r"cls\.predictions\.transform\.dense\.(weight|bias)$", name)
-  if m:
-    return linear("cls/predictions/transform/dense", m.group(1))
-  m = re.match(r"cls\.predictions\.transform\.LayerNorm\.(gamma|beta)$",
-               name)
-  if m:
-    return "cls/predictions/transform/LayerNorm/" + m.group(1), False
-  if name in ("cls.predictions.bias", "cls.predictions.decoder.bias"):
-    return "cls/predictions/output_bias", False
-  if name == "cls.predictions.decoder.weight":
-    return "cls/predictions/decoder", False  # Checked against the embeddings.
-  if name == "cls.seq_relationship.weight":
-    # torch Linear [2, H] is already Google's output_weights layout [2, H].
-    return "cls/seq_relationship/output_weights", False
-  if name == "cls.seq_relationship.bias":
-    return "cls/seq_relationship/output_bias", False
-  return None, False
+_TASK_HEADS = hf_bert.CLASSIFIER_HEAD + hf_bert.SQUAD_HEAD
 
 
 def read_hf_config(hf_dir):
@@ -171,10 +86,10 @@ def read_hf_config(hf_dir):
     logging.warning("%s: layer_norm_eps is %g; Google's BERT uses 1e-12, so "
                     "outputs will differ slightly", path, eps)
   hf_act = hf.get("hidden_act", "gelu")
-  if hf_act not in HF_ACTIVATIONS:
+  if hf_act not in hf_bert.HF_ACTIVATIONS:
     raise cli.UserError("%s: hidden_act %r has no equivalent here (known: "
                         "%s)" % (path, hf_act,
-                                 ", ".join(sorted(HF_ACTIVATIONS))))
+                                 ", ".join(sorted(hf_bert.HF_ACTIVATIONS))))
   values = {}
   for key in ("vocab_size", "hidden_size", "num_hidden_layers",
               "num_attention_heads", "intermediate_size",
@@ -182,7 +97,7 @@ def read_hf_config(hf_dir):
     if key not in hf:
       raise cli.UserError("%s: no %s" % (path, key))
     values[key] = hf[key]
-  values["hidden_act"] = HF_ACTIVATIONS[hf_act]
+  values["hidden_act"] = hf_bert.HF_ACTIVATIONS[hf_act]
   for key, default in (("hidden_dropout_prob", 0.1),
                        ("attention_probs_dropout_prob", 0.1),
                        ("initializer_range", 0.02)):
@@ -337,11 +252,11 @@ def convert(hf_dir, output_dir, random_seed=12345):
   decoder = None
   ignored = []
   for hf_name, array in arrays.items():
-    name, transpose = google_name(hf_name)
-    if name is None:
+    name, transpose = hf_bert.google_name(hf_name)
+    if name is None or name in _TASK_HEADS:
       ignored.append(hf_name)
       continue
-    if name == "cls/predictions/decoder":
+    if name == hf_bert.DECODER:
       decoder = (hf_name, array)
       continue
     if name in converted:
