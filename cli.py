@@ -12,6 +12,7 @@ traceback.
 import contextlib
 import glob
 import os
+import shutil
 import sys
 import time
 
@@ -162,6 +163,33 @@ def atomic_output(final_path):
       os.remove(tmp)
     raise
   os.replace(tmp, final_path)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(final_dir):
+  """Yields a temporary folder next to `final_dir`; renames it on success.
+
+  An existing `final_dir` is replaced only once the new one is complete; on
+  an exception the temporary folder is removed and `final_dir` is kept.
+  """
+  final_dir = os.path.normpath(final_dir)
+  parent = os.path.dirname(os.path.abspath(final_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = temporary_name(final_dir)
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    yield tmp
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  old = None
+  if os.path.isdir(final_dir) and os.listdir(final_dir):
+    old = tmp + ".old"
+    os.rename(final_dir, old)
+  os.replace(tmp, final_dir)  # Replaces an empty folder.
+  if old:
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def format_duration(seconds):
