@@ -352,7 +352,7 @@ def _serving_module(weights, architecture, config, vocab_file,
   """A tf.Module with the weights and the serving functions (see below)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  head, _ = ARCHITECTURES[architecture]
+  head, pooler = ARCHITECTURES[architecture]
   masked_lm = set(hf_bert.MASKED_LM_HEAD) <= set(head)
   next_sentence = set(hf_bert.NEXT_SENTENCE_HEAD) <= set(head)
 
@@ -369,7 +369,9 @@ def _serving_module(weights, architecture, config, vocab_file,
       variables = (self.model if masked_lm or next_sentence else
                    self.bert).variables_by_name()
       self.head_variables = {}
-      for name in exported_names(weights, architecture):
+      # The pooler too: pooled_output is always an output.
+      for name in exported_names(weights, architecture) + [
+          n for n in hf_bert.POOLER if not pooler]:
         if name not in variables:
           variables[name] = self.head_variables[name] = tf.Variable(
               weights.arrays[name], name=name.replace("/", "_"))

@@ -755,7 +755,8 @@ def resolve_checkpoint(checkpoint):
   """A checkpoint prefix from a prefix, a `.index` file name or a directory.
 
   A directory resolves to the newest checkpoint of its `checkpoint` index
-  file, or else to its only `*.index` checkpoint.
+  file, or else to its only `*.index` checkpoint, or else to the one with
+  the highest step among its `<name>-<step>.index` checkpoints.
 
   Raises:
     CheckpointError: no checkpoint there.
@@ -770,9 +771,14 @@ def resolve_checkpoint(checkpoint):
       except (tf.errors.OpError, ValueError):
         found = None
     if found is None:
-      indexes = tf.io.gfile.glob(os.path.join(checkpoint, "*.index"))
-      if len(indexes) == 1:
-        found = indexes[0][:-len(".index")]
+      prefixes = [path[:-len(".index")] for path in tf.io.gfile.glob(
+          os.path.join(checkpoint, "*.index"))]
+      steps = [re.search(r"-(\d+)$", prefix) for prefix in prefixes]
+      if len(prefixes) == 1:
+        found = prefixes[0]
+      elif prefixes and all(steps):
+        # No index file: the highest step (model.ckpt-N) is the newest.
+        found = max(zip((int(m.group(1)) for m in steps), prefixes))[1]
     if found is None:
       raise CheckpointError("%s: no checkpoint in this directory" %
                             checkpoint)

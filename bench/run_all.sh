@@ -6,6 +6,10 @@
 #   IV   produce_teacher_labels.py vs Hugging Face BertForMaskedLM (PyTorch)
 #   V    distillation training step vs Hugging Face BertForPreTraining
 #
+# and then checks that Hugging Face `transformers` loads the folders of
+# export_bert_checkpoint.py and computes our outputs (bench/check_export.py:
+# the largest difference is printed).
+#
 # The peers of IV and V need PyTorch and transformers; they are benchmark
 # tools, not project dependencies, so they are installed here (CPU wheels)
 # when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
@@ -57,4 +61,14 @@ for r in rows:
   if r.get("note"):
     print("note (%s, %s): %s" % (r["stage"], r["peer_name"], r["note"]))
 PYEOF
+
+echo
+echo "=== bench/check_export.py"
+if "$PY" bench/check_export.py > "$OUT/check_export.log" 2>&1; then
+  grep '^export' "$OUT/check_export.log"
+else
+  tail -20 "$OUT/check_export.log"
+  echo "bench: bench/check_export.py failed (log: $OUT/check_export.log)" >&2
+  status=1
+fi
 exit $status

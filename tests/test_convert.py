@@ -1,13 +1,12 @@
 """Tests of convert_hf_bert_checkpoint.py on the real small Hugging Face BERT.
 
-The reference is a NumPy forward pass written here that reads the Hugging
-Face safetensors arrays directly (torch layout, exact erf GELU), so the
+The reference is a NumPy forward pass (hf_reference.py) that reads the
+Hugging Face safetensors arrays directly (torch layout, exact erf GELU), so the
 conversion (names, transposes, activation mapping, tied decoder) is checked
 end to end against the original weights.
 """
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -19,6 +18,7 @@ from safetensors.numpy import save_file
 import tensorflow as tf
 
 from conftest import google_variable_shapes, run_script
+from hf_reference import HfBert, log_softmax
 import convert_hf_bert_checkpoint as convert
 import modeling
 
@@ -27,60 +27,6 @@ GOOGLE_KEYS = ["attention_probs_dropout_prob", "hidden_act",
                "intermediate_size", "max_position_embeddings",
                "num_attention_heads", "num_hidden_layers", "type_vocab_size",
                "vocab_size"]
-
-_erf = np.vectorize(math.erf)
-
-
-def hf_numpy_mlm(w, hf_config, ids, mask, positions):
-  """(sequence output, MLM log-probs at positions) from HF arrays (float64)."""
-  w = {k: v.astype(np.float64) for k, v in w.items()}
-  h = hf_config["hidden_size"]
-  heads = hf_config["num_attention_heads"]
-  d = h // heads
-  eps = hf_config["layer_norm_eps"]
-  batch, seq = ids.shape
-
-  def linear(x, name):  # torch Linear: weight is [out, in].
-    return x @ w[name + ".weight"].T + w[name + ".bias"]
-
-  def norm(x, name):
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return ((x - mean) / np.sqrt(var + eps) * w[name + ".gamma"] +
-            w[name + ".beta"])
-
-  def gelu(x):
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
-
-  def heads_first(x):
-    return x.reshape(batch, seq, heads, d).transpose(0, 2, 1, 3)
-
-  x = (w["bert.embeddings.word_embeddings.weight"][ids] +
-       w["bert.embeddings.position_embeddings.weight"][:seq][None] +
-       w["bert.embeddings.token_type_embeddings.weight"][0])
-  x = norm(x, "bert.embeddings.LayerNorm")
-  bias = np.where(mask[:, None, None, :] > 0, 0.0, -10000.0)
-  for i in range(hf_config["num_hidden_layers"]):
-    p = "bert.encoder.layer.%d." % i
-    q = heads_first(linear(x, p + "attention.self.query"))
-    k = heads_first(linear(x, p + "attention.self.key"))
-    v = heads_first(linear(x, p + "attention.self.value"))
-    s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d) + bias
-    s = np.exp(s - s.max(-1, keepdims=True))
-    s /= s.sum(-1, keepdims=True)
-    ctx = (s @ v).transpose(0, 2, 1, 3).reshape(batch, seq, h)
-    a = norm(linear(ctx, p + "attention.output.dense") + x,
-             p + "attention.output.LayerNorm")
-    x = norm(linear(gelu(linear(a, p + "intermediate.dense")),
-                    p + "output.dense") + a, p + "output.LayerNorm")
-  t = x[np.arange(batch)[:, None], positions]
-  t = norm(gelu(linear(t, "cls.predictions.transform.dense")),
-           "cls.predictions.transform.LayerNorm")
-  logits = (t @ w["bert.embeddings.word_embeddings.weight"].T +
-            w["cls.predictions.bias"])
-  logits -= logits.max(-1, keepdims=True)
-  return x, logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-
 
 def read_checkpoint(prefix):
   reader = tf.train.load_checkpoint(prefix)
@@ -128,8 +74,9 @@ def test_mlm_predictions_match_hf_weights(teacher_dir, small_bert_hf_dir):
     ids[row, :len(tokens)] = [vocab[t] for t in tokens]
   mask = (ids > 0).astype(np.int32)
   positions = np.array([[6, 1, 3], [4, 2, 7]], np.int32)
-  want_seq, want_logp = hf_numpy_mlm(hf_weights, hf_config, ids, mask,
-                                     positions)
+  reference = HfBert(hf_weights, hf_config)
+  want_seq = reference.encode(ids, mask)
+  want_logp = log_softmax(reference.mlm_logits(want_seq, positions))
 
   config = modeling.BertConfig.from_json_file(
       os.path.join(teacher_dir, "bert_config.json"))
