@@ -35,6 +35,7 @@ import shutil
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 import cli
 import hf_bert
@@ -121,7 +122,6 @@ def _is_training_only(name):
 
 def _expected_shapes(config, shapes_in_checkpoint):
   """Google name -> shape of every variable an export may take."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   with tf.device("CPU:0"):
     model = modeling.BertPretrainingModel(config)
   expected = collections.OrderedDict(
@@ -153,7 +153,6 @@ def read_bert_checkpoint(checkpoint, config):
       variable missing, a shape that disagrees with `config`, or a head
       present only in part.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   prefix = modeling.resolve_checkpoint(checkpoint)
   try:
     reader = tf.train.load_checkpoint(prefix)
@@ -347,86 +346,72 @@ def _write_json(path, value):
     f.write("\n")
 
 
-def _serving_module(weights, architecture, config, vocab_file,
-                    do_lower_case):
-  """A tf.Module with the weights and the serving functions (see below)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+class ServingModel(tf.Module):
+  """BERT and the head of `architecture`, for a SavedModel (float32)."""
 
-  head, pooler = ARCHITECTURES[architecture]
-  masked_lm = set(hf_bert.MASKED_LM_HEAD) <= set(head)
-  next_sentence = set(hf_bert.NEXT_SENTENCE_HEAD) <= set(head)
-
-  class ServingModel(tf.Module):
-    """BERT and its head; outputs in float32."""
-
-    def __init__(self):
-      super(ServingModel, self).__init__(name="serving_model")
-      if masked_lm or next_sentence:
-        self.model = modeling.BertPretrainingModel(config)
-        self.bert = self.model.bert
-      else:
-        self.bert = modeling.BertModel(config)
-      variables = (self.model if masked_lm or next_sentence else
-                   self.bert).variables_by_name()
-      self.head_variables = {}
-      # The pooler too: pooled_output is always an output.
-      for name in exported_names(weights, architecture) + [
-          n for n in hf_bert.POOLER if not pooler]:
-        if name not in variables:
-          variables[name] = self.head_variables[name] = tf.Variable(
-              weights.arrays[name], name=name.replace("/", "_"))
-        else:
-          variables[name].assign(weights.arrays[name])
-      self.vocab_file = tf.saved_model.Asset(vocab_file)
-      self.do_lower_case = tf.Variable(bool(do_lower_case), trainable=False,
-                                       name="do_lower_case")
-
-    def outputs(self, input_ids, input_mask, segment_ids,
-                masked_lm_positions=None):
-      """The signature's outputs (shapes in `write_saved_model`)."""
-      cast = lambda x: tf.cast(x, tf.int32)
-      sequence_output, pooled_output = self.bert(
-          cast(input_ids), cast(input_mask), cast(segment_ids))
-      result = {"sequence_output": sequence_output,
-                "pooled_output": pooled_output}
-      if masked_lm:
-        result["masked_lm_log_probs"] = tf.nn.log_softmax(
-            self.model.masked_lm_logits(sequence_output,
-                                        cast(masked_lm_positions)))
-      if next_sentence:
-        result["next_sentence_probs"] = tf.nn.softmax(
-            self.model.next_sentence_logits(pooled_output))
-      if "output_weights" in self.head_variables:
-        logits = tf.nn.bias_add(
-            tf.matmul(pooled_output, self.head_variables["output_weights"],
-                      transpose_b=True), self.head_variables["output_bias"])
-        result["logits"] = logits
-        result["probabilities"] = tf.nn.softmax(logits)
-      if "cls/squad/output_weights" in self.head_variables:
-        logits = tf.einsum("bsh,kh->bsk", sequence_output,
-                           self.head_variables["cls/squad/output_weights"])
-        logits += self.head_variables["cls/squad/output_bias"]
-        result["start_logits"] = logits[:, :, 0]
-        result["end_logits"] = logits[:, :, 1]
-      return result
-
-  module = ServingModel()
-  for dtype in (tf.int32, tf.int64):
-    spec = lambda name, d=dtype: tf.TensorSpec([None, None], d, name=name)
-    if masked_lm:
-      @tf.function(input_signature=[spec("input_ids"), spec("input_mask"),
-                                    spec("segment_ids"),
-                                    spec("masked_lm_positions")])
-      def serve(input_ids, input_mask, segment_ids, masked_lm_positions):
-        return module.outputs(input_ids, input_mask, segment_ids,
-                              masked_lm_positions)
+  def __init__(self, weights, architecture, config, vocab_file,
+               do_lower_case):
+    super(ServingModel, self).__init__(name="serving_model")
+    head, pooler = ARCHITECTURES[architecture]
+    self.masked_lm = set(hf_bert.MASKED_LM_HEAD) <= set(head)
+    self.next_sentence = set(hf_bert.NEXT_SENTENCE_HEAD) <= set(head)
+    if self.masked_lm or self.next_sentence:
+      self.model = modeling.BertPretrainingModel(config)
+      self.bert = self.model.bert
     else:
-      @tf.function(input_signature=[spec("input_ids"), spec("input_mask"),
-                                    spec("segment_ids")])
-      def serve(input_ids, input_mask, segment_ids):
-        return module.outputs(input_ids, input_mask, segment_ids)
-    setattr(module, "serve_%s" % dtype.name, serve)
-  return module
+      self.model = self.bert = modeling.BertModel(config)
+    variables = self.model.variables_by_name()
+    self.head_variables = {}
+    # The pooler always: pooled_output is always an output.
+    for name in exported_names(weights, architecture) + (
+        [] if pooler else list(hf_bert.POOLER)):
+      if name in variables:
+        variables[name].assign(weights.arrays[name])
+      else:
+        self.head_variables[name] = tf.Variable(weights.arrays[name],
+                                                name=name.replace("/", "_"))
+    self.vocab_file = tf.saved_model.Asset(vocab_file)
+    self.do_lower_case = tf.Variable(bool(do_lower_case), trainable=False,
+                                     name="do_lower_case")
+
+  def outputs(self, input_ids, input_mask, segment_ids,
+              masked_lm_positions=None):
+    """The signatures' outputs by name (shapes in `write_saved_model`)."""
+    cast = lambda x: tf.cast(x, tf.int32)
+    sequence_output, pooled_output = self.bert(
+        cast(input_ids), cast(input_mask), cast(segment_ids))
+    result = {"sequence_output": sequence_output,
+              "pooled_output": pooled_output}
+    if self.masked_lm:
+      result["masked_lm_log_probs"] = tf.nn.log_softmax(
+          self.model.masked_lm_logits(sequence_output,
+                                      cast(masked_lm_positions)))
+    if self.next_sentence:
+      result["next_sentence_probs"] = tf.nn.softmax(
+          self.model.next_sentence_logits(pooled_output))
+    head = self.head_variables
+    if "output_weights" in head:  # run_classifier: on the pooled output.
+      logits = tf.nn.bias_add(tf.matmul(pooled_output, head["output_weights"],
+                                        transpose_b=True), head["output_bias"])
+      result["logits"] = logits
+      result["probabilities"] = tf.nn.softmax(logits)
+    if "cls/squad/output_weights" in head:  # run_squad: at every position.
+      logits = tf.einsum("bsh,kh->bsk", sequence_output,
+                         head["cls/squad/output_weights"])
+      logits += head["cls/squad/output_bias"]
+      result["start_logits"] = logits[:, :, 0]
+      result["end_logits"] = logits[:, :, 1]
+    return result
+
+  def serving_function(self, dtype):
+    """`outputs` as a tf.function of named [batch, seq] `dtype` inputs."""
+    names = ["input_ids", "input_mask", "segment_ids"]
+    if self.masked_lm:
+      names.append("masked_lm_positions")
+    return tf.function(
+        lambda *args: self.outputs(*args),  # pylint: disable=unnecessary-lambda
+        input_signature=[tf.TensorSpec([None, None], dtype, name=name)
+                         for name in names])
 
 
 def write_saved_model(weights, architecture, config, vocab_file,
@@ -444,9 +429,10 @@ def write_saved_model(weights, architecture, config, vocab_file,
   The vocabulary is the asset `vocab_file` (assets/vocab.txt) and
   `do_lower_case` a boolean variable of the loaded object.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  module = _serving_module(weights, architecture, config, vocab_file,
-                           do_lower_case)
+  module = ServingModel(weights, architecture, config, vocab_file,
+                        do_lower_case)
+  module.serve_int32 = module.serving_function(tf.int32)
+  module.serve_int64 = module.serving_function(tf.int64)
   tf.saved_model.save(module, directory, signatures={
       "serving_default": module.serve_int32,
       "serving_int64": module.serve_int64})
