@@ -30,6 +30,7 @@ from absl import flags
 
 import cli
 import exporter
+import tokenization
 
 FLAGS = flags.FLAGS
 
@@ -75,6 +76,8 @@ def main(argv):
   for name in ("init_checkpoint", "vocab_file", "output_dir"):
     if not FLAGS[name].value:
       raise cli.UserError("--%s is required" % name)
+  tokenization.validate_case_matches_checkpoint(FLAGS.do_lower_case,
+                                                FLAGS.init_checkpoint)
   try:
     exporter.export(config, FLAGS.init_checkpoint, FLAGS.vocab_file,
                     FLAGS.output_dir, FLAGS.format, FLAGS.do_lower_case,

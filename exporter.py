@@ -290,6 +290,20 @@ def check_output_dir(output_dir, overwrite):
                       "or --overwrite to replace it)" % output_dir)
 
 
+def _check_inputs_outside(output_dir, paths):
+  """Raises ExportError if one of `paths` lies in `output_dir`.
+
+  The export replaces `output_dir` whole (with --overwrite): it must not
+  take the checkpoint or vocabulary being exported with it.
+  """
+  root = os.path.realpath(output_dir)
+  for path in paths:
+    where = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    if where == root or where.startswith(root + os.sep):
+      raise ExportError("%s holds %s, an input of this export; write the "
+                        "export to another folder" % (output_dir, path))
+
+
 def hf_config(config, architecture, vocab, num_labels=None):
   """Hugging Face's config.json (a dict) for `config` and `architecture`."""
   hf = collections.OrderedDict([("architectures", [architecture]),
@@ -479,6 +493,8 @@ def export(config, init_checkpoint, vocab_file, output_dir,
     weights = read_bert_checkpoint(init_checkpoint, config)
   with _blame("architecture"):
     architecture = choose_architecture(weights, architecture, export_format)
+  with _blame("output_dir"):
+    _check_inputs_outside(output_dir, [weights.prefix, vocab_file])
   with cli.atomic_output_dir(output_dir) as tmp:
     if export_format == "hf":
       write_hf(weights, architecture, config, vocab_file, vocab,

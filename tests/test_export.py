@@ -379,6 +379,10 @@ def test_bad_inputs(student, task_checkpoints, teacher_dir, tmp_path):
       "config.json", "model.safetensors", "tokenizer_config.json",
       "vocab.txt"]
   assert not _no_leftovers(str(tmp_path), "existing")
+  before = sorted(os.listdir(folder))
+  with pytest.raises(exporter.ExportError, match="an input of this export"):
+    exporter.export(config, folder, vocab, folder, overwrite=True)
+  assert sorted(os.listdir(folder)) == before
 
   # The script: one line naming the flag, exit status 1.
   script = "export_bert_checkpoint.py"
