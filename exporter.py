@@ -215,7 +215,7 @@ def choose_architecture(weights, requested=AUTO, export_format="hf"):
   """
   held = _heads_held(weights)
   if requested == AUTO:
-    has = lambda head: weights.has(head)  # pylint: disable=unnecessary-lambda
+    has = weights.has
     if has(hf_bert.CLASSIFIER_HEAD) and has(hf_bert.SQUAD_HEAD):
       raise ExportError(
           "%s holds both a classifier and a SQuAD head: choose one "
