@@ -19,7 +19,13 @@ teacher's probabilities):
 
 Options beyond the original (temperature, hard labels, renormalised top-K,
 an online teacher, initialisation from teacher layers, XLA, mixed precision)
-are all off by default.
+are all off by default. With the online teacher, layer-wise losses
+(layer_losses.py: TinyBERT hidden states and attention scores, MiniLMv2
+attention relations) can be added, each with its own weight:
+
+  loss += hidden_loss_weight * hidden_loss
+        + attention_loss_weight * attention_loss
+        + attention_relation_loss_weight * attention_relation_loss
 
 Distribution: `run` takes a `Distribution` describing the process's place in
 a job. The single-machine script passes `Distribution()` (one process); the
