@@ -136,6 +136,8 @@ class Ours(object):
       modeling.save_checkpoint(model.variables_by_name(), prefix)
       del model
       labeler = teacher.TeacherLabeler(teacher_config(), prefix, FLAGS.k)
+      for loaded in tf.io.gfile.glob(prefix + ".*"):  # 440 MB at Base size
+        tf.io.gfile.remove(loaded)
       online = dict(teacher_bert_config_file="bench",
                     teacher_init_checkpoint=prefix, hidden_loss_weight=1.0,
                     attention_loss_weight=1.0)
