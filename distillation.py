@@ -19,7 +19,13 @@ teacher's probabilities):
 
 Options beyond the original (temperature, hard labels, renormalised top-K,
 an online teacher, initialisation from teacher layers, XLA, mixed precision)
-are all off by default.
+are all off by default. With the online teacher, layer-wise losses
+(layer_losses.py: TinyBERT hidden states and attention scores, MiniLMv2
+attention relations) can be added, each with its own weight:
+
+  loss += hidden_loss_weight * hidden_loss
+        + attention_loss_weight * attention_loss
+        + attention_relation_loss_weight * attention_relation_loss
 
 Distribution: `run` takes a `Distribution` describing the process's place in
 a job. The single-machine script passes `Distribution()` (one process); the
@@ -45,6 +51,7 @@ from absl import logging
 import tensorflow as tf
 
 import cli
+import layer_losses
 import modeling
 import optimization
 import records
@@ -60,6 +67,15 @@ TPU_FLAG_DEFAULTS = collections.OrderedDict([
     ("gcp_project", None), ("master", None), ("num_tpu_cores", 8)])
 
 EVAL_RESULTS_FILE = "eval_results.txt"
+# The layer-wise losses: weight option -> name of the loss (in the outputs of
+# Distiller and in eval_results.txt).
+LAYER_LOSS_WEIGHTS = collections.OrderedDict([
+    ("hidden_loss_weight", "hidden_loss"),
+    ("attention_loss_weight", "attention_loss"),
+    ("attention_relation_loss_weight", "attention_relation_loss")])
+# The companion checkpoint of model.ckpt-<step> holding the variables that
+# distillation adds (projections) and their optimizer slots.
+EXTRA_CHECKPOINT_SUFFIX = ".distillation"
 CHECKPOINT_BASENAME = "model.ckpt"
 # Added to the sum of the weights in the masked-LM loss, as Google's
 # get_masked_lm_output does (it keeps an all-padding batch finite).
@@ -162,6 +178,41 @@ def define_flags():
       "indices[i], and the embeddings, pooler and heads are copied from the "
       "teacher (as DistilBERT does). Needs --teacher_init_checkpoint and "
       "matching sizes.")
+  flags.DEFINE_float(
+      "hidden_loss_weight", 0.0,
+      "Weight of the TinyBERT hidden-state loss: mean squared error between "
+      "the student's embeddings and layer outputs and the mapped teacher "
+      "ones (see --teacher_layer_map), through a learned linear projection "
+      "when the widths differ. Needs the online teacher. 0: off.")
+  flags.DEFINE_float(
+      "attention_loss_weight", 0.0,
+      "Weight of the TinyBERT attention loss: mean squared error between the "
+      "student's pre-softmax attention scores and the mapped teacher layer's, "
+      "head by head, padding excluded. Needs the online teacher and the same "
+      "number of heads. 0: off.")
+  flags.DEFINE_float(
+      "attention_relation_loss_weight", 0.0,
+      "Weight of the MiniLMv2 attention-relation loss: KL divergence between "
+      "the teacher's and the student's query-query, key-key and value-value "
+      "relations (--attention_relation_heads heads) of teacher layer "
+      "--attention_relation_teacher_layer and the student's last layer. Any "
+      "widths and head counts. Needs the online teacher. 0: off.")
+  flags.DEFINE_string(
+      "teacher_layer_map", None,
+      "For --hidden_loss_weight and --attention_loss_weight: comma-separated "
+      "0-based teacher layer indices, one per student layer (student layer i "
+      "is compared with teacher layer indices[i]; the embeddings with the "
+      "embeddings). Default: uniform, student layer i <- teacher layer "
+      "(i + 1) * L_teacher / L_student - 1, e.g. 1,3,5,7,9,11 for 6 of 12.")
+  flags.DEFINE_integer(
+      "attention_relation_teacher_layer", -1,
+      "The teacher layer (0-based; negative counts from the end, -1 the "
+      "last) whose relations --attention_relation_loss_weight distils into "
+      "the student's last layer.")
+  flags.DEFINE_integer(
+      "attention_relation_heads", 0,
+      "Number of relation heads of --attention_relation_loss_weight; must "
+      "divide both hidden sizes. 0: the teacher's num_attention_heads.")
   flags.DEFINE_bool("use_xla", False,
                     "Compile the forward and backward pass with XLA.")
   flags.DEFINE_bool(
@@ -211,6 +262,12 @@ class Options(object):
   teacher_bert_config_file: str = None
   teacher_init_checkpoint: str = None
   init_from_teacher_layers: str = None
+  hidden_loss_weight: float = 0.0
+  attention_loss_weight: float = 0.0
+  attention_relation_loss_weight: float = 0.0
+  teacher_layer_map: str = None
+  attention_relation_teacher_layer: int = -1
+  attention_relation_heads: int = 0
   use_xla: bool = False
   use_mixed_precision: bool = False
   mixed_precision_dtype: str = "float16"
@@ -222,6 +279,13 @@ class Options(object):
   def online_teacher(self):
     """True when the teacher runs inside the training step."""
     return bool(self.teacher_bert_config_file)
+
+  @property
+  def layer_loss_weights(self):
+    """Flag name -> weight of each layer-wise loss that is on."""
+    return collections.OrderedDict(
+        ("--%s" % name, getattr(self, name)) for name in LAYER_LOSS_WEIGHTS
+        if getattr(self, name))
 
 
 def options_from_flags(flag_values=None):
@@ -399,12 +463,21 @@ def teacher_top1(teacher_probs, teacher_indices=None):
 class Distiller(tf.Module):
   """The student, the optional online teacher, and the training objective.
 
+  With layer-wise losses on (Options.layer_loss_weights; they need the online
+  teacher), the objective adds each weighted loss of `layer_losses`, and the
+  hidden-state loss between models of different widths trains a projection
+  (`extra_variables`) along with the student.
+
   Args:
     options: Options.
     student_config: the student's modeling.BertConfig.
     teacher_labeler: a loaded teacher.TeacherLabeler to run the teacher
-      online (in float32), or None to read stage-IV labels.
+      online (in float32, inference mode), or None to read stage-IV labels.
     compute_dtype: the student's compute dtype.
+
+  Raises:
+    cli.UserError: layer-loss options that do not fit the two models (see
+      `layer_loss_plan`).
   """
 
   def __init__(self, options, student_config, teacher_labeler=None,
@@ -414,10 +487,40 @@ class Distiller(tf.Module):
     self.student = modeling.BertPretrainingModel(student_config,
                                                  compute_dtype=compute_dtype)
     self.teacher = teacher_labeler
+    self.plan = None
+    self.projection = None
+    if options.layer_loss_weights:
+      if teacher_labeler is None:
+        raise cli.UserError("%s needs the online teacher" %
+                            next(iter(options.layer_loss_weights)))
+      self.plan = layer_loss_plan(options, student_config,
+                                  teacher_labeler.config)
+      if self.plan.project_hidden:
+        self.projection = layer_losses.HiddenProjection(
+            student_config.hidden_size, teacher_labeler.config.hidden_size,
+            student_config.initializer_range)
 
   def student_variables(self):
     """The student's name -> variable map (Google's names)."""
     return self.student.variables_by_name()
+
+  def extra_variables(self):
+    """Variables distillation trains besides the student (the projection).
+
+    Returns:
+      OrderedDict name -> variable, names under layer_losses.VARIABLE_SCOPE;
+      empty unless the hidden-state loss compares different widths.
+    """
+    if self.projection is None:
+      return collections.OrderedDict()
+    return self.projection.variables_by_name()
+
+  def trainable_variables_by_name(self):
+    """Student variables, then `extra_variables` (what the optimizer trains).
+    """
+    result = self.student_variables()
+    result.update(self.extra_variables())
+    return result
 
   def teacher_targets(self, features):
     """(probs, indices or None): the teacher's soft labels for a batch.
@@ -425,24 +528,73 @@ class Distiller(tf.Module):
     Read from the stage-IV features, or computed by the online teacher (its
     top-K, or its whole distribution for K = 0), without gradient.
     """
+    return self.teacher_outputs(features)[0]
+
+  def teacher_outputs(self, features):
+    """The teacher's soft labels and, for layer losses, its internals.
+
+    Returns:
+      ((probs, indices or None), internals): see `teacher_targets`;
+      internals is the teacher's modeling.EncoderInternals (without
+      gradient) when layer-wise losses are on, else None.
+    """
     k = self.options.truncation_factor
     p = self.options.max_predictions_per_seq
     if self.teacher is None:
       if k > 0:
         probs = tf.reshape(features[records.TRUNCATED_PROBS], [-1, p, k])
         indices = tf.reshape(features[records.TOP_K_INDICES], [-1, p, k])
-        return probs, indices
+        return (probs, indices), None
       probs = tf.reshape(features[records.FULL_PROBS],
                          [-1, p, self.student.config.vocab_size])
-      return probs, None
-    probs, indices = teacher.soft_labels(
+      return (probs, None), None
+    outputs = teacher.soft_labels(
         self.teacher.model, features["input_ids"], features["input_mask"],
-        features["segment_ids"], features["masked_lm_positions"], k)
+        features["segment_ids"], features["masked_lm_positions"], k,
+        return_internals=self.plan is not None)
+    probs, indices = outputs[:2]
     if indices is not None:
       indices = tf.stop_gradient(indices)
-    return tf.stop_gradient(probs), indices
+    internals = None
+    if self.plan is not None:
+      internals = tf.nest.map_structure(tf.stop_gradient, outputs[2])
+    return (tf.stop_gradient(probs), indices), internals
 
-  def __call__(self, features, targets, training=False, dropout_seed=None):
+  def compute_layer_losses(self, student_internals, teacher_internals,
+                           input_mask):
+    """The enabled layer-wise losses (unweighted), name -> float32 scalar.
+
+    Args:
+      student_internals, teacher_internals: modeling.EncoderInternals.
+      input_mask: [B, S].
+    """
+    opts, plan = self.options, self.plan
+    losses = collections.OrderedDict()
+    if opts.hidden_loss_weight:
+      # The embeddings' output with the teacher's, then the mapped layers.
+      teacher_states = [teacher_internals.hidden_states[0]] + [
+          teacher_internals.hidden_states[i + 1] for i in plan.layer_map]
+      losses["hidden_loss"] = layer_losses.hidden_state_loss(
+          student_internals.hidden_states, teacher_states, input_mask,
+          self.projection)
+    if opts.attention_loss_weight:
+      losses["attention_loss"] = layer_losses.attention_score_loss(
+          student_internals.attention_scores,
+          [teacher_internals.attention_scores[i] for i in plan.layer_map],
+          input_mask)
+    if opts.attention_relation_loss_weight:
+      t = plan.relation_teacher_layer
+      losses["attention_relation_loss"] = (
+          layer_losses.attention_relation_loss(
+              (student_internals.queries[-1], student_internals.keys[-1],
+               student_internals.values[-1]),
+              (teacher_internals.queries[t], teacher_internals.keys[t],
+               teacher_internals.values[t]),
+              input_mask, plan.relation_heads))
+    return losses
+
+  def __call__(self, features, targets, training=False, dropout_seed=None,
+               teacher_internals=None):
     """Runs the student on a batch and returns its losses and predictions.
 
     Args:
@@ -450,19 +602,24 @@ class Distiller(tf.Module):
       targets: (probs, indices or None) from `teacher_targets(features)`.
       training: enables dropout.
       dropout_seed: int64 [2], the seed of this step's dropout masks.
+      teacher_internals: the teacher's modeling.EncoderInternals from
+        `teacher_outputs(features)`; required when layer losses are on.
 
     Returns:
       dict: loss, masked_lm_loss, soft_loss, hard_loss, next_sentence_loss
-      (scalars); masked_lm_per_position, hard_per_position, mlm_predictions,
+      and each enabled layer loss, e.g. hidden_loss (unweighted) (scalars);
+      masked_lm_per_position, hard_per_position, mlm_predictions,
       teacher_top1 ([B, P]); next_sentence_per_example,
       next_sentence_predictions ([B]).
     """
     opts = self.options
     teacher_probs, teacher_indices = targets
-    mlm_logits, nsp_logits = self.student(
+    student_outputs = self.student(
         features["input_ids"], features["input_mask"],
         features["segment_ids"], features["masked_lm_positions"],
+        return_internals=self.plan is not None,
         **_dropout_kwargs(training, dropout_seed))
+    mlm_logits, nsp_logits = student_outputs[:2]
     weights = features["masked_lm_weights"]
     soft_loss, soft_per_position = soft_cross_entropy(
         mlm_logits, teacher_probs, weights, teacher_indices,
@@ -476,8 +633,19 @@ class Distiller(tf.Module):
       masked_lm_per_position += opts.hard_label_weight * hard_per_position
     nsp_loss, nsp_per_example = next_sentence_cross_entropy(
         nsp_logits, features["next_sentence_labels"])
-    return {
-        "loss": masked_lm_loss + nsp_loss,
+    loss = masked_lm_loss + nsp_loss
+    extra_losses = {}
+    if self.plan is not None:
+      if teacher_internals is None:
+        raise ValueError("layer-wise losses need the teacher's internals "
+                         "(Distiller.teacher_outputs)")
+      extra_losses = self.compute_layer_losses(
+          student_outputs[2], teacher_internals, features["input_mask"])
+      for option, name in LAYER_LOSS_WEIGHTS.items():
+        if name in extra_losses:
+          loss += getattr(opts, option) * extra_losses[name]
+    return dict(extra_losses, **{
+        "loss": loss,
         "masked_lm_loss": masked_lm_loss,
         "soft_loss": soft_loss,
         "hard_loss": hard_loss,
@@ -490,7 +658,7 @@ class Distiller(tf.Module):
         "next_sentence_per_example": nsp_per_example,
         "next_sentence_predictions": tf.argmax(nsp_logits, axis=-1,
                                                output_type=tf.int32),
-    }
+    })
 
 
 def _dropout_kwargs(training, dropout_seed):
@@ -524,7 +692,9 @@ def check_options(opts):
     if getattr(opts, name) <= 0:
       raise cli.UserError("--%s must be positive, got %s" %
                           (name, getattr(opts, name)))
-  for name in ("truncation_factor", "num_warmup_steps", "hard_label_weight"):
+  for name in ("truncation_factor", "num_warmup_steps", "hard_label_weight",
+               "hidden_loss_weight", "attention_loss_weight",
+               "attention_relation_loss_weight", "attention_relation_heads"):
     if getattr(opts, name) < 0:
       raise cli.UserError("--%s must not be negative, got %s" %
                           (name, getattr(opts, name)))
@@ -546,6 +716,91 @@ def check_options(opts):
   if opts.init_from_teacher_layers and opts.init_checkpoint:
     raise cli.UserError("give either --init_checkpoint or "
                         "--init_from_teacher_layers, not both")
+  for flag in opts.layer_loss_weights:
+    if not opts.online_teacher:
+      raise cli.UserError(
+          "%s needs the online teacher (--teacher_bert_config_file and "
+          "--teacher_init_checkpoint, with stage-III records): stage-IV "
+          "records hold only the teacher's output distribution" % flag)
+  if opts.teacher_layer_map and not (opts.hidden_loss_weight or
+                                     opts.attention_loss_weight):
+    raise cli.UserError("--teacher_layer_map is used only with "
+                        "--hidden_loss_weight or --attention_loss_weight")
+
+
+@dataclasses.dataclass
+class LayerLossPlan(object):
+  """Which student and teacher layers the layer-wise losses compare.
+
+  layer_map: teacher layer index for each student layer (hidden and
+    attention losses).
+  relation_teacher_layer: the teacher layer of the attention-relation loss
+    (0-based, non-negative).
+  relation_heads: its number of relation heads.
+  project_hidden: whether the hidden loss needs a projection (the widths
+    differ).
+  """
+  layer_map: list
+  relation_teacher_layer: int
+  relation_heads: int
+  project_hidden: bool
+
+
+def layer_loss_plan(opts, student_config, teacher_config):
+  """Checks the layer-loss flags against both models; returns a plan.
+
+  Raises:
+    cli.UserError: one line naming the flag: a layer map of the wrong length
+      or naming layers that do not exist, attention loss with different
+      head counts, relation heads that do not divide a hidden size, a
+      relation layer the teacher lacks.
+  """
+  num_student = student_config.num_hidden_layers
+  num_teacher = teacher_config.num_hidden_layers
+  spec = opts.teacher_layer_map
+  if spec:
+    flag = "--teacher_layer_map=%s" % spec
+    layer_map = parse_layer_indices(spec, num_student, "--teacher_layer_map")
+  else:
+    flag = "--teacher_layer_map (default: uniform)"
+    layer_map = layer_losses.uniform_layer_map(num_student, num_teacher)
+  bad = [i for i in layer_map if not 0 <= i < num_teacher]
+  if bad and (opts.hidden_loss_weight or opts.attention_loss_weight):
+    raise cli.UserError(
+        "%s: teacher layer %d does not exist (the teacher has %d layers, "
+        "0 to %d; the student %d)" % (flag, bad[0], num_teacher,
+                                      num_teacher - 1, num_student))
+  if (opts.attention_loss_weight and student_config.num_attention_heads !=
+      teacher_config.num_attention_heads):
+    raise cli.UserError(
+        "--attention_loss_weight: the student has %d attention heads, the "
+        "teacher %d; this loss compares head by head (use "
+        "--attention_relation_loss_weight, which works with any head count)"
+        % (student_config.num_attention_heads,
+           teacher_config.num_attention_heads))
+  relation_layer = opts.attention_relation_teacher_layer
+  if relation_layer < 0:
+    relation_layer += num_teacher
+  relation_heads = (opts.attention_relation_heads or
+                    teacher_config.num_attention_heads)
+  if opts.attention_relation_loss_weight:
+    if not 0 <= relation_layer < num_teacher:
+      raise cli.UserError(
+          "--attention_relation_teacher_layer=%d: the teacher has %d layers"
+          % (opts.attention_relation_teacher_layer, num_teacher))
+    if not num_student:
+      raise cli.UserError("--attention_relation_loss_weight: the student "
+                          "has no Transformer layer")
+    widths = (student_config.hidden_size, teacher_config.hidden_size)
+    if any(w % relation_heads for w in widths):
+      raise cli.UserError(
+          "--attention_relation_heads=%d must divide both hidden sizes "
+          "(student %d, teacher %d)" % ((relation_heads,) + widths))
+  return LayerLossPlan(
+      layer_map=layer_map, relation_teacher_layer=relation_layer,
+      relation_heads=relation_heads,
+      project_hidden=bool(opts.hidden_loss_weight) and (
+          student_config.hidden_size != teacher_config.hidden_size))
 
 
 def record_lengths(opts, vocab_size):
@@ -576,21 +831,21 @@ def validate_inputs(paths, lengths, opts):
     raise cli.UserError(message)
 
 
-def parse_layer_indices(spec, num_student_layers):
-  """Parses --init_from_teacher_layers into one teacher index per layer."""
+def parse_layer_indices(spec, num_student_layers,
+                        flag_name="--init_from_teacher_layers"):
+  """Parses a flag's comma list into one teacher layer index per layer."""
   try:
     indices = [int(x) for x in spec.split(",") if x.strip()]
   except ValueError:
-    raise cli.UserError("--init_from_teacher_layers=%s: expected "
-                        "comma-separated layer indices" % spec)
+    raise cli.UserError("%s=%s: expected comma-separated layer indices" %
+                        (flag_name, spec))
   if len(indices) != num_student_layers:
     raise cli.UserError(
-        "--init_from_teacher_layers=%s: %d indices given, the student has "
-        "%d layers (one teacher layer index per student layer)" %
-        (spec, len(indices), num_student_layers))
-  if min(indices) < 0:
-    raise cli.UserError("--init_from_teacher_layers=%s: negative layer "
-                        "index" % spec)
+        "%s=%s: %d indices given, the student has %d layers (one teacher "
+        "layer index per student layer)" % (flag_name, spec, len(indices),
+                                            num_student_layers))
+  if indices and min(indices) < 0:
+    raise cli.UserError("%s=%s: negative layer index" % (flag_name, spec))
   return indices
 
 
@@ -641,19 +896,53 @@ def init_from_teacher_layers(student_variables, spec, checkpoint,
                indices, checkpoint, len(missing), ", ".join(missing))
 
 
-class CheckpointSaver(object):
-  """Writes model.ckpt-<step> checkpoints and keeps the newest few."""
+def restore_extra_state(prefix, extra_state):
+  """Loads the extra state from `prefix`.distillation, when it exists.
 
-  def __init__(self, directory, variables_by_name, keep):
+  A checkpoint written without layer losses has none: the projections then
+  keep their seeded initialisation (logged).
+
+  Raises:
+    cli.UserError: the companion checkpoint exists but does not fit.
+  """
+  extra_prefix = prefix + EXTRA_CHECKPOINT_SUFFIX
+  if not tf.io.gfile.exists(extra_prefix + ".index"):
+    logging.warning("%s has no %s: %s start from their initialisation",
+                    prefix, os.path.basename(extra_prefix),
+                    ", ".join(extra_state))
+    return
+  with cli.blame_flag("--output_dir"):
+    _, missing = modeling.load_checkpoint(extra_state, extra_prefix)
+  if missing:
+    logging.warning("Not in %s, starting from their initialisation: %s",
+                    extra_prefix, ", ".join(missing))
+
+
+class CheckpointSaver(object):
+  """Writes model.ckpt-<step> checkpoints and keeps the newest few.
+
+  With extra variables (projections of the layer-wise losses and their
+  optimizer slots), each model.ckpt-<step> gets a companion checkpoint
+  model.ckpt-<step>.distillation, written first: model.ckpt-<step> itself
+  stays a BERT checkpoint under Google's names.
+  """
+
+  def __init__(self, directory, variables_by_name, keep,
+               extra_variables=None):
     self.directory = directory
     self.variables_by_name = variables_by_name
     self.keep = keep
+    self.extra_variables = extra_variables
 
   def save(self, step):
-    """Saves all variables as <directory>/model.ckpt-<step>."""
+    """Saves all variables as <directory>/model.ckpt-<step>[.distillation].
+    """
     prefix = os.path.join(self.directory, "%s-%d" % (CHECKPOINT_BASENAME,
                                                     step))
     start = time.time()
+    if self.extra_variables:
+      modeling.save_checkpoint(self.extra_variables,
+                               prefix + EXTRA_CHECKPOINT_SUFFIX)
     modeling.save_checkpoint(self.variables_by_name, prefix)
     modeling.write_checkpoint_index(self.directory, prefix)
     if self._remove_old():
@@ -747,7 +1036,7 @@ class Trainer(object):
     self.distribution = distribution
     self.opts = opts
     self.loss_scale = loss_scale
-    self.model_variables = distiller.student_variables()
+    self.model_variables = distiller.trainable_variables_by_name()
     self._variables = list(self.model_variables.values())
     forward_backward = self._forward_backward
     if opts.use_xla:
@@ -758,12 +1047,13 @@ class Trainer(object):
   def _forward_backward(self, features, step):
     """Loss and dense gradients of one batch (XLA-compilable: no collectives).
     """
-    targets = self.distiller.teacher_targets(features)
+    targets, teacher_internals = self.distiller.teacher_outputs(features)
     seed = dropout_seed_for_step(self.opts.random_seed, step,
                                  self.distribution)
     with tf.GradientTape() as tape:
       outputs = self.distiller(features, targets, training=True,
-                               dropout_seed=seed)
+                               dropout_seed=seed,
+                               teacher_internals=teacher_internals)
       loss = outputs["loss"]
       scaled_loss = loss
       if self.loss_scale is not None:
@@ -917,22 +1207,31 @@ def evaluate(distiller, opts, eval_files, lengths):
     dict: masked_lm_accuracy, masked_lm_loss (the masked-LM part of the
     training loss), masked_lm_hard_label_loss (cross-entropy on the true ids),
     next_sentence_accuracy, next_sentence_loss, loss,
-    teacher_top1_agreement (student argmax == teacher's top word), eval_examples.
+    teacher_top1_agreement (student argmax == teacher's top word),
+    eval_examples; and each enabled layer-wise loss (unweighted, e.g.
+    hidden_loss), averaged over the eval examples.
   """
   dataset = records.make_dataset(eval_files, lengths, opts.eval_batch_size,
                                  is_training=False)
   dataset = dataset.take(opts.max_eval_steps)
 
+  layer_loss_names = [LAYER_LOSS_WEIGHTS[option[2:]]
+                      for option in opts.layer_loss_weights]
+
   def _eval_step(features):
-    outputs = distiller(features, distiller.teacher_targets(features),
-                        training=False)
+    targets, teacher_internals = distiller.teacher_outputs(features)
+    outputs = distiller(features, targets, training=False,
+                        teacher_internals=teacher_internals)
     weights = tf.cast(features["masked_lm_weights"], tf.float32)
     labels = tf.reshape(features["next_sentence_labels"], [-1])
+    examples = tf.cast(tf.shape(labels)[0], tf.float32)
 
     def wsum(values):
       return tf.reduce_sum(weights * tf.cast(values, tf.float32))
 
-    return {
+    # Batch means of the layer losses, weighted by the batch's examples.
+    layer_sums = {name: outputs[name] * examples for name in layer_loss_names}
+    return dict(layer_sums, **{
         "weight": tf.reduce_sum(weights),
         "mlm_correct": wsum(tf.equal(outputs["mlm_predictions"],
                                      features["masked_lm_ids"])),
@@ -944,8 +1243,8 @@ def evaluate(distiller, opts, eval_files, lengths):
             tf.equal(outputs["next_sentence_predictions"], labels),
             tf.float32)),
         "nsp_loss": tf.reduce_sum(outputs["next_sentence_per_example"]),
-        "examples": tf.cast(tf.shape(labels)[0], tf.float32),
-    }
+        "examples": examples,
+    })
 
   eval_step = tf.function(_eval_step, jit_compile=opts.use_xla or None,
                           reduce_retracing=True)
@@ -968,6 +1267,8 @@ def evaluate(distiller, opts, eval_files, lengths):
   results["next_sentence_loss"] = totals["nsp_loss"] / totals["examples"]
   results["loss"] = results["masked_lm_loss"] + results["next_sentence_loss"]
   results["teacher_top1_agreement"] = totals["agreement"] / weight
+  for name in layer_loss_names:
+    results[name] = totals[name] / totals["examples"]
   results["eval_examples"] = int(totals["examples"])
   return results
 
@@ -1030,6 +1331,8 @@ def run(opts, distribution=None):
   if opts.init_from_teacher_layers:
     parse_layer_indices(opts.init_from_teacher_layers,
                         student_config.num_hidden_layers)
+  if opts.layer_loss_weights:
+    layer_loss_plan(opts, student_config, teacher_config)
 
   lengths = record_lengths(opts, student_config.vocab_size)
   train_files = eval_files = None
@@ -1062,25 +1365,30 @@ def run(opts, distribution=None):
   optimizer = optimization.create_optimizer(
       opts.learning_rate, opts.num_train_steps, opts.num_warmup_steps)
   model_variables = distiller.student_variables()
-  optimizer.build(model_variables)
+  optimizer.build(distiller.trainable_variables_by_name())
   loss_scale = None
   if opts.use_mixed_precision and dtype == tf.float16:
     loss_scale = DynamicLossScale()
-  all_variables = collections.OrderedDict(model_variables)
-  all_variables.update(optimizer.variables_by_name())
-  if loss_scale is not None:
-    all_variables.update(loss_scale.variables_by_name())
+  # The student's training state (model.ckpt-<step>: Google's names, slots,
+  # global_step) and what distillation adds (projections and their slots,
+  # in the companion checkpoint model.ckpt-<step>.distillation).
+  all_variables, extra_state = split_extra_state(
+      list(model_variables.items()) +
+      list(distiller.extra_variables().items()) +
+      list(optimizer.variables_by_name().items()) +
+      (list(loss_scale.variables_by_name().items()) if loss_scale else []))
 
   if distribution.is_chief:
     initialize(opts, student_config, model_variables, all_variables,
-               optimizer)
-  distribution.broadcast_variables(list(all_variables.values()))
+               optimizer, extra_state)
+  distribution.broadcast_variables(list(all_variables.values()) +
+                                   list(extra_state.values()))
 
   summary_writer = saver = None
   if distribution.is_chief:
     summary_writer = tf.summary.create_file_writer(opts.output_dir)
     saver = CheckpointSaver(opts.output_dir, all_variables,
-                            opts.keep_checkpoint_max)
+                            opts.keep_checkpoint_max, extra_state)
   if opts.do_train:
     train(distiller, optimizer, distribution, opts, train_files, lengths,
           saver=saver, loss_scale=loss_scale, summary_writer=summary_writer)
@@ -1098,13 +1406,28 @@ def run(opts, distribution=None):
   return results
 
 
+def split_extra_state(named_variables):
+  """(student state, extra state): two OrderedDicts of (name, variable).
+
+  The extra state holds the variables under layer_losses.VARIABLE_SCOPE
+  (projections) and their optimizer slots; the student state all others.
+  """
+  scope = layer_losses.VARIABLE_SCOPE + "/"
+  student, extra = collections.OrderedDict(), collections.OrderedDict()
+  for name, var in named_variables:
+    (extra if name.startswith(scope) else student)[name] = var
+  return student, extra
+
+
 def initialize(opts, student_config, model_variables, all_variables,
-               optimizer):
+               optimizer, extra_state=None):
   """Restores the newest checkpoint in output_dir, or initialises the model.
 
   Order: resume from output_dir (model, optimizer slots, global_step, loss
-  scale); else --init_checkpoint; else --init_from_teacher_layers; else the
-  random initialisation (seeded by --random_seed).
+  scale, and the extra state from the companion checkpoint); else
+  --init_checkpoint; else --init_from_teacher_layers; else the random
+  initialisation (seeded by --random_seed). Projections not found in a
+  checkpoint keep their seeded initialisation.
   """
   latest = modeling.latest_checkpoint(opts.output_dir)
   if latest:
@@ -1120,6 +1443,8 @@ def initialize(opts, student_config, model_variables, all_variables,
           "--output_dir: checkpoint %s is not a training checkpoint of this "
           "model: it lacks %d variables, e.g. %s" % (latest, len(missing),
                                                      missing[0]))
+    if extra_state:
+      restore_extra_state(latest, extra_state)
     logging.info("Resuming from %s (global_step %d)", latest,
                  int(optimizer.global_step.numpy()))
     return

@@ -355,6 +355,25 @@ class _TransformerLayer(object):
     self.output_ln_gamma = varset.ones(p + "LayerNorm/gamma", [h])
 
 
+EncoderInternals = collections.namedtuple(
+    "EncoderInternals",
+    ["hidden_states", "attention_scores", "queries", "keys", "values"])
+EncoderInternals.__doc__ = """What the encoder computes inside (all float32).
+
+Returned by `BertModel.run` and `BertPretrainingModel.__call__` with
+`return_internals=True`, for layer-wise distillation losses. L is the number
+of layers, N of heads, H the hidden size, S the sequence length:
+
+  hidden_states     L + 1 tensors [B, S, H]: the embeddings' output (after
+                    LayerNorm and dropout), then each layer's output.
+  attention_scores  L tensors [B, N, S, S]: q.k / sqrt(H / N) per head, before
+                    the padding mask is added and before the softmax.
+  queries, keys, values
+                    L tensors [B, S, H] each: the layer's query, key and value
+                    projections (x W + b), heads side by side.
+"""
+
+
 class BertModel(tf.Module):
   """BERT encoder: embeddings, Transformer layers and pooler.
 
@@ -434,16 +453,20 @@ class BertModel(tf.Module):
     return sequence_output, pooled_output
 
   def run(self, input_ids, input_mask=None, token_type_ids=None,
-          training=False, dropout_seed=None, dropout=None):
+          training=False, dropout_seed=None, dropout=None,
+          return_internals=False):
     """Like `__call__`, also returning the list of every layer's output.
 
     Args:
       input_ids, input_mask, token_type_ids, training, dropout_seed: as in
         `__call__`.
       dropout: (optional) a `_Dropout` to share with a caller's heads.
+      return_internals: also return an `EncoderInternals` (what layer-wise
+        distillation losses compare). Off by default: nothing more is kept.
 
     Returns:
-      (sequence_output, pooled_output, all_encoder_layers), all float32.
+      (sequence_output, pooled_output, all_encoder_layers), all float32;
+      with return_internals, a fourth element, the `EncoderInternals`.
     """
     config = self.config
     dtype = self.compute_dtype
@@ -481,13 +504,23 @@ class BertModel(tf.Module):
     # The residual stream is kept 2-D [B*S, H] and float32.
     layer_input = tf.reshape(embeddings, [-1, h])
     all_layers = []
+    internals = EncoderInternals([embeddings], [], [], [], []) if (
+        return_internals) else None
     for layer in self._layers:
       x = tf.cast(layer_input, dtype)
-      q = split_heads(_dense(x, layer.query_kernel, layer.query_bias, dtype))
-      k = split_heads(_dense(x, layer.key_kernel, layer.key_bias, dtype))
-      v = split_heads(_dense(x, layer.value_kernel, layer.value_bias, dtype))
-      scores = tf.matmul(q, k, transpose_b=True)
-      scores = tf.cast(scores, tf.float32) * scale + adder
+      queries = _dense(x, layer.query_kernel, layer.query_bias, dtype)
+      keys = _dense(x, layer.key_kernel, layer.key_bias, dtype)
+      values = _dense(x, layer.value_kernel, layer.value_bias, dtype)
+      q, k, v = split_heads(queries), split_heads(keys), split_heads(values)
+      scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * scale
+      if internals is not None:
+        internals.attention_scores.append(scores)
+        for found, part in ((internals.queries, queries),
+                            (internals.keys, keys),
+                            (internals.values, values)):
+          found.append(tf.reshape(tf.cast(part, tf.float32),
+                                  [batch_size, seq_length, h]))
+      scores += adder
       probs = tf.nn.softmax(scores, axis=-1)
       probs = dropout(probs, config.attention_probs_dropout_prob)
       context = tf.matmul(tf.cast(probs, dtype), v)
@@ -513,6 +546,9 @@ class BertModel(tf.Module):
     pooled_output = tf.tanh(tf.cast(
         _dense(first_token, self.pooler_kernel, self.pooler_bias, dtype),
         tf.float32))
+    if internals is not None:
+      internals.hidden_states.extend(all_layers)
+      return sequence_output, pooled_output, all_layers, internals
     return sequence_output, pooled_output, all_layers
 
 
@@ -559,7 +595,7 @@ class BertPretrainingModel(tf.Module):
     return result
 
   def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions,
-               training=False, dropout_seed=None):
+               training=False, dropout_seed=None, return_internals=False):
     """Runs the encoder and both heads.
 
     Args:
@@ -569,16 +605,22 @@ class BertPretrainingModel(tf.Module):
       masked_lm_positions: int Tensor [batch_size, num_predictions].
       training: applies dropout when True.
       dropout_seed: (optional) int Tensor [2] for stateless dropout.
+      return_internals: also return the encoder's `EncoderInternals`.
 
     Returns:
       (masked_lm_logits float32 [batch_size, num_predictions, vocab_size],
-       next_sentence_logits float32 [batch_size, 2]).
+       next_sentence_logits float32 [batch_size, 2]); with return_internals,
+      a third element, the `EncoderInternals`.
     """
-    sequence_output, pooled_output, _ = self.bert.run(
+    outputs = self.bert.run(
         input_ids, input_mask, segment_ids, training=training,
-        dropout_seed=dropout_seed)
-    return (self.masked_lm_logits(sequence_output, masked_lm_positions),
-            self.next_sentence_logits(pooled_output))
+        dropout_seed=dropout_seed, return_internals=return_internals)
+    sequence_output, pooled_output = outputs[:2]
+    logits = (self.masked_lm_logits(sequence_output, masked_lm_positions),
+              self.next_sentence_logits(pooled_output))
+    if return_internals:
+      return logits + (outputs[3],)
+    return logits
 
   def masked_lm_logits(self, sequence_output, masked_lm_positions):
     """Vocabulary logits (float32) at the masked positions only."""

@@ -110,7 +110,8 @@ def load_teacher_checkpoint(model, checkpoint, flag_name="--init_checkpoint"):
 
 
 def soft_labels(model, input_ids, input_mask, segment_ids,
-                masked_lm_positions, truncation_factor):
+                masked_lm_positions, truncation_factor,
+                return_internals=False):
   """The teacher's distribution at the masked positions of a batch.
 
   The vocabulary projection is computed only at the gathered positions (the
@@ -121,19 +122,23 @@ def soft_labels(model, input_ids, input_mask, segment_ids,
     input_ids, input_mask, segment_ids: int [B, S].
     masked_lm_positions: int [B, P].
     truncation_factor: K; 0 for the whole distribution.
+    return_internals: also return the teacher's `modeling.EncoderInternals`
+      of the same forward pass (for layer-wise distillation).
 
   Returns:
     (probs, indices): K > 0: float32 [B, P, K] in descending order and int32
-    [B, P, K] vocabulary ids; K = 0: float32 [B, P, V] and None.
+    [B, P, K] vocabulary ids; K = 0: float32 [B, P, V] and None. With
+    return_internals, (probs, indices, internals).
   """
-  logits, _ = model(input_ids, input_mask, segment_ids, masked_lm_positions,
-                    training=False)
-  probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+  outputs = model(input_ids, input_mask, segment_ids, masked_lm_positions,
+                  training=False, return_internals=return_internals)
+  probs = tf.nn.softmax(tf.cast(outputs[0], tf.float32), axis=-1)
+  indices = None
   if truncation_factor > 0:
-    top_probs, top_indices = tf.math.top_k(probs, k=truncation_factor,
-                                           sorted=True)
-    return top_probs, top_indices
-  return probs, None
+    probs, indices = tf.math.top_k(probs, k=truncation_factor, sorted=True)
+  if return_internals:
+    return probs, indices, outputs[2]
+  return probs, indices
 
 
 class TeacherLabeler(tf.Module):

@@ -12,6 +12,20 @@ teacher's top-10 probabilities, on synthetic stage-IV records:
         the top-K at the masked positions + next-sentence cross-entropy),
         AdamW with weight decay 0.01 and global-norm clipping 1.0.
 
+With --layer_losses, both also run a BERT-Base-sized teacher (12 layers,
+the student's width) online in each step, in inference mode, on stage-III
+records, and add the TinyBERT hidden-state and attention losses (student layer
+i against teacher layer 2i+1, embeddings against embeddings, padding left
+out) to the soft cross-entropy on the teacher's top-K:
+
+  ours  distillation.Trainer with --teacher_bert_config_file and
+        --hidden_loss_weight=1 --attention_loss_weight=1 (pre-softmax
+        attention scores);
+  peer  Hugging Face teacher and student BertForPreTraining called with
+        output_hidden_states=True and output_attentions=True (eager
+        attention; the attentions it returns are the softmax probabilities,
+        so its attention loss compares those), the same losses and AdamW.
+
 Both use the same number of CPU threads and run in the same process, one
 after the other, alternating, and the best of the rounds is reported.
 The peer's step is the model as users call it: BertForPreTraining computes
@@ -20,6 +34,8 @@ that projects only the masked positions is printed as well.
 
 Usage (keep it short on shared machines):
   PYTHONPATH=. .venv/bin/python bench/bench_distillation.py --batch_size 16
+  PYTHONPATH=. .venv/bin/python bench/bench_distillation.py --layer_losses \
+      --batch_size 8 --steps 2
 """
 
 import os
@@ -38,8 +54,11 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
 import distillation  # pylint: disable=g-import-not-at-top
+import layer_losses  # pylint: disable=g-import-not-at-top
+import modeling  # pylint: disable=g-import-not-at-top
 import optimization  # pylint: disable=g-import-not-at-top
 import records  # pylint: disable=g-import-not-at-top
+import teacher  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 common.define_model_flags("Student", num_layers=6)
@@ -52,11 +71,30 @@ flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"],
                   "Our compute dtype (default float32, as the peer).")
 flags.DEFINE_bool("tuned_peer", True,
                   "Also time the peer projecting only the masked positions.")
+flags.DEFINE_bool(
+    "layer_losses", False,
+    "Run a teacher online (--teacher_layers, the student's width and heads) "
+    "and add the hidden-state and attention losses, in ours and the peer.")
+flags.DEFINE_integer("teacher_layers", 12,
+                     "Teacher layers with --layer_losses (BERT-Base: 12).")
 
 
 def student_config():
   """The benchmark student's BertConfig."""
   return common.bert_config_from_flags("gelu")
+
+
+def teacher_config():
+  """The --layer_losses teacher: the student's sizes, --teacher_layers."""
+  config = student_config()
+  config.num_hidden_layers = FLAGS.teacher_layers
+  return config
+
+
+def layer_map():
+  """Student layer i <- teacher layer (the project's uniform map)."""
+  return layer_losses.uniform_layer_map(FLAGS.num_layers,
+                                        FLAGS.teacher_layers)
 
 
 def synthetic_examples(n, rng):
@@ -90,6 +128,19 @@ class Ours(object):
   """This project's training loop on the synthetic records."""
 
   def __init__(self, path):
+    labeler, online = None, {}
+    if FLAGS.layer_losses:
+      # A random teacher of the right size: speed does not depend on values.
+      model = modeling.BertPretrainingModel(teacher_config())
+      prefix = os.path.join(os.path.dirname(path), "teacher.ckpt")
+      modeling.save_checkpoint(model.variables_by_name(), prefix)
+      del model
+      labeler = teacher.TeacherLabeler(teacher_config(), prefix, FLAGS.k)
+      for loaded in tf.io.gfile.glob(prefix + ".*"):  # 440 MB at Base size
+        tf.io.gfile.remove(loaded)
+      online = dict(teacher_bert_config_file="bench",
+                    teacher_init_checkpoint=prefix, hidden_loss_weight=1.0,
+                    attention_loss_weight=1.0)
     opts = distillation.Options(
         bert_config_file="", input_file=path, output_dir="", do_train=True,
         truncation_factor=FLAGS.k, max_seq_length=FLAGS.seq_length,
@@ -98,16 +149,16 @@ class Ours(object):
         num_train_steps=100000, num_warmup_steps=100,
         use_xla=FLAGS.use_xla,
         use_mixed_precision=bool(FLAGS.mixed_precision),
-        mixed_precision_dtype=FLAGS.mixed_precision or "float16")
+        mixed_precision_dtype=FLAGS.mixed_precision or "float16", **online)
     config = student_config()
     dtype = distillation.compute_dtype(opts)
-    self.distiller = distillation.Distiller(opts, config,
+    self.distiller = distillation.Distiller(opts, config, labeler,
                                             compute_dtype=dtype)
     loss_scale = (distillation.DynamicLossScale()
                   if dtype == tf.float16 else None)
     optimizer = optimization.create_optimizer(
         opts.learning_rate, opts.num_train_steps, opts.num_warmup_steps)
-    optimizer.build(self.distiller.student_variables())
+    optimizer.build(self.distiller.trainable_variables_by_name())
     self.trainer = distillation.Trainer(self.distiller, optimizer,
                                         distillation.Distribution(), opts,
                                         loss_scale)
@@ -131,16 +182,26 @@ class Peer(object):
     import transformers  # pylint: disable=g-import-not-at-top
     self.torch = torch
     self.tuned = tuned
-    config = transformers.BertConfig(
-        vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
-        num_hidden_layers=FLAGS.num_layers,
-        num_attention_heads=FLAGS.num_heads,
-        intermediate_size=FLAGS.intermediate_size,
-        hidden_act="gelu_new",  # Google's tanh gelu, as ours.
-        max_position_embeddings=512, type_vocab_size=2)
+
+    def config(num_layers):
+      return transformers.BertConfig(
+          vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
+          num_hidden_layers=num_layers,
+          num_attention_heads=FLAGS.num_heads,
+          intermediate_size=FLAGS.intermediate_size,
+          hidden_act="gelu_new",  # Google's tanh gelu, as ours.
+          max_position_embeddings=512, type_vocab_size=2,
+          # output_attentions needs the eager attention (SDPA returns none).
+          attn_implementation="eager" if FLAGS.layer_losses else None)
+
     torch.manual_seed(0)
-    self.model = transformers.BertForPreTraining(config)
+    self.model = transformers.BertForPreTraining(config(FLAGS.num_layers))
     self.model.train()
+    self.teacher = None
+    if FLAGS.layer_losses:
+      self.teacher = transformers.BertForPreTraining(
+          config(FLAGS.teacher_layers))
+      self.teacher.eval()
     no_decay = [p for n, p in self.model.named_parameters()
                 if "LayerNorm" in n or "bias" in n]
     decay = [p for n, p in self.model.named_parameters()
@@ -169,23 +230,41 @@ class Peer(object):
       })
     self.next = 0
 
-  def _logits(self, batch):
+  def _logits(self, model, batch):
+    """(MLM logits at the masked positions, NSP logits, hidden states,
+    attentions); the last two only with --layer_losses."""
     torch = self.torch
     index = batch["positions"].unsqueeze(-1).expand(-1, -1,
                                                    FLAGS.hidden_size)
+    inputs = dict(input_ids=batch["input_ids"],
+                  attention_mask=batch["attention_mask"],
+                  token_type_ids=batch["token_type_ids"],
+                  output_hidden_states=FLAGS.layer_losses,
+                  output_attentions=FLAGS.layer_losses)
     if not self.tuned:
-      out = self.model(input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"],
-                       token_type_ids=batch["token_type_ids"])
+      out = model(**inputs)
       vocab_index = batch["positions"].unsqueeze(-1).expand(
           -1, -1, FLAGS.vocab_size)
       return (torch.gather(out.prediction_logits, 1, vocab_index),
-              out.seq_relationship_logits)
-    sequence, pooled = self.model.bert(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-        token_type_ids=batch["token_type_ids"], return_dict=False)[:2]
-    gathered = torch.gather(sequence, 1, index)
-    return self.model.cls(gathered, pooled)
+              out.seq_relationship_logits, out.hidden_states, out.attentions)
+    out = model.bert(**inputs)
+    gathered = torch.gather(out.last_hidden_state, 1, index)
+    return model.cls(gathered, out.pooler_output) + (out.hidden_states,
+                                                     out.attentions)
+
+  def _layer_losses(self, batch, student, teacher_out):
+    """TinyBERT's hidden-state and attention MSEs, padding left out."""
+    mask = batch["attention_mask"].float()
+    pairs = mask[:, None, :, None] * mask[:, None, None, :]
+    hidden = sum(
+        (((s - teacher_out[2][t]) ** 2).sum(-1) * mask).sum() /
+        (mask.sum() * FLAGS.hidden_size)
+        for s, t in zip(student[2], [0] + [i + 1 for i in layer_map()]))
+    attention = sum(
+        (((s - teacher_out[3][t]) ** 2) * pairs).sum() /
+        (pairs.sum() * FLAGS.num_heads)
+        for s, t in zip(student[3], layer_map()))
+    return hidden + attention
 
   def run(self, steps):
     """Runs `steps` training steps; returns the last loss."""
@@ -194,14 +273,23 @@ class Peer(object):
     for _ in range(steps):
       batch = self.batches[self.next % len(self.batches)]
       self.next += 1
-      mlm_logits, nsp_logits = self._logits(batch)
+      probs, indices = batch["probs"], batch["indices"]
+      if self.teacher is not None:
+        with torch.no_grad():
+          teacher_out = self._logits(self.teacher, batch)
+          probs, indices = torch.topk(
+              torch.softmax(teacher_out[0].float(), dim=-1), FLAGS.k)
+      student = self._logits(self.model, batch)
+      mlm_logits, nsp_logits = student[:2]
       log_probs = torch.log_softmax(mlm_logits.float(), dim=-1)
-      picked = torch.gather(log_probs, 2, batch["indices"])
-      per_position = -(batch["probs"] * picked).sum(-1)
+      picked = torch.gather(log_probs, 2, indices)
+      per_position = -(probs * picked).sum(-1)
       w = batch["weights"]
       mlm = (w * per_position).sum() / (w.sum() + 1e-5)
       nsp = torch.nn.functional.cross_entropy(nsp_logits, batch["nsp"])
       loss = mlm + nsp
+      if self.teacher is not None:
+        loss = loss + self._layer_losses(batch, student, teacher_out)
       self.optimizer.zero_grad(set_to_none=True)
       loss.backward()
       torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -248,11 +336,17 @@ def main(argv):
                              ", XLA" if FLAGS.use_xla else "") +
            (", ours in %s" % FLAGS.mixed_precision
             if FLAGS.mixed_precision else ""))
-  common.report("V distillation training", "sequences/s", best["ours"],
+  stage = "V distillation training"
+  if FLAGS.layer_losses:
+    stage = "V + online %d-layer teacher, hidden + attention losses" % (
+        FLAGS.teacher_layers)
+    sizes += "; teacher %d layers, layer map %s" % (
+        FLAGS.teacher_layers, ",".join(str(i) for i in layer_map()))
+  common.report(stage, "sequences/s", best["ours"],
                 best["peer"], "HF transformers BertForPreTraining (PyTorch "
                 "%s)" % torch.__version__, sizes)
   if FLAGS.tuned_peer:
-    common.report("V distillation training", "sequences/s", best["ours"],
+    common.report(stage, "sequences/s", best["ours"],
                   best["tuned peer"], "HF BertModel + heads on masked "
                   "positions only (PyTorch, hand-tuned)", sizes)
 

@@ -4,7 +4,8 @@
 #
 #   III  create_pretraining_data.py vs Google's original script
 #   IV   produce_teacher_labels.py vs Hugging Face BertForMaskedLM (PyTorch)
-#   V    distillation training step vs Hugging Face BertForPreTraining
+#   V    distillation training step vs Hugging Face BertForPreTraining, and
+#        the same with an online teacher and hidden + attention losses
 #
 # and then checks that Hugging Face `transformers` loads the folders of
 # export_bert_checkpoint.py and computes our outputs (bench/check_export.py:
@@ -31,17 +32,25 @@ fi
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
 status=0
-for bench in bench_pretraining_data bench_teacher_labels bench_distillation; do
-  echo "=== bench/$bench.py"
-  if "$PY" "bench/$bench.py" > "$OUT/$bench.log" 2>&1; then
-    grep -v '^BENCH_RESULT ' "$OUT/$bench.log" | tail -4
+# Each entry: log name, script, its flags. The layer-loss row runs an online
+# BERT-Base-sized teacher in every step, so it takes a smaller batch.
+while read -r name bench args; do
+  echo "=== bench/$bench.py $args"
+  # shellcheck disable=SC2086  # $args holds several flags
+  if "$PY" "bench/$bench.py" $args < /dev/null > "$OUT/$name.log" 2>&1; then
+    grep -v '^BENCH_RESULT ' "$OUT/$name.log" | tail -4
   else
-    tail -20 "$OUT/$bench.log"
-    echo "bench: bench/$bench.py failed (log: $OUT/$bench.log)" >&2
+    tail -20 "$OUT/$name.log"
+    echo "bench: bench/$bench.py failed (log: $OUT/$name.log)" >&2
     status=1
   fi
-  sed -n 's/^BENCH_RESULT //p' "$OUT/$bench.log" >> "$OUT/results.jsonl"
-done
+  sed -n 's/^BENCH_RESULT //p' "$OUT/$name.log" >> "$OUT/results.jsonl"
+done <<'EOF'
+bench_pretraining_data bench_pretraining_data
+bench_teacher_labels bench_teacher_labels
+bench_distillation bench_distillation
+bench_layer_distillation bench_distillation --layer_losses --batch_size 8 --steps 2
+EOF
 
 echo
 "$PY" - "$OUT/results.jsonl" <<'PYEOF'

@@ -252,6 +252,48 @@ def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
   assert shares == expected
 
 
+def test_two_ranks_with_layer_losses_hold_identical_weights(
+    tmp_path, stage3_dir, teacher_dir):
+  """mpirun -np 2 with the online teacher and the hidden-state (through a
+  projection: hidden 32 vs the teacher's 128) and attention-relation losses.
+
+  Each rank trains on its own records, so the ranks stay identical only if
+  the projection's gradients are averaged along with the student's.
+  """
+  data = write_records(tmp_path / "stage3.tfrecord", read_raw_records(
+      os.path.join(stage3_dir, "wiki_0.tfrecord"), limit=64))
+  config = tiny_student_config(tmp_path / "student.json")
+  debug_dir, out = tmp_path / "debug", tmp_path / "out"
+  flags = common_flags(config, data) + [
+      "--output_dir", out, "--do_train=true", "--train_batch_size", 8,
+      "--learning_rate", 5e-3, "--num_train_steps", 8,
+      "--num_warmup_steps", 2, "--save_checkpoints_steps", 4,
+      "--teacher_bert_config_file",
+      os.path.join(teacher_dir, "bert_config.json"),
+      "--teacher_init_checkpoint",
+      os.path.join(teacher_dir, "bert_model.ckpt"),
+      "--hidden_loss_weight", 1, "--attention_relation_loss_weight", 1]
+  run_mpi(2, flags, mpi_env(debug_dir))
+
+  # 4 steps per rank: the student checkpoint and its companion.
+  files = files_under(out)
+  assert "model.ckpt-4.index" in files, files
+  assert "model.ckpt-4.distillation.index" in files, files
+  ranks = [np.load(debug_dir / ("rank%d_variables.npz" % r)) for r in (0, 1)]
+  assert ranks[0].files == ranks[1].files
+  projection = [n for n in ranks[0].files if "hidden_projection/" in n]
+  assert len(projection) == 6, projection  # kernel, bias and their slots
+  for name in ranks[0].files:
+    np.testing.assert_array_equal(ranks[0][name], ranks[1][name],
+                                  err_msg=name)
+  slot = [n for n in projection if n.endswith("kernel/adam_m:0")][0]
+  assert np.abs(ranks[0][slot]).max() > 0  # the projection was trained
+  saved = tf.train.load_variable(str(out / "model.ckpt-4.distillation"),
+                                 "distillation/hidden_projection/kernel")
+  kernel = [n for n in projection if n.endswith("projection/kernel:0")][0]
+  np.testing.assert_array_equal(saved, ranks[0][kernel])
+
+
 def test_averaged_update_equals_single_process_update_on_the_union(
     tmp_path, stage4_file):
   """One 2-rank step equals one single-process step on both ranks' batches.

@@ -50,19 +50,29 @@ def np_softmax(x):
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def np_bert(w, config, ids, mask, segments, positions):
-  """Sequence output, MLM log-probs at `positions`, NSP logits (float64)."""
+def _np_dense(w, x, name):
+  return x @ w[name + "/kernel"] + w[name + "/bias"]
+
+
+def _np_norm(w, x, name):
+  return np_layer_norm(x, w[name + "/gamma"], w[name + "/beta"])
+
+
+def np_encoder(w, config, ids, mask, segments):
+  """The encoder's insides (float64), as modeling.EncoderInternals.
+
+  Returns:
+    dict: hidden_states (L + 1 arrays [B, S, H]: embeddings, then each
+    layer), attention_scores (L arrays [B, N, S, S], q.k / sqrt(d) without
+    the mask), queries, keys, values (L arrays [B, S, H]).
+  """
   act = NP_ACTIVATIONS[config["hidden_act"]]
   h = config["hidden_size"]
   heads = config["num_attention_heads"]
   d = h // heads
   batch, seq = ids.shape
-
-  def dense(x, name):
-    return x @ w[name + "/kernel"] + w[name + "/bias"]
-
-  def norm(x, name):
-    return np_layer_norm(x, w[name + "/gamma"], w[name + "/beta"])
+  dense = lambda x, name: _np_dense(w, x, name)
+  norm = lambda x, name: _np_norm(w, x, name)
 
   def split(x):
     return x.reshape(batch, seq, heads, d).transpose(0, 2, 1, 3)
@@ -71,19 +81,36 @@ def np_bert(w, config, ids, mask, segments, positions):
        w["bert/embeddings/token_type_embeddings"][segments] +
        w["bert/embeddings/position_embeddings"][:seq][None])
   x = norm(x, "bert/embeddings/LayerNorm")
+  out = {"hidden_states": [x], "attention_scores": [], "queries": [],
+         "keys": [], "values": []}
   adder = (1.0 - mask[:, None, None, :].astype(np.float64)) * -10000.0
   for layer in range(config["num_hidden_layers"]):
     p = "bert/encoder/layer_%d/" % layer
-    q = split(dense(x, p + "attention/self/query"))
-    k = split(dense(x, p + "attention/self/key"))
-    v = split(dense(x, p + "attention/self/value"))
-    probs = np_softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(d) + adder)
+    parts = [dense(x, p + "attention/self/" + part)
+             for part in ("query", "key", "value")]
+    for name, part in zip(("queries", "keys", "values"), parts):
+      out[name].append(part)
+    q, k, v = (split(part) for part in parts)
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)
+    out["attention_scores"].append(scores)
+    probs = np_softmax(scores + adder)
     context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, seq, h)
     attention = norm(dense(context, p + "attention/output/dense") + x,
                      p + "attention/output/LayerNorm")
     inner = act(dense(attention, p + "intermediate/dense"))
     x = norm(dense(inner, p + "output/dense") + attention,
              p + "output/LayerNorm")
+    out["hidden_states"].append(x)
+  return out
+
+
+def np_bert(w, config, ids, mask, segments, positions):
+  """Sequence output, MLM log-probs at `positions`, NSP logits (float64)."""
+  act = NP_ACTIVATIONS[config["hidden_act"]]
+  batch = ids.shape[0]
+  dense = lambda x, name: _np_dense(w, x, name)
+  norm = lambda x, name: _np_norm(w, x, name)
+  x = np_encoder(w, config, ids, mask, segments)["hidden_states"][-1]
   pooled = np.tanh(dense(x[:, 0], "bert/pooler/dense"))
   gathered = x[np.arange(batch)[:, None], positions]
   t = norm(act(dense(gathered, "cls/predictions/transform/dense")),
