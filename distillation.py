@@ -257,8 +257,9 @@ class Distribution(object):
       (already sharded and positioned at global_step); returns the dataset
       to train on (a hook, e.g. for logging what each rank reads).
   It reads `rank`, `size`, `local_rank`, `is_chief`, and `num_shards` /
-  `shard_index` (passed to records.make_dataset: each rank reads a disjoint
-  share of the training records).
+  `shard_index` (passed to records.training_share: each rank reads a
+  disjoint share of the training records, whole files of its own when there
+  are at least as many files as ranks).
   """
 
   def __init__(self, rank=0, size=1, local_rank=0):
@@ -834,7 +835,7 @@ def _next_boundary(step, opts):
   return min(candidates)
 
 
-def train(distiller, optimizer, distribution, opts, train_files, lengths,
+def train(distiller, optimizer, distribution, opts, share, lengths,
           saver=None, loss_scale=None, summary_writer=None):
   """Runs training from the optimizer's global_step to num_train_steps.
 
@@ -843,7 +844,8 @@ def train(distiller, optimizer, distribution, opts, train_files, lengths,
     optimizer: an optimization.AdamWeightDecayOptimizer built for the student.
     distribution: the Distribution.
     opts: Options.
-    train_files: validated training record files.
+    share: this process's records.TrainingShare of the training files
+      (validated).
     lengths: their feature lengths.
     saver: a CheckpointSaver (chief), or None.
     loss_scale: a DynamicLossScale for float16, or None.
@@ -855,9 +857,9 @@ def train(distiller, optimizer, distribution, opts, train_files, lengths,
                  step, opts.num_train_steps)
     return
   dataset = records.make_dataset(
-      train_files, lengths, opts.train_batch_size, is_training=True,
-      num_shards=distribution.num_shards,
-      shard_index=distribution.shard_index, seed=opts.random_seed,
+      share.files, lengths, opts.train_batch_size, is_training=True,
+      num_shards=share.record_shards,
+      shard_index=share.record_shard_index, seed=opts.random_seed,
       skip_batches=step)
   iterator = iter(distribution.training_dataset(dataset))
   trainer = Trainer(distiller, optimizer, distribution, opts, loss_scale)
@@ -1032,18 +1034,31 @@ def run(opts, distribution=None):
                         student_config.num_hidden_layers)
 
   lengths = record_lengths(opts, student_config.vocab_size)
-  train_files = eval_files = None
+  share = eval_files = None
   if opts.do_train:
-    train_files = validate_inputs(
-        cli.resolve_input_files(opts.input_file, "--input_file"), lengths,
-        opts)
+    # Only this process's share of the files is opened (all of them when
+    # the processes split records instead of files).
+    share = records.training_share(
+        cli.resolve_input_files(opts.input_file, "--input_file"),
+        distribution.num_shards, distribution.shard_index)
+    share = share._replace(files=validate_inputs(share.files, lengths, opts))
+    if distribution.num_shards > 1:
+      logging.info(
+          "Rank %d trains on %s", distribution.shard_index,
+          "its own %d file(s)" % len(share.files) if share.record_shards == 1
+          else "records i %% %d == %d of all %d file(s)" % (
+              share.record_shards, share.record_shard_index,
+              len(share.files)))
   if opts.do_eval and distribution.is_chief:
     if opts.eval_input_file:
       eval_files = validate_inputs(
           cli.resolve_input_files(opts.eval_input_file, "--eval_input_file"),
           lengths, opts)
+    elif (share is not None and
+          share.record_shards == distribution.num_shards):
+      eval_files = share.files
     else:
-      eval_files = train_files or validate_inputs(
+      eval_files = validate_inputs(
           cli.resolve_input_files(opts.input_file, "--input_file"), lengths,
           opts)
   if distribution.is_chief:
@@ -1082,7 +1097,7 @@ def run(opts, distribution=None):
     saver = CheckpointSaver(opts.output_dir, all_variables,
                             opts.keep_checkpoint_max)
   if opts.do_train:
-    train(distiller, optimizer, distribution, opts, train_files, lengths,
+    train(distiller, optimizer, distribution, opts, share, lengths,
           saver=saver, loss_scale=loss_scale, summary_writer=summary_writer)
   if not (opts.do_eval and distribution.is_chief):
     return None
