@@ -155,6 +155,11 @@ def define_flags():
       "teacher_init_checkpoint", None,
       "The teacher's checkpoint, for the online teacher and for "
       "--init_from_teacher_layers.")
+  flags.DEFINE_enum(
+      "teacher_compute_dtype", "float32", ["float32", "bfloat16"],
+      "Compute type of the online teacher: bfloat16 runs it in bfloat16 "
+      "(softmax and top-K in float32), faster on hardware with bfloat16 "
+      "units (as produce_teacher_labels.py --compute_dtype).")
   flags.DEFINE_string(
       "init_from_teacher_layers", None,
       "Comma-separated teacher layer indices, one per student layer (e.g. "
@@ -210,6 +215,7 @@ class Options(object):
   renormalize_top_k: bool = False
   teacher_bert_config_file: str = None
   teacher_init_checkpoint: str = None
+  teacher_compute_dtype: str = "float32"
   init_from_teacher_layers: str = None
   use_xla: bool = False
   use_mixed_precision: bool = False
@@ -404,7 +410,7 @@ class Distiller(tf.Module):
     options: Options.
     student_config: the student's modeling.BertConfig.
     teacher_labeler: a loaded teacher.TeacherLabeler to run the teacher
-      online (in float32), or None to read stage-IV labels.
+      online (in its compute dtype), or None to read stage-IV labels.
     compute_dtype: the student's compute dtype.
   """
 
@@ -544,6 +550,11 @@ def check_options(opts):
         "--teacher_init_checkpoint is used only with "
         "--teacher_bert_config_file (online teacher) or "
         "--init_from_teacher_layers")
+  if opts.teacher_compute_dtype != "float32" and not opts.online_teacher:
+    raise cli.UserError(
+        "--teacher_compute_dtype applies to the online teacher only (give "
+        "--teacher_bert_config_file); for stored labels, use "
+        "produce_teacher_labels.py --compute_dtype")
   if opts.init_from_teacher_layers and opts.init_checkpoint:
     raise cli.UserError("give either --init_checkpoint or "
                         "--init_from_teacher_layers, not both")
@@ -1070,7 +1081,8 @@ def run(opts, distribution=None):
     labeler = teacher.TeacherLabeler(teacher_config,
                                      opts.teacher_init_checkpoint,
                                      opts.truncation_factor,
-                                     flag_name="--teacher_init_checkpoint")
+                                     flag_name="--teacher_init_checkpoint",
+                                     compute_dtype=opts.teacher_compute_dtype)
   # The student's initialisation depends on the seed alone.
   tf.random.set_seed(opts.random_seed)
   distiller = Distiller(opts, student_config, labeler, dtype)
