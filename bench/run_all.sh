@@ -40,6 +40,7 @@ for bench in bench_pretraining_data bench_teacher_labels bench_distillation; do
 done
 
 echo
+echo "Hardware: $("$PY" -c 'from bench import common; print(common.describe_hardware())' 2>/dev/null)"
 "$PY" - "$OUT/results.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
