@@ -9,7 +9,8 @@
 # The peers of IV and V need PyTorch and transformers; they are benchmark
 # tools, not project dependencies, so they are installed here (CPU wheels)
 # when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
-# Usage: make bench    (about 10-15 minutes on 2 cores)
+# Usage: make bench    (about 20 minutes on 2 cores: stages IV and V run
+# both sides in float32 and bfloat16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
