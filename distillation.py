@@ -171,6 +171,11 @@ def define_flags():
       "teacher_init_checkpoint", None,
       "The teacher's checkpoint, for the online teacher and for "
       "--init_from_teacher_layers.")
+  flags.DEFINE_enum(
+      "teacher_compute_dtype", "float32", ["float32", "bfloat16"],
+      "Compute type of the online teacher: bfloat16 runs it in bfloat16 "
+      "(softmax and top-K in float32), faster on hardware with bfloat16 "
+      "units (as produce_teacher_labels.py --compute_dtype).")
   flags.DEFINE_string(
       "init_from_teacher_layers", None,
       "Comma-separated teacher layer indices, one per student layer (e.g. "
@@ -261,6 +266,7 @@ class Options(object):
   renormalize_top_k: bool = False
   teacher_bert_config_file: str = None
   teacher_init_checkpoint: str = None
+  teacher_compute_dtype: str = "float32"
   init_from_teacher_layers: str = None
   hidden_loss_weight: float = 0.0
   attention_loss_weight: float = 0.0
@@ -321,8 +327,9 @@ class Distribution(object):
       (already sharded and positioned at global_step); returns the dataset
       to train on (a hook, e.g. for logging what each rank reads).
   It reads `rank`, `size`, `local_rank`, `is_chief`, and `num_shards` /
-  `shard_index` (passed to records.make_dataset: each rank reads a disjoint
-  share of the training records).
+  `shard_index` (passed to records.training_share: each rank reads a
+  disjoint share of the training records, whole files of its own when there
+  are at least as many files as ranks).
   """
 
   def __init__(self, rank=0, size=1, local_rank=0):
@@ -472,7 +479,8 @@ class Distiller(tf.Module):
     options: Options.
     student_config: the student's modeling.BertConfig.
     teacher_labeler: a loaded teacher.TeacherLabeler to run the teacher
-      online (in float32, inference mode), or None to read stage-IV labels.
+      online (in its compute dtype, inference mode), or None to read
+      stage-IV labels.
     compute_dtype: the student's compute dtype.
 
   Raises:
@@ -713,6 +721,11 @@ def check_options(opts):
         "--teacher_init_checkpoint is used only with "
         "--teacher_bert_config_file (online teacher) or "
         "--init_from_teacher_layers")
+  if opts.teacher_compute_dtype != "float32" and not opts.online_teacher:
+    raise cli.UserError(
+        "--teacher_compute_dtype applies to the online teacher only (give "
+        "--teacher_bert_config_file); for stored labels, use "
+        "produce_teacher_labels.py --compute_dtype")
   if opts.init_from_teacher_layers and opts.init_checkpoint:
     raise cli.UserError("give either --init_checkpoint or "
                         "--init_from_teacher_layers, not both")
@@ -1124,7 +1137,7 @@ def _next_boundary(step, opts):
   return min(candidates)
 
 
-def train(distiller, optimizer, distribution, opts, train_files, lengths,
+def train(distiller, optimizer, distribution, opts, share, lengths,
           saver=None, loss_scale=None, summary_writer=None):
   """Runs training from the optimizer's global_step to num_train_steps.
 
@@ -1133,7 +1146,8 @@ def train(distiller, optimizer, distribution, opts, train_files, lengths,
     optimizer: an optimization.AdamWeightDecayOptimizer built for the student.
     distribution: the Distribution.
     opts: Options.
-    train_files: validated training record files.
+    share: this process's records.TrainingShare of the training files
+      (validated).
     lengths: their feature lengths.
     saver: a CheckpointSaver (chief), or None.
     loss_scale: a DynamicLossScale for float16, or None.
@@ -1145,9 +1159,9 @@ def train(distiller, optimizer, distribution, opts, train_files, lengths,
                  step, opts.num_train_steps)
     return
   dataset = records.make_dataset(
-      train_files, lengths, opts.train_batch_size, is_training=True,
-      num_shards=distribution.num_shards,
-      shard_index=distribution.shard_index, seed=opts.random_seed,
+      share.files, lengths, opts.train_batch_size, is_training=True,
+      num_shards=share.record_shards,
+      shard_index=share.record_shard_index, seed=opts.random_seed,
       skip_batches=step)
   iterator = iter(distribution.training_dataset(dataset))
   trainer = Trainer(distiller, optimizer, distribution, opts, loss_scale)
@@ -1335,18 +1349,31 @@ def run(opts, distribution=None):
     layer_loss_plan(opts, student_config, teacher_config)
 
   lengths = record_lengths(opts, student_config.vocab_size)
-  train_files = eval_files = None
+  share = eval_files = None
   if opts.do_train:
-    train_files = validate_inputs(
-        cli.resolve_input_files(opts.input_file, "--input_file"), lengths,
-        opts)
+    # Only this process's share of the files is opened (all of them when
+    # the processes split records instead of files).
+    share = records.training_share(
+        cli.resolve_input_files(opts.input_file, "--input_file"),
+        distribution.num_shards, distribution.shard_index)
+    share = share._replace(files=validate_inputs(share.files, lengths, opts))
+    if distribution.num_shards > 1:
+      logging.info(
+          "Rank %d trains on %s", distribution.shard_index,
+          "its own %d file(s)" % len(share.files) if share.record_shards == 1
+          else "records i %% %d == %d of all %d file(s)" % (
+              share.record_shards, share.record_shard_index,
+              len(share.files)))
   if opts.do_eval and distribution.is_chief:
     if opts.eval_input_file:
       eval_files = validate_inputs(
           cli.resolve_input_files(opts.eval_input_file, "--eval_input_file"),
           lengths, opts)
+    elif (share is not None and
+          share.record_shards == distribution.num_shards):
+      eval_files = share.files
     else:
-      eval_files = train_files or validate_inputs(
+      eval_files = validate_inputs(
           cli.resolve_input_files(opts.input_file, "--input_file"), lengths,
           opts)
   if distribution.is_chief:
@@ -1358,7 +1385,8 @@ def run(opts, distribution=None):
     labeler = teacher.TeacherLabeler(teacher_config,
                                      opts.teacher_init_checkpoint,
                                      opts.truncation_factor,
-                                     flag_name="--teacher_init_checkpoint")
+                                     flag_name="--teacher_init_checkpoint",
+                                     compute_dtype=opts.teacher_compute_dtype)
   # The student's initialisation depends on the seed alone.
   tf.random.set_seed(opts.random_seed)
   distiller = Distiller(opts, student_config, labeler, dtype)
@@ -1390,7 +1418,7 @@ def run(opts, distribution=None):
     saver = CheckpointSaver(opts.output_dir, all_variables,
                             opts.keep_checkpoint_max, extra_state)
   if opts.do_train:
-    train(distiller, optimizer, distribution, opts, train_files, lengths,
+    train(distiller, optimizer, distribution, opts, share, lengths,
           saver=saver, loss_scale=loss_scale, summary_writer=summary_writer)
   if not (opts.do_eval and distribution.is_chief):
     return None

@@ -559,17 +559,23 @@ class BertPretrainingModel(tf.Module):
   embeddings and an output bias) runs only at the masked positions.
   """
 
-  def __init__(self, config, compute_dtype=tf.float32):
+  def __init__(self, config, compute_dtype=tf.float32,
+               head_compute_dtype=None):
     """Creates the encoder (`.bert`) and the heads' variables.
 
     Args:
       config: a `BertConfig`.
       compute_dtype: as in `BertModel`.
+      head_compute_dtype: the masked-LM head's matmul dtype (default:
+        compute_dtype). A bfloat16 teacher keeps float32 here: its logits
+        then carry float32's precision into the softmax.
     """
     super(BertPretrainingModel, self).__init__(name="bert_pretraining")
     self.bert = BertModel(config, compute_dtype=compute_dtype, name="bert")
     self.config = self.bert.config
     self.compute_dtype = self.bert.compute_dtype
+    self.head_compute_dtype = tf.as_dtype(head_compute_dtype or
+                                          compute_dtype)
     h = config.hidden_size
     std = config.initializer_range
     varset = _VariableSet()
@@ -624,7 +630,7 @@ class BertPretrainingModel(tf.Module):
 
   def masked_lm_logits(self, sequence_output, masked_lm_positions):
     """Vocabulary logits (float32) at the masked positions only."""
-    dtype = self.compute_dtype
+    dtype = self.head_compute_dtype
     h = self.config.hidden_size
     positions = tf.convert_to_tensor(masked_lm_positions)
     shape = tf.shape(positions)

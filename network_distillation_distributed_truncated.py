@@ -5,8 +5,12 @@ The same flags and training as network_distillation_single_machine_truncated.py
 
   - one GPU per process, chosen by the process's local rank (CPU when the
     machine has no GPU);
-  - each process reads its own share of the training records (record i goes
-    to rank i % size; the shares are disjoint and together are all records);
+  - each process reads its own share of the training records: with at least
+    as many (non-empty) files as processes, whole files of its own, balanced
+    by size, so reading does not grow with the number of processes; with
+    fewer files, record i of all files goes to rank i % size (every process
+    then reads every file). The shares are disjoint and together are all
+    records;
   - the gradients of each step are averaged over all processes before
     clipping and the update (hvd.grouped_allreduce, op=Average);
   - the initial state (random, from --init_checkpoint, or resumed from the

@@ -223,6 +223,62 @@ def count_records(paths):
   return total
 
 
+def split_files_by_size(paths, num_shards):
+  """Whole files per shard, balanced by size, or None if too few files.
+
+  The files are dealt largest first, each to the shard holding the fewest
+  bytes so far (ties: the lower shard index; equal sizes keep their given
+  order), so the shares are disjoint, together hold every non-empty file,
+  and their byte totals differ by at most the largest file. Sizes come from
+  the file system (nothing is opened); empty files (no records) are left
+  out.
+
+  Args:
+    paths: TFRecord files.
+    num_shards: number of shares (e.g. Horovod processes).
+
+  Returns:
+    A list of `num_shards` lists of paths (each in the given order), or None
+    when fewer than `num_shards` files hold records.
+  """
+  sizes = [tf.io.gfile.stat(p).length for p in paths]
+  nonempty = [i for i, size in enumerate(sizes) if size > 0]
+  if len(nonempty) < num_shards:
+    return None
+  loads = [0] * num_shards
+  chosen = [[] for _ in range(num_shards)]
+  for i in sorted(nonempty, key=lambda i: (-sizes[i], i)):
+    shard = min(range(num_shards), key=lambda s: (loads[s], s))
+    loads[shard] += sizes[i]
+    chosen[shard].append(i)
+  return [[paths[i] for i in sorted(share)] for share in chosen]
+
+
+# What one process reads for training: make_dataset(files, ...,
+# num_shards=record_shards, shard_index=record_shard_index).
+TrainingShare = collections.namedtuple(
+    "TrainingShare", "files record_shards record_shard_index")
+
+
+def training_share(paths, num_shards, shard_index):
+  """What one of `num_shards` processes reads of the training files.
+
+  With at least as many non-empty files as processes, each process reads
+  whole files of its own (`split_files_by_size`): reading does not grow with
+  the number of processes. With fewer, every process reads every file and
+  keeps record i when i % num_shards == shard_index.
+
+  Returns:
+    A `TrainingShare`: files, and the record split to apply to them
+    (record_shards 1 when the files are this process's own).
+  """
+  if num_shards > 1:
+    shares = split_files_by_size(paths, num_shards)
+    if shares is not None:
+      return TrainingShare(shares[shard_index], 1, 0)
+  return TrainingShare(list(paths), num_shards, shard_index)
+
+
 def parse_fn(lengths):
   """A function parsing a batch of serialised examples into int32/float32."""
   spec = feature_spec(lengths)
@@ -249,7 +305,9 @@ def make_dataset(paths, lengths, batch_size, is_training, num_shards=1,
     batch_size: examples per batch.
     is_training: see above.
     num_shards, shard_index: read only records i with i % num_shards ==
-      shard_index (for Horovod ranks: disjoint shares whose union is all).
+      shard_index of all `paths` (disjoint shares whose union is all; see
+      `training_share` for Horovod ranks, which read whole files of their
+      own when there are enough files).
     shuffle_buffer: records in the shuffle buffer when training.
     seed: shuffle seed (None: random).
     drop_remainder: defaults to is_training.

@@ -32,6 +32,13 @@ The peer's step is the model as users call it: BertForPreTraining computes
 the vocabulary projection at every position; the figure of a hand-tuned peer
 that projects only the masked positions is printed as well.
 
+Each side runs in every precision of `--dtypes`: ours with
+--use_mixed_precision --mixed_precision_dtype=<dtype> (float32 variables,
+matmuls in the dtype), the peer under torch.autocast("cpu", dtype=<dtype>).
+Rows: ours vs the peers in the same precision, and ours in each reduced
+precision vs ours in float32. The machine's bfloat16 support is printed
+first.
+
 Usage (keep it short on shared machines):
   PYTHONPATH=. .venv/bin/python bench/bench_distillation.py --batch_size 16
   PYTHONPATH=. .venv/bin/python bench/bench_distillation.py --layer_losses \
@@ -67,8 +74,10 @@ flags.DEFINE_integer("steps", 4, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 2, "Alternating measurement rounds.")
 flags.DEFINE_bool("use_xla", False,
                   "Our step compiled with XLA (slower on this CPU).")
-flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"],
-                  "Our compute dtype (default float32, as the peer).")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                  "Precisions to time, each on both sides: float32, "
+                  "bfloat16, float16 (ours --use_mixed_precision, the peer "
+                  "under torch.autocast).")
 flags.DEFINE_bool("tuned_peer", True,
                   "Also time the peer projecting only the masked positions.")
 flags.DEFINE_bool(
@@ -127,7 +136,8 @@ def synthetic_examples(n, rng):
 class Ours(object):
   """This project's training loop on the synthetic records."""
 
-  def __init__(self, path):
+  def __init__(self, path, dtype):
+    mixed = dtype != "float32"
     labeler, online = None, {}
     if FLAGS.layer_losses:
       # A random teacher of the right size: speed does not depend on values.
@@ -148,8 +158,8 @@ class Ours(object):
         train_batch_size=FLAGS.batch_size, learning_rate=1e-4,
         num_train_steps=100000, num_warmup_steps=100,
         use_xla=FLAGS.use_xla,
-        use_mixed_precision=bool(FLAGS.mixed_precision),
-        mixed_precision_dtype=FLAGS.mixed_precision or "float16", **online)
+        use_mixed_precision=mixed,
+        mixed_precision_dtype=dtype if mixed else "float16", **online)
     config = student_config()
     dtype = distillation.compute_dtype(opts)
     self.distiller = distillation.Distiller(opts, config, labeler,
@@ -177,11 +187,12 @@ class Ours(object):
 class Peer(object):
   """Hugging Face BertForPreTraining (PyTorch) with the same loss."""
 
-  def __init__(self, examples, tuned):
+  def __init__(self, examples, tuned, dtype):
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
     self.torch = torch
     self.tuned = tuned
+    self.dtype = dtype
 
     def config(num_layers):
       return transformers.BertConfig(
@@ -279,14 +290,17 @@ class Peer(object):
           teacher_out = self._logits(self.teacher, batch)
           probs, indices = torch.topk(
               torch.softmax(teacher_out[0].float(), dim=-1), FLAGS.k)
-      student = self._logits(self.model, batch)
+      with torch.autocast("cpu", dtype=getattr(torch, self.dtype),
+                          enabled=self.dtype != "float32"):
+        student = self._logits(self.model, batch)
       mlm_logits, nsp_logits = student[:2]
       log_probs = torch.log_softmax(mlm_logits.float(), dim=-1)
       picked = torch.gather(log_probs, 2, indices)
       per_position = -(probs * picked).sum(-1)
       w = batch["weights"]
       mlm = (w * per_position).sum() / (w.sum() + 1e-5)
-      nsp = torch.nn.functional.cross_entropy(nsp_logits, batch["nsp"])
+      nsp = torch.nn.functional.cross_entropy(nsp_logits.float(),
+                                              batch["nsp"])
       loss = mlm + nsp
       if self.teacher is not None:
         loss = loss + self._layer_losses(batch, student, teacher_out)
@@ -317,9 +331,15 @@ def main(argv):
     for e in examples:
       writer.write(records.make_example(e))
 
-  runners = {"ours": Ours(path), "peer": Peer(examples, tuned=False)}
-  if FLAGS.tuned_peer:
-    runners["tuned peer"] = Peer(examples, tuned=True)
+  runners = {}
+  for dtype in FLAGS.dtypes:
+    if dtype not in ("float32", "bfloat16", "float16"):
+      raise app.UsageError("--dtypes: unknown dtype %r" % dtype)
+    runners["ours " + dtype] = Ours(path, dtype)
+    runners["peer " + dtype] = Peer(examples, tuned=False, dtype=dtype)
+    if FLAGS.tuned_peer:
+      runners["tuned peer " + dtype] = Peer(examples, tuned=True,
+                                            dtype=dtype)
   for name, runner in runners.items():  # warm-up: tracing, XLA, allocators
     loss = runner.run(2)
     print("%s: warm-up loss %.3f" % (name, loss))
@@ -333,23 +353,28 @@ def main(argv):
            "%d threads%s" % (FLAGS.num_layers, FLAGS.hidden_size,
                              FLAGS.seq_length, FLAGS.predictions, FLAGS.k,
                              FLAGS.batch_size, threads,
-                             ", XLA" if FLAGS.use_xla else "") +
-           (", ours in %s" % FLAGS.mixed_precision
-            if FLAGS.mixed_precision else ""))
-  stage = "V distillation training"
+                             ", XLA" if FLAGS.use_xla else ""))
+  base = "V distillation training"
   if FLAGS.layer_losses:
-    stage = "V + online %d-layer teacher, hidden + attention losses" % (
+    base = "V + online %d-layer teacher, hidden + attention losses" % (
         FLAGS.teacher_layers)
     sizes += "; teacher %d layers, layer map %s" % (
         FLAGS.teacher_layers, ",".join(str(i) for i in layer_map()))
-  common.report(stage, "sequences/s", best["ours"],
-                best["peer"], "HF transformers BertForPreTraining (PyTorch "
-                "%s)" % torch.__version__, sizes)
-  if FLAGS.tuned_peer:
-    common.report(stage, "sequences/s", best["ours"],
-                  best["tuned peer"], "HF BertModel + heads on masked "
-                  "positions only (PyTorch, hand-tuned)", sizes)
-
+  for dtype in FLAGS.dtypes:
+    stage = "%s (%s%s)" % (base, dtype, ", XLA" if FLAGS.use_xla else "")
+    autocast = "" if dtype == "float32" else ", torch.autocast(%s)" % dtype
+    common.report(stage, "sequences/s", best["ours " + dtype],
+                  best["peer " + dtype], "HF transformers BertForPreTraining "
+                  "(PyTorch %s%s)" % (torch.__version__, autocast), sizes)
+    if FLAGS.tuned_peer:
+      common.report(stage, "sequences/s", best["ours " + dtype],
+                    best["tuned peer " + dtype], "HF BertModel + heads on "
+                    "masked positions only (PyTorch, hand-tuned%s)" %
+                    autocast, sizes)
+    if dtype != "float32" and "float32" in FLAGS.dtypes:
+      common.report(stage, "sequences/s", best["ours " + dtype],
+                    best["ours float32"], "ours in float32",
+                    "target >= 2x on bfloat16 hardware; " + sizes)
 
 if __name__ == "__main__":
   app.run(main)

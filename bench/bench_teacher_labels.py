@@ -9,16 +9,24 @@ loaded as the script loads a teacher) and K = 10:
         read and parse the records (tf.data), the teacher's forward pass with
         the vocabulary projection at the masked positions only, softmax,
         top-K, and the output records serialised and written to disk;
-  peer  a Hugging Face `transformers` PyTorch BertForMaskedLM forward
-        (eval mode, torch.no_grad) over the same batches, already in memory
-        as tensors, as users call it: it computes the vocabulary logits at
-        every position; then the softmax and top-K at the masked positions.
-        It reads and writes no records.
+  peer  a Hugging Face `transformers` PyTorch BertForMaskedLM (eval mode,
+        torch.no_grad) over the same batches, already in memory as tensors:
+        its encoder (`model.bert`), the hidden states gathered at the masked
+        positions, its masked-LM head (`model.cls`) there, softmax and top-K
+        in float32. Gathering before the head is the same work as ours (the
+        model called whole projects every position onto the vocabulary). It
+        reads and writes no records.
+
+Each side runs in float32 and in bfloat16 (`--dtypes`): ours with
+--compute_dtype=bfloat16, the peer under torch.autocast("cpu",
+dtype=torch.bfloat16), the mixed precision a PyTorch user tries first. Rows:
+ours vs the peer in the same precision, and our bfloat16 vs our float32.
 
 The peer gets our teacher's weights, so both compute the same function: the
 largest difference of their top-K probabilities is printed. Both use the same
 number of CPU threads and run in the same process; tracing/compilation is
 done in a warm-up on one batch first, and the best of the rounds is reported.
+The machine's bfloat16 support (hardware.py) is printed first.
 
 Usage (keep it short on shared machines):
   PYTHONPATH=. .venv/bin/python bench/bench_teacher_labels.py
@@ -53,6 +61,10 @@ flags.DEFINE_integer("rounds", 3, "Measurement rounds, alternating ours and "
 flags.DEFINE_list("modes", ["graph"],
                   "Our variants to time: graph (tf.function), xla "
                   "(tf.function with jit_compile, --use_xla).")
+flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                  "Precisions to time, ours and the peer's: float32, "
+                  "bfloat16 (ours --compute_dtype=bfloat16, the peer under "
+                  "torch.autocast).")
 
 
 def teacher_config():
@@ -100,9 +112,10 @@ def write_records(path, examples):
 class Ours(object):
   """This project's stage IV: records in, labelled records out."""
 
-  def __init__(self, config, checkpoint, use_xla, tmp):
+  def __init__(self, config, checkpoint, use_xla, dtype, tmp):
     self.labeler = teacher.TeacherLabeler(config, checkpoint, FLAGS.k,
-                                          use_xla=use_xla)
+                                          use_xla=use_xla,
+                                          compute_dtype=dtype)
     self.tmp = tmp
     self.output = None
 
@@ -138,12 +151,13 @@ def hf_state_dict(variables_by_name, torch):
 
 
 class Peer(object):
-  """Hugging Face BertForMaskedLM (PyTorch) forward + softmax + top-K."""
+  """Hugging Face BertForMaskedLM (PyTorch) at the masked positions."""
 
-  def __init__(self, variables_by_name, examples):
+  def __init__(self, variables_by_name, examples, dtype):
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
     self.torch = torch
+    self.dtype = dtype
     config = transformers.BertConfig(
         vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
         num_hidden_layers=FLAGS.num_layers,
@@ -176,14 +190,17 @@ class Peer(object):
     """Labels the batches; returns (records labelled, first batch's top-K)."""
     torch = self.torch
     count, first = 0, None
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(
+        "cpu", dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
       for batch in self.batches[:num_batches]:
-        logits = self.model(input_ids=batch["input_ids"],
-                            attention_mask=batch["attention_mask"],
-                            token_type_ids=batch["token_type_ids"]).logits
+        hidden = self.model.bert(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"]).last_hidden_state
         index = batch["positions"].unsqueeze(-1).expand(-1, -1,
-                                                        FLAGS.vocab_size)
-        probs = torch.softmax(torch.gather(logits, 1, index).float(), dim=-1)
+                                                        FLAGS.hidden_size)
+        logits = self.model.cls(torch.gather(hidden, 1, index))
+        probs = torch.softmax(logits.float(), dim=-1)
         top = torch.topk(probs, FLAGS.k, dim=-1)
         result = (top.values.numpy(), top.indices.numpy())
         if first is None:
@@ -228,36 +245,44 @@ def run(tmp):
   checkpoint = modeling.save_checkpoint(
       model.variables_by_name(), os.path.join(tmp, "bert_model.ckpt"))
 
+  for dtype in FLAGS.dtypes:
+    if dtype not in ("float32", "bfloat16"):
+      raise app.UsageError("--dtypes: unknown dtype %r" % dtype)
   runners = {}
   for mode in FLAGS.modes:
     if mode not in ("graph", "xla"):
       raise app.UsageError("--modes: unknown mode %r" % mode)
-    runners["ours " + mode] = Ours(config, checkpoint, mode == "xla", tmp)
-  peer = Peer(model.variables_by_name(), examples)
+    for dtype in FLAGS.dtypes:
+      runners["ours %s %s" % (mode, dtype)] = Ours(
+          config, checkpoint, mode == "xla", dtype, tmp)
+  for dtype in FLAGS.dtypes:
+    runners["peer " + dtype] = Peer(model.variables_by_name(), examples,
+                                    dtype)
   del model
 
   # Warm-up (tracing, XLA compilation, allocators) and agreement check.
-  _, peer_first = peer.run(num_batches=1)
+  _, peer_first = runners["peer float32"].run(num_batches=1)
   for name, runner in runners.items():
-    runner.run(warmup)
-    probs, indices = first_batch_labels(runner.output)
-    print("%s vs peer on batch 1: top-%d probabilities differ by at most "
-          "%.1e (relative), top-1 agreement %.4f" % (
-              name, FLAGS.k,
-              np.max(np.abs(probs - peer_first[0]) / peer_first[0]),
+    if name.startswith("peer"):
+      _, (probs, indices) = runner.run(num_batches=1)
+    else:
+      runner.run(warmup)
+      probs, indices = first_batch_labels(runner.output)
+    print("%s vs peer float32 on batch 1: top-%d probabilities differ by "
+          "at most %.1e (absolute), top-1 agreement %.4f" % (
+              name, FLAGS.k, np.max(np.abs(probs - peer_first[0])),
               np.mean(indices[..., 0] == peer_first[1][..., 0])))
 
-  best = {name: 0.0 for name in list(runners) + ["peer"]}
+  best = {name: 0.0 for name in runners}
   for _ in range(FLAGS.rounds):
     for name, runner in runners.items():
       start = time.perf_counter()
-      written = runner.run(path)
-      assert written == len(examples)
-      best[name] = max(best[name],
-                       written / (time.perf_counter() - start))
-    start = time.perf_counter()
-    count, _ = peer.run()
-    best["peer"] = max(best["peer"], count / (time.perf_counter() - start))
+      if name.startswith("peer"):
+        count, _ = runner.run()
+      else:
+        count = runner.run(path)
+      assert count == len(examples)
+      best[name] = max(best[name], count / (time.perf_counter() - start))
   for name, value in best.items():
     print("%s: %.2f sequences/s" % (name, value))
 
@@ -266,16 +291,23 @@ def run(tmp):
            (FLAGS.num_layers, FLAGS.hidden_size, FLAGS.seq_length,
             FLAGS.predictions, FLAGS.k, FLAGS.batch_size, len(examples),
             threads))
-  peer_name = ("HF transformers %s BertForMaskedLM forward (PyTorch %s), "
-               "logits at all positions" % (
-                   transformers.__version__, torch.__version__))
-  for name in runners:
-    common.report("IV teacher labels (%s)" % name.split()[1], "sequences/s",
-                  best[name], best["peer"], peer_name,
-                  sizes + "; ours includes reading, parsing and writing the "
-                  "records, the peer has tensors in memory and writes "
-                  "nothing")
-
+  peer_names = {
+      "float32": "HF transformers %s BertForMaskedLM (PyTorch %s) float32, "
+                 "head at the masked positions" % (transformers.__version__,
+                                                   torch.__version__),
+      "bfloat16": "the same under torch.autocast(bfloat16)"}
+  note = (sizes + "; ours includes reading, parsing and writing the records, "
+          "the peer has tensors in memory and writes nothing")
+  for mode in FLAGS.modes:
+    for dtype in FLAGS.dtypes:
+      common.report("IV teacher labels (%s, %s)" % (mode, dtype),
+                    "sequences/s", best["ours %s %s" % (mode, dtype)],
+                    best["peer " + dtype], peer_names[dtype], note)
+    if "float32" in FLAGS.dtypes and "bfloat16" in FLAGS.dtypes:
+      common.report("IV teacher labels (%s, bfloat16)" % mode,
+                    "sequences/s", best["ours %s bfloat16" % mode],
+                    best["ours %s float32" % mode], "ours in float32",
+                    "target >= 3x on bfloat16 hardware; " + sizes)
 
 if __name__ == "__main__":
   app.run(main)

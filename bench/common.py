@@ -22,6 +22,12 @@ def script_env():
   return env
 
 
+def describe_hardware():
+  """One line: the CPU (or GPU) and its bfloat16 units, and the core count."""
+  import hardware  # pylint: disable=g-import-not-at-top
+  return "%s; %d cores" % (hardware.bfloat16_support().what, os.cpu_count())
+
+
 def report(stage, metric, ours, peer, peer_name, note=""):
   """Prints one benchmark figure: ours, the peer's, and their ratio.
 
@@ -82,6 +88,7 @@ def set_threads():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   threads = flags.FLAGS.threads or os.cpu_count()
+  print("Hardware: " + describe_hardware())
   tf.config.threading.set_intra_op_parallelism_threads(threads)
   tf.config.threading.set_inter_op_parallelism_threads(2)
   torch.set_num_threads(threads)

@@ -14,7 +14,8 @@
 # The peers of IV and V need PyTorch and transformers; they are benchmark
 # tools, not project dependencies, so they are installed here (CPU wheels)
 # when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
-# Usage: make bench    (about 10-15 minutes on 2 cores)
+# Usage: make bench    (about 20 minutes on 2 cores: stages IV and V run
+# both sides in float32 and bfloat16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -49,10 +50,11 @@ done <<'EOF'
 bench_pretraining_data bench_pretraining_data
 bench_teacher_labels bench_teacher_labels
 bench_distillation bench_distillation
-bench_layer_distillation bench_distillation --layer_losses --batch_size 8 --steps 2
+bench_layer_distillation bench_distillation --layer_losses --dtypes float32 --batch_size 8 --steps 2
 EOF
 
 echo
+echo "Hardware: $("$PY" -c 'from bench import common; print(common.describe_hardware())' 2>/dev/null)"
 "$PY" - "$OUT/results.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]

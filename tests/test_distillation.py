@@ -232,6 +232,10 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, stage3_dir, stage4_file,
           common_flags(student_config_file, stage3, "{out}") + train +
           ["--teacher_bert_config_file", student_config_file],
           "--teacher_init_checkpoint"),
+      "teacher_dtype_without_online_teacher": (
+          common_flags(student_config_file, stage4_file, "{out}") + train +
+          ["--teacher_compute_dtype", "bfloat16"],
+          "--teacher_compute_dtype applies to the online teacher only"),
   }
   errors = check_error_runs({
       name: ([SCRIPT] + [str(a).replace("{out}", str(tmp_path / name))
@@ -409,14 +413,17 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
            np.take_along_axis(stored_indices, order, -1)).mean()
   assert agree > 0.99
 
-  # The script trains with the teacher online on stage-III records.
+  # The script trains with the teacher online on stage-III records (here in
+  # bfloat16: its labels are checked in test_produce_teacher_labels.py).
   out = str(tmp_path / "online")
-  run_script([SCRIPT] + [str(a) for a in common_flags(
+  result = run_script([SCRIPT] + [str(a) for a in common_flags(
       student_config_file, os.path.join(stage3_dir, "wiki_*.tfrecord"),
       out)] + ["--teacher_bert_config_file", teacher_config,
                "--teacher_init_checkpoint", teacher_ckpt, "--do_train",
                "--do_eval", "--num_train_steps", 5, "--train_batch_size", 8,
-               "--max_eval_steps", 2, "--use_xla"])
+               "--max_eval_steps", 2, "--use_xla",
+               "--teacher_compute_dtype", "bfloat16"])
+  assert "The teacher computes in bfloat16" in result.stderr
   results = read_eval_results(out)
   assert results["global_step"] == 5
   assert 0.0 <= results["teacher_top1_agreement"] <= 1.0

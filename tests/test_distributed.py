@@ -25,8 +25,11 @@ import psutil
 import pytest
 import tensorflow as tf
 
+import cli
 import conftest
+import distillation
 import modeling
+import records
 
 SCRIPT = "network_distillation_distributed_truncated.py"
 SINGLE_SCRIPT = "network_distillation_single_machine_truncated.py"
@@ -504,3 +507,65 @@ def test_killed_rank_ends_the_job_and_a_restart_resumes(tmp_path,
     ints = [int(values[n]) for n in values.files
             if values[n].dtype == np.int64 and values[n].shape == ()]
     assert ints == [target]  # global_step
+
+
+class _RecordingDistribution(distillation.Distribution):
+  """Rank `rank` of `size` in this one process: notes the records it reads.
+
+  No Horovod: nothing is averaged, which does not matter to what one rank
+  reads.
+  """
+
+  def __init__(self, rank, size):
+    super(_RecordingDistribution, self).__init__(rank=rank, size=size)
+    self.seen = set()
+
+  def training_dataset(self, dataset):
+    def _note(input_ids, positions, label_ids):
+      self.seen.update(record_key(*row) for row in zip(
+          input_ids.numpy(), positions.numpy(), label_ids.numpy()))
+      return input_ids
+
+    return dataset.map(lambda f: dict(f, input_ids=tf.ensure_shape(
+        tf.py_function(_note, [f["input_ids"], f["masked_lm_positions"],
+                               f["masked_lm_ids"]], tf.int32),
+        f["input_ids"].shape)))
+
+
+def test_with_enough_files_a_rank_opens_only_its_own(tmp_path, stage4_file):
+  """4 files, 2 ranks: each rank trains on whole files of its own.
+
+  One of the files is not a TFRecord file at all and is the largest, so the
+  split gives it to one rank; the other rank runs distillation.run (files
+  resolved, validated, read for 4 steps) without touching it, and trains on
+  the records of its own files, all of them (batch 16, 64 records).
+  The owner of the bad file fails on it, naming it: opening it is noticed.
+  """
+  recs = read_raw_records(stage4_file, limit=80)
+  files = {"a": write_records(tmp_path / "a.tfrecord", recs[:40]),
+           "b": write_records(tmp_path / "b.tfrecord", recs[40:64]),
+           "c": write_records(tmp_path / "c.tfrecord", recs[64:80])}
+  bad = tmp_path / "bad.tfrecord"
+  bad.write_bytes(os.urandom(os.path.getsize(files["a"]) + 1000))
+  files["bad"] = str(bad)
+  keys = {files["a"]: recs[:40], files["b"]: recs[40:64],
+          files["c"]: recs[64:80]}
+  paths = sorted(files.values())
+  shares = records.split_files_by_size(paths, 2)
+  owner = [r for r in (0, 1) if files["bad"] in shares[r]][0]
+  good = 1 - owner
+  assert sum(len(keys[p]) for p in shares[good]) == 64, shares
+
+  opts = distillation.Options(
+      bert_config_file=tiny_student_config(tmp_path / "student.json"),
+      input_file=",".join(paths), output_dir=str(tmp_path / "out"),
+      truncation_factor=K, max_seq_length=SEQ, max_predictions_per_seq=PREDS,
+      do_train=True, train_batch_size=16, num_train_steps=4,
+      num_warmup_steps=0, save_checkpoints_steps=100, log_every_n_steps=4)
+  distribution = _RecordingDistribution(good, 2)
+  distillation.run(opts, distribution)
+  own = [r.key for p in shares[good] for r in keys[p]]
+  assert distribution.seen == set(own)
+
+  with pytest.raises(cli.UserError, match=re.escape(files["bad"])):
+    distillation.run(opts, _RecordingDistribution(owner, 2))

@@ -128,3 +128,41 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
       f.write("whole")
   assert final.read_text() == "whole"
   assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_split_files_by_size_is_disjoint_complete_and_balanced(tmp_path):
+  """Whole files per shard: disjoint, all non-empty files, balanced bytes.
+
+  Sizes only matter (nothing is opened), so the files hold plain bytes. The
+  greedy largest-first deal keeps the shards' byte totals within the largest
+  file of each other.
+  """
+  rng = np.random.default_rng(5)
+  sizes = [int(s) for s in rng.integers(1, 5000, 11)] + [0, 0]
+  paths = []
+  for i, size in enumerate(sizes):
+    path = tmp_path / ("f%02d.tfrecord" % i)
+    path.write_bytes(b"x" * size)
+    paths.append(str(path))
+  by_path = dict(zip(paths, sizes))
+  for shards in (1, 2, 3, 5, 11):
+    split = records.split_files_by_size(paths, shards)
+    assert len(split) == shards
+    flat = [p for share in split for p in share]
+    assert len(flat) == len(set(flat))  # disjoint
+    assert set(flat) == {p for p in paths if by_path[p] > 0}  # complete
+    for share in split:
+      assert share and share == sorted(share, key=paths.index)
+    loads = [sum(by_path[p] for p in share) for share in split]
+    assert max(loads) - min(loads) <= max(sizes), (shards, loads)
+    # The share of every rank is what training_share hands that rank.
+    for r in range(shards):
+      share = records.training_share(paths, shards, r)
+      if shards == 1:
+        assert share == (paths, 1, 0)
+      else:
+        assert share == (split[r], 1, 0)
+  # Fewer non-empty files than shards: every rank reads all files and keeps
+  # its records (record i -> rank i mod N).
+  assert records.split_files_by_size(paths, 12) is None
+  assert records.training_share(paths, 12, 7) == (paths, 12, 7)
