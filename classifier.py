@@ -83,14 +83,25 @@ class ClassifierHead(tf.Module):
   """
 
   def __init__(self, hidden_size, num_labels, dropout_prob=0.1,
-               is_regression=False):
+               is_regression=False, seed=12345):
+    """Creates the variables.
+
+    Args:
+      hidden_size: the encoder's hidden size H.
+      num_labels: outputs (1 for regression).
+      dropout_prob: dropout rate on the pooled output during training.
+      is_regression: squared-error loss on one output.
+      seed: seeds output_weights' initialisation (stateless: the same
+        weights whatever ran before).
+    """
     super(ClassifierHead, self).__init__(name="classifier_head")
     self.num_labels = num_labels
     self.dropout_prob = dropout_prob
     self.is_regression = is_regression
     self.output_weights = tf.Variable(
-        tf.random.truncated_normal([num_labels, hidden_size],
-                                   stddev=HEAD_INITIALIZER_STDDEV),
+        tf.random.stateless_truncated_normal(
+            [num_labels, hidden_size], seed=[seed, 0],
+            stddev=HEAD_INITIALIZER_STDDEV),
         name="output_weights")
     self.output_bias = tf.Variable(tf.zeros([num_labels]),
                                    name="output_bias")
@@ -184,7 +195,8 @@ def run(opts, distribution=None):
 
   head = ClassifierHead(config.hidden_size, task.num_labels,
                         dropout_prob=config.hidden_dropout_prob,
-                        is_regression=task.is_regression)
+                        is_regression=task.is_regression,
+                        seed=opts.random_seed)
   num_train = len(train_features["input_ids"]) if train_features else 0
   tuner = finetuning.FineTuner(opts, config, head, distribution,
                                num_train_examples=num_train)

@@ -480,6 +480,19 @@ class FineTuner(object):
       loss_sum += loss
     return loss_sum / tf.cast(num_steps, tf.float32)
 
+  def train_steps(self, iterator, num_steps):
+    """Runs `num_steps` training steps in one device loop (tf.function).
+
+    Args:
+      iterator: an iterator over `train_dataset(features)`.
+      num_steps: steps to run (no checkpoint, log or summary in between).
+
+    Returns:
+      The mean training loss of those steps (float).
+    """
+    return float(self._train_loop(iterator,
+                                  tf.constant(num_steps, tf.int32)).numpy())
+
   def train_dataset(self, features):
     """This process's training batches: its share, shuffled, repeated.
 
@@ -541,8 +554,7 @@ class FineTuner(object):
     while step < self.num_train_steps:
       boundary = self._next_boundary(step)
       loop_start = time.time()
-      mean_loss = float(self._train_loop(
-          iterator, tf.constant(boundary - step, tf.int32)).numpy())
+      mean_loss = self.train_steps(iterator, boundary - step)
       if not math.isfinite(mean_loss):
         raise cli.UserError("training loss is %s at step %d; lower "
                             "--learning_rate" % (mean_loss, boundary))

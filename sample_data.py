@@ -32,10 +32,11 @@ GLUE formats the fine-tuning readers (glue.py) read:
                   with a header; test.tsv: index\tsentence): the 8,530
                   polarity sentences split 7,030 / 1,000 / 500 by a fixed
                   seeded shuffle
-  vitaminc_mnli   folder with MNLI TSVs (train.tsv, dev_matched.tsv,
-                  dev_mismatched.tsv; 12 columns, sentence1 = evidence,
-                  sentence2 = claim, gold_label entailment / contradiction /
-                  neutral for True / False / Neither)
+  vitaminc_mnli   folder with MNLI TSVs (train.tsv: 12 columns;
+                  dev_matched.tsv, dev_mismatched.tsv: 16 columns; sentence1
+                  = evidence, sentence2 = claim, gold_label entailment /
+                  contradiction / neutral for True / False / Neither):
+                  2,000 + 2,000 held-out pairs, the rest for training
 
 Command line: `python sample_data.py NAME` prints the path of the sample.
 """
@@ -241,6 +242,7 @@ _MNLI_HEADER = ("index", "promptID", "pairID", "genre",
                 "sentence1_binary_parse", "sentence2_binary_parse",
                 "sentence1_parse", "sentence2_parse", "sentence1",
                 "sentence2", "label1", "gold_label")
+_MNLI_DEV_LABELS = ("label2", "label3", "label4", "label5")
 
 
 def _tsv_field(text):
@@ -337,16 +339,21 @@ def vitaminc_mnli():
   random.Random(VITAMINC_SEED).shuffle(pairs)
   n = VITAMINC_DEV_SIZE
 
-  def rows(part, offset):
-    return [_MNLI_HEADER] + [
+  def rows(part, offset, dev):
+    # MNLI's dev files have five annotator labels (label1..label5) before
+    # gold_label; VitaminC has one: label1, the others empty.
+    header = _MNLI_HEADER[:-1] + (_MNLI_DEV_LABELS if dev else ()) + (
+        "gold_label",)
+    return [header] + [
         (offset + i, offset + i, "%de" % (offset + i), "vitaminc", "", "",
-         "", "", evidence, claim, label, label)
+         "", "", evidence, claim, label) + (("",) * 4 if dev else ()) +
+        (label,)
         for i, (evidence, claim, label) in enumerate(part)]
 
   return _write_folder(target, {
-      "dev_matched.tsv": rows(pairs[:n], 0),
-      "dev_mismatched.tsv": rows(pairs[n:2 * n], n),
-      "train.tsv": rows(pairs[2 * n:], 2 * n)})
+      "dev_matched.tsv": rows(pairs[:n], 0, True),
+      "dev_mismatched.tsv": rows(pairs[n:2 * n], n, True),
+      "train.tsv": rows(pairs[2 * n:], 2 * n, False)})
 
 
 DERIVED = {"polarity_sst2": polarity_sst2, "vitaminc_mnli": vitaminc_mnli}

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs the stage benchmarks (III, IV, V), each measuring this project and a
-# peer in the same run, and prints one table of all their figures.
+# Runs the stage benchmarks (III, IV, V, VIII), each measuring this project
+# and a peer in the same run, and prints one table of all their figures.
 #
 #   III  create_pretraining_data.py vs Google's original script
 #   IV   produce_teacher_labels.py vs Hugging Face BertForMaskedLM (PyTorch)
 #   V    distillation training step vs Hugging Face BertForPreTraining
+#   VIII run_classifier.py's training step (BERT-Base size, seq 128) vs
+#        Hugging Face BertForSequenceClassification
 #
-# The peers of IV and V need PyTorch and transformers; they are benchmark
+# The peers of IV, V and VIII need PyTorch and transformers; they are benchmark
 # tools, not project dependencies, so they are installed here (CPU wheels)
 # when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
 # Usage: make bench    (about 10-15 minutes on 2 cores)
@@ -27,7 +29,8 @@ fi
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
 status=0
-for bench in bench_pretraining_data bench_teacher_labels bench_distillation; do
+for bench in bench_pretraining_data bench_teacher_labels bench_distillation \
+             bench_finetuning; do
   echo "=== bench/$bench.py"
   if "$PY" "bench/$bench.py" > "$OUT/$bench.log" 2>&1; then
     grep -v '^BENCH_RESULT ' "$OUT/$bench.log" | tail -4
