@@ -15,19 +15,14 @@ loops (distillation.run, finetuning.FineTuner) take a
   - rank, size, local rank: only rank 0 (the chief) writes outputs.
 
 Usage in a script's main:
-  hvd.init()
-  device = horovod_distribution.pin_device(hvd.local_rank(), hvd.local_size())
-  distribution = horovod_distribution.HorovodDistribution()
-
-Test hook: with a debug folder (the scripts take it from an environment
-variable), `write_debug_variables()` writes rank<R>_variables.npz there: this
-rank's final value of every variable it broadcast, in order.
+  distribution, device = horovod_distribution.start()
+  ... run(options, distribution) ...
 """
 
 import os
 
+from absl import logging
 import horovod.tensorflow as hvd
-import numpy as np
 import tensorflow as tf
 
 import cli
@@ -37,16 +32,10 @@ import distillation
 class HorovodDistribution(distillation.Distribution):
   """A process of a Horovod job: averaged gradients, rank-0 broadcast."""
 
-  def __init__(self, debug_dir=None):
-    """Reads rank, size and local rank from Horovod (hvd.init() first).
-
-    Args:
-      debug_dir: a folder for `write_debug_variables`, or None.
-    """
+  def __init__(self):
+    """Reads rank, size and local rank from Horovod (hvd.init() first)."""
     super(HorovodDistribution, self).__init__(
         rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank())
-    self.debug_dir = debug_dir
-    self.broadcast_list = None
 
   def allreduce_gradients(self, grads):
     """The average of each gradient over all processes (one fused call)."""
@@ -57,19 +46,8 @@ class HorovodDistribution(distillation.Distribution):
 
   def broadcast_variables(self, variables):
     """Sets every variable to rank 0's value."""
-    self.broadcast_list = list(variables)
     if self.size > 1:
-      hvd.broadcast_variables(self.broadcast_list, root_rank=0)
-
-  def write_debug_variables(self):
-    """Writes this rank's final variable values to the debug folder."""
-    if not self.debug_dir or self.broadcast_list is None:
-      return
-    values = {}
-    for i, var in enumerate(self.broadcast_list):
-      values["%03d:%s" % (i, var.name)] = var.numpy()
-    np.savez(os.path.join(self.debug_dir,
-                          "rank%d_variables.npz" % self.rank), **values)
+      hvd.broadcast_variables(list(variables), root_rank=0)
 
 
 def pin_device(local_rank, local_size):
@@ -101,3 +79,24 @@ def pin_device(local_rank, local_size):
     tf.config.threading.set_intra_op_parallelism_threads(
         max(1, (os.cpu_count() or 1) // max(1, local_size)))
   return "CPU"
+
+
+def start(distribution_factory=HorovodDistribution):
+  """Starts this process's part of a Horovod job.
+
+  hvd.init(), one GPU per process (`pin_device`), then the distribution;
+  ranks other than 0 log warnings only.
+
+  Args:
+    distribution_factory: makes the distribution once Horovod is
+      initialised (HorovodDistribution, or e.g. a subclass with a test hook).
+
+  Returns:
+    (distribution, device name).
+  """
+  hvd.init()
+  device = pin_device(hvd.local_rank(), hvd.local_size())
+  distribution = distribution_factory()
+  if not distribution.is_chief:
+    logging.set_verbosity(logging.WARNING)
+  return distribution, device

@@ -43,7 +43,6 @@ import os
 
 from absl import flags
 from absl import logging
-import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 
@@ -71,7 +70,18 @@ FLAGS["train_batch_size"].help += (
 
 
 class DistillationDistribution(horovod_distribution.HorovodDistribution):
-  """Horovod for distillation.run, with the test hook's record log."""
+  """Horovod for distillation.run, with the test hook (DISTILL_DEBUG_DIR)."""
+
+  def __init__(self, debug_dir=None):
+    super(DistillationDistribution, self).__init__()
+    self.debug_dir = debug_dir
+    self.broadcast_list = None
+
+  def broadcast_variables(self, variables):
+    """Sets every variable to rank 0's value (and remembers them)."""
+    self.broadcast_list = list(variables)
+    super(DistillationDistribution, self).broadcast_variables(
+        self.broadcast_list)
 
   def training_dataset(self, dataset):
     """Logs the records this rank consumes when DISTILL_DEBUG_DIR is set."""
@@ -102,6 +112,16 @@ class DistillationDistribution(horovod_distribution.HorovodDistribution):
     options.experimental_optimization.map_parallelization = False
     return dataset.map(_log_batch).with_options(options)
 
+  def write_debug_variables(self):
+    """Writes this rank's final variable values to DISTILL_DEBUG_DIR."""
+    if not self.debug_dir or self.broadcast_list is None:
+      return
+    values = {}
+    for i, var in enumerate(self.broadcast_list):
+      values["%03d:%s" % (i, var.name)] = var.numpy()
+    np.savez(os.path.join(self.debug_dir,
+                          "rank%d_variables.npz" % self.rank), **values)
+
 
 def scale_for_processes(options, size):
   """Learning rate times size, step counts divided by size (the original's).
@@ -124,15 +144,11 @@ def scale_for_processes(options, size):
 
 def main(argv):
   del argv
-  hvd.init()
-  device = horovod_distribution.pin_device(hvd.local_rank(),
-                                          hvd.local_size())
   debug_dir = os.environ.get(DEBUG_DIR_ENV) or None
   if debug_dir:
     os.makedirs(debug_dir, exist_ok=True)
-  distribution = DistillationDistribution(debug_dir)
-  if not distribution.is_chief:
-    logging.set_verbosity(logging.WARNING)
+  distribution, device = horovod_distribution.start(
+      lambda: DistillationDistribution(debug_dir))
   options = scale_for_processes(distillation.options_from_flags(FLAGS),
                                 distribution.size)
   logging.info(

@@ -29,17 +29,10 @@ Launch with mpirun (one node, 8 GPUs):
       --bert_config_file=bert/bert_config.json \\
       --init_checkpoint=bert/bert_model.ckpt --do_train=true --do_eval=true \\
       --output_dir=sst2_output
-
-Test hook: when the environment variable FINETUNE_DEBUG_DIR names a folder
-(outside --output_dir), every rank writes its final variables there
-(rank<R>_variables.npz).
 """
-
-import os
 
 from absl import flags
 from absl import logging
-import horovod.tensorflow as hvd
 
 import classifier
 import cli
@@ -51,8 +44,6 @@ classifier.define_flags()
 flags.adopt_module_key_flags(finetuning)  # list them in --help
 flags.adopt_module_key_flags(classifier)
 
-DEBUG_DIR_ENV = "FINETUNE_DEBUG_DIR"
-
 FLAGS["learning_rate"].help += (
     " Multiplied by the number of Horovod processes (hvd.size()).")
 FLAGS["train_batch_size"].help += (
@@ -61,15 +52,7 @@ FLAGS["train_batch_size"].help += (
 
 def main(argv):
   del argv
-  hvd.init()
-  device = horovod_distribution.pin_device(hvd.local_rank(),
-                                          hvd.local_size())
-  debug_dir = os.environ.get(DEBUG_DIR_ENV) or None
-  if debug_dir:
-    os.makedirs(debug_dir, exist_ok=True)
-  distribution = horovod_distribution.HorovodDistribution(debug_dir)
-  if not distribution.is_chief:
-    logging.set_verbosity(logging.WARNING)
+  distribution, device = horovod_distribution.start()
   options = finetuning.options_from_flags(classifier.ClassifierOptions,
                                           FLAGS)
   logging.info("Horovod: %d processes, rank %d on %s; batch %d per process, "
@@ -77,7 +60,6 @@ def main(argv):
                device, options.train_batch_size,
                options.learning_rate * distribution.size, distribution.size)
   classifier.run(options, distribution)
-  distribution.write_debug_variables()
 
 
 if __name__ == "__main__":
