@@ -593,7 +593,7 @@ class FineTuner(object):
 
     Args:
       features: dict of NumPy arrays [N, ...] (see the module docstring).
-      batch_size: examples per batch (the last batch may be smaller).
+      batch_size: examples per batch.
       with_loss: also return `per_example_loss` [N] (the features must
         hold what the head's loss reads, e.g. labels).
       name: names the progress log lines.
@@ -603,6 +603,13 @@ class FineTuner(object):
     """
     tensors = _as_tensors(features)
     n = len(next(iter(tensors.values())))
+    # The last batch is padded with all-zero rows to the full size (and their
+    # outputs dropped), so that one traced step serves every batch.
+    padding = -n % batch_size
+    if padding:
+      tensors = {k: np.concatenate([v, np.zeros((padding,) + v.shape[1:],
+                                                v.dtype)])
+                 for k, v in tensors.items()}
     dataset = tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
     if with_loss not in self._predict_step:
 
@@ -618,18 +625,19 @@ class FineTuner(object):
     parts = collections.defaultdict(list)
     progress = cli.Progress(name, unit="examples", total=n)
     first_batch_end, after_first = None, 0
-    for batch in dataset.prefetch(2):
+    for index, batch in enumerate(dataset.prefetch(2)):
       for key, value in step(batch).items():
         parts[key].append(value.numpy())
-      progress.update(len(batch["input_ids"]))
+      real = min(batch_size, n - index * batch_size)
+      progress.update(real)
       if first_batch_end is None:
         first_batch_end = time.time()
       else:
-        after_first += len(batch["input_ids"])
+        after_first += real
     progress.done()
     # The rate without the first batch, which includes tracing the step.
     self.last_predict_rate = (
         after_first / max(time.time() - first_batch_end, 1e-9)
         if after_first else progress.rate)
-    return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+    return {k: np.concatenate(v, axis=0)[:n] for k, v in parts.items()}
 
