@@ -105,6 +105,37 @@ def check_error_runs(commands, timeout=300):
   return lines
 
 
+# What an mpirun test job passes to its ranks.
+MPI_ENV_NAMES = ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL",
+                 "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
+                 "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def mpi_env():
+  """The environment of an mpirun test job: one TensorFlow thread per rank."""
+  env = script_env()
+  env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
+             TF_NUM_INTEROP_THREADS="1")
+  return env
+
+
+def mpirun_command(script, per_rank_args, env_names=()):
+  """mpirun on localhost, one rank per item of per_rank_args.
+
+  Rank r runs `python script per_rank_args[r]...`; MPI_ENV_NAMES and
+  env_names are passed to every rank.
+  """
+  cmd = ["mpirun"] + (["--allow-run-as-root"] if os.getuid() == 0 else [])
+  cmd += ["-H", "localhost:%d" % len(per_rank_args), "-bind-to", "none",
+          "-map-by", "slot", "-mca", "pml", "ob1", "-mca", "btl", "^openib"]
+  for name in MPI_ENV_NAMES + tuple(env_names):
+    cmd += ["-x", name]
+  for rank, args in enumerate(per_rank_args):
+    cmd += ([":"] if rank else []) + ["-np", "1", sys.executable, script]
+    cmd += [str(a) for a in args]
+  return cmd
+
+
 @pytest.fixture(scope="session")
 def wiki_dump():
   """The real English Wikipedia XML export (.xml.bz2) from the gensim wheel."""
