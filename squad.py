@@ -194,7 +194,7 @@ def parse_squad(data, source, version_2_with_negative=False):
         where = "data[%d].paragraphs[%d].qas[%d]" % (a, p, q)
         qas_id = _require(qa, "id", where, source, (str, int))
         question = _require(qa, "question", where, source, str)
-        answers = qa.get("answers", []) if isinstance(qa, dict) else []
+        answers = qa.get("answers", [])
         if not isinstance(answers, list):
           raise SquadFormatError("%s is not SQuAD JSON: %s['answers'] is a "
                                  "%s, expected a list" %
@@ -320,7 +320,11 @@ def window_starts(num_tokens, window_length, doc_stride):
 
 
 def _max_context_score(span, position):
-  """How well `span` (start, length) centres `position`: min side + 1% length."""
+  """How well `span` (start, length) centres `position`.
+
+  The fewer pieces on its shorter side, the worse; ties go to the longer
+  span (min(left, right) + 0.01 * length, as Google's).
+  """
   start, length = span
   left = position - start
   right = start + length - 1 - position
@@ -341,7 +345,7 @@ def _best_span_for(spans, position):
 
 
 def _refine_answer_span(pieces, start, end, answer_pieces):
-  """The tightest (start, end) within [start, end] whose pieces are the answer's.
+  """The tightest span within [start, end] whose pieces are the answer's.
 
   The answer's word span covers whole whitespace words; its word pieces may
   name less (e.g. "1854" in "(1854)"). Returns the input span when no
