@@ -153,10 +153,11 @@ def stage_table(demo_dir, num_sentences):
   for stage, (seconds, trained) in timings.items():
     if stage in counts:
       n_in, n_out, rate = counts[stage]
-    elif stage.startswith("VIII"):
-      n_in = "%d sentences" % num_sentences
     else:
-      n_in = "%d records" % (n_train if trained else n_heldout)
+      if stage.startswith("VIII"):
+        n_in = "%d sentences" % num_sentences
+      else:
+        n_in = "%d records" % (n_train if trained else n_heldout)
       n_out = "%s sequences trained" % trained if trained else "eval only"
       rate = None
       if trained:
