@@ -79,6 +79,11 @@ def define_flags():
       "because the start and end predictions are not conditioned on one "
       "another.")
   flags.DEFINE_bool(
+      "verbose_logging", False,
+      "If true, all of the warnings related to data processing will be "
+      "printed: answers that could not be mapped back to the original "
+      "context exactly.")
+  flags.DEFINE_bool(
       "version_2_with_negative", False,
       "If true, the SQuAD examples contain some that do not have an answer.")
   flags.DEFINE_float(
@@ -98,6 +103,7 @@ class SquadOptions(finetuning.Options):
   max_query_length: int = 64
   n_best_size: int = 20
   max_answer_length: int = 30
+  verbose_logging: bool = False
   version_2_with_negative: bool = False
   null_score_diff_threshold: float = 0.0
 
@@ -258,7 +264,8 @@ def run(opts, distribution=None):
   predictions, nbest, null_odds = squad.postprocess_predictions(
       predict_examples, predict_features, results, opts.n_best_size,
       opts.max_answer_length, opts.do_lower_case,
-      opts.version_2_with_negative, opts.null_score_diff_threshold)
+      opts.version_2_with_negative, opts.null_score_diff_threshold,
+      opts.verbose_logging)
   write_json(os.path.join(opts.output_dir, PREDICTIONS_FILE), predictions)
   write_json(os.path.join(opts.output_dir, NBEST_FILE), nbest)
   if opts.version_2_with_negative:

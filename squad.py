@@ -507,7 +507,7 @@ def _strip_spaces_with_map(text):
   return "".join(kept), index_map
 
 
-def final_text(pred_text, orig_text, do_lower_case):
+def final_text(pred_text, orig_text, do_lower_case, verbose=False):
   """The part of orig_text that the de-tokenized prediction covers.
 
   pred_text is the prediction's word pieces joined ("the 1850 ##s" ->
@@ -515,18 +515,23 @@ def final_text(pred_text, orig_text, do_lower_case):
   orig_text is the original words it lies in ("The 1850s,"). The prediction
   is found in the tokenized original, and both are aligned character by
   character ignoring spaces, which gives the original characters ("The
-  1850s"). When the alignment fails (accents, odd characters), orig_text
-  is returned whole.
+  1850s"). When the alignment fails (unknown or dropped characters),
+  orig_text is returned whole (logged with `verbose`).
   """
   basic = tokenization.BasicTokenizer(do_lower_case=do_lower_case)
   tok_text = " ".join(basic.tokenize(orig_text))
   start = tok_text.find(pred_text)
   if start < 0:
+    if verbose:
+      logging.info("Could not find %r in %r", pred_text, orig_text)
     return orig_text
   end = start + len(pred_text) - 1
   orig_ns, orig_map = _strip_spaces_with_map(orig_text)
   tok_ns, tok_map = _strip_spaces_with_map(tok_text)
   if len(orig_ns) != len(tok_ns):
+    if verbose:
+      logging.info("Length not equal after stripping spaces: %r vs %r",
+                   orig_ns, tok_ns)
     return orig_text
   tok_to_ns = {position: ns for ns, position in enumerate(tok_map)}
   if start not in tok_to_ns or end not in tok_to_ns:
@@ -557,7 +562,7 @@ RawResult = collections.namedtuple("RawResult",
 def postprocess_predictions(examples, features, results, n_best_size,
                             max_answer_length, do_lower_case,
                             version_2_with_negative=False,
-                            null_score_diff_threshold=0.0):
+                            null_score_diff_threshold=0.0, verbose=False):
   """Answer texts from the start/end logits of every window.
 
   Args:
@@ -571,6 +576,8 @@ def postprocess_predictions(examples, features, results, n_best_size,
     version_2_with_negative: compete with the null answer.
     null_score_diff_threshold: v2.0: answer "" when null score - best
       non-null score exceeds it.
+    verbose: log the answers that could not be mapped back to the original
+      text exactly.
 
   Returns:
     (predictions, nbest, null_odds): OrderedDicts keyed by question id:
@@ -629,7 +636,7 @@ def postprocess_predictions(examples, features, results, n_best_size,
         first = feature.token_to_orig_map[start]
         last = feature.token_to_orig_map[end]
         words = " ".join(example.doc_tokens[first:last + 1])
-        text = final_text(pieces, words, do_lower_case)
+        text = final_text(pieces, words, do_lower_case, verbose)
       if text in seen:
         continue
       seen.add(text)
