@@ -160,6 +160,49 @@ def define_flags(max_seq_length=128, train_batch_size=32):
            "TensorFlow 2); kept so that old command lines parse.")
 
 
+def note_horovod_flags(unit="examples"):
+  """Adds to the --help of the flags whose meaning Horovod changes.
+
+  For the _distributed scripts, after their flags are defined.
+
+  Args:
+    unit: what a training batch holds ("examples", SQuAD's "windows").
+  """
+  FLAGS["learning_rate"].help += (
+      " Multiplied by the number of Horovod processes (hvd.size()).")
+  FLAGS["train_batch_size"].help += (
+      " Under Horovod this is per process: a step trains on "
+      "train_batch_size * hvd.size() %s." % unit)
+
+
+def horovod_main(options_class, run):
+  """The main of a Horovod fine-tuning script.
+
+  Args:
+    options_class: the task's Options dataclass (read from the flags).
+    run: the task's run(options, distribution).
+
+  Returns:
+    main(argv) for cli.run: starts Horovod (horovod_distribution.start),
+    logs the job's shape on rank 0 and calls `run`.
+  """
+
+  def main(argv):
+    del argv
+    # Imported here: the one-process scripts do not need Horovod installed.
+    import horovod_distribution  # pylint: disable=g-import-not-at-top
+    distribution, device = horovod_distribution.start()
+    options = options_from_flags(options_class, FLAGS)
+    logging.info(
+        "Horovod: %d processes, rank %d on %s; batch %d per process, "
+        "learning rate %g (x%d)", distribution.size, distribution.rank,
+        device, options.train_batch_size,
+        options.learning_rate * distribution.size, distribution.size)
+    run(options, distribution)
+
+  return main
+
+
 @dataclasses.dataclass
 class Options(object):
   """The settings every fine-tuning run shares (one field per flag)."""

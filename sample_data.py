@@ -26,7 +26,7 @@ every file listed here from it is extracted into the cache, and the archive
 is deleted.
 
 Derived samples, written once into the cache from the files above in the
-GLUE formats the fine-tuning readers (glue.py) read:
+formats the fine-tuning readers (glue.py, squad.py) read:
 
   polarity_sst2   folder with SST-2 TSVs (train.tsv, dev.tsv: sentence\tlabel
                   with a header; test.tsv: index\tsentence): the 8,530
@@ -37,6 +37,9 @@ GLUE formats the fine-tuning readers (glue.py) read:
                   = evidence, sentence2 = claim, gold_label entailment /
                   contradiction / neutral for True / False / Neither):
                   2,000 + 2,000 held-out pairs, the rest for training
+  squad_split     folder with train.json / heldout.json: the SQuAD v1.1 dev
+                  set split by article (every 4th article held out: 36
+                  articles, 7,788 questions / 12 articles, 2,777)
 
 Command line: `python sample_data.py NAME` prints the path of the sample.
 """
@@ -356,7 +359,42 @@ def vitaminc_mnli():
       "train.tsv": rows(pairs[2 * n:], 2 * n, False)})
 
 
-DERIVED = {"polarity_sst2": polarity_sst2, "vitaminc_mnli": vitaminc_mnli}
+SQUAD_HELDOUT_EVERY = 4  # every 4th article (index % 4 == 3) is held out
+
+
+def squad_split():
+  """The SQuAD v1.1 dev set split by article into train.json / heldout.json.
+
+  Article i goes to heldout.json when i % 4 == 3 (12 articles, 2,777
+  questions), else to train.json (36 articles, 7,788 questions); both keep
+  SQuAD's format ({"version": "1.1", "data": [...]}).
+  """
+  target = os.path.join(cache_dir(), "derived", "squad_split")
+  if os.path.isdir(target):
+    return target
+  with open(fetch("squad_dev"), encoding="utf-8") as f:
+    dataset = json.load(f)
+  articles = dataset["data"]
+  parts = {
+      "train.json": [a for i, a in enumerate(articles)
+                     if i % SQUAD_HELDOUT_EVERY != SQUAD_HELDOUT_EVERY - 1],
+      "heldout.json": [a for i, a in enumerate(articles)
+                       if i % SQUAD_HELDOUT_EVERY == SQUAD_HELDOUT_EVERY - 1]}
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=os.path.dirname(target)) as tmp:
+    staging = os.path.join(tmp, "out")
+    os.makedirs(staging)
+    for file_name, part in parts.items():
+      with open(os.path.join(staging, file_name), "w",
+                encoding="utf-8") as f:
+        json.dump({"version": dataset.get("version", "1.1"), "data": part},
+                  f, ensure_ascii=False)
+    os.replace(staging, target)
+  return target
+
+
+DERIVED = {"polarity_sst2": polarity_sst2, "vitaminc_mnli": vitaminc_mnli,
+           "squad_split": squad_split}
 
 
 if __name__ == "__main__":

@@ -413,22 +413,12 @@ def test_mpirun_averages_gradients_exactly(tmp_path, teacher_dir):
            "--vocab_file", os.path.join(teacher_dir, "vocab.txt"),
            "--bert_config_file", config_path, "--max_seq_length", 32,
            "--do_train=true", "--num_train_epochs", 1, "--random_seed", 5]
-  env = conftest.script_env()
-  env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
-             TF_NUM_INTEROP_THREADS="1")
-  hvd_flags = [str(a) for a in flags + ["--train_batch_size", 4,
-                                        "--learning_rate", 1e-3]]
-  cmd = ["mpirun"] + (["--allow-run-as-root"] if os.getuid() == 0 else [])
-  cmd += ["-H", "localhost:2", "-bind-to", "none", "-map-by", "slot", "-mca", "pml", "ob1",
-          "-mca", "btl", "^openib"]
-  for name in ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL",
-               "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
-               "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-    cmd += ["-x", name]
-  for rank, out in enumerate(("hvd", "hvd_rank1")):
-    cmd += ([":"] if rank else []) + [
-        "-np", "1", sys.executable, "run_classifier_distributed.py"] + (
-            hvd_flags + ["--output_dir", str(tmp_path / out)])
+  hvd_flags = flags + ["--train_batch_size", 4, "--learning_rate", 1e-3]
+  cmd = conftest.mpirun_command(
+      "run_classifier_distributed.py",
+      [hvd_flags + ["--output_dir", tmp_path / out]
+       for out in ("hvd", "hvd_rank1")])
+  env = conftest.mpi_env()
   result = subprocess.run(cmd, cwd=conftest.REPO, env=env,
                           capture_output=True, text=True, timeout=300,
                           check=False)
