@@ -224,8 +224,8 @@ def plot_finetuning(axis, runs, dev_labels):
     axis.text(x, value, "%.3f" % value, ha="center", va="bottom")
   majority = max(np.mean(dev_labels), 1.0 - np.mean(dev_labels))
   axis.axhline(majority, color="black", linestyle="--", linewidth=1)
-  axis.text(len(runs) - 0.5, majority, "majority class", ha="right",
-            va="bottom")
+  axis.text(-0.45, majority + 0.005, "majority class", ha="left",
+            va="bottom", fontsize=9)
   axis.set_xticks(list(range(len(runs))))
   axis.set_xticklabels(names)
   axis.set_ylim(0.4, 1.0)
