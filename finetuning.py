@@ -28,6 +28,10 @@ API
   if distribution.is_chief:
     outputs = tuner.predict(eval_features, batch_size, with_loss=True)
 
+Scripts: `define_flags()` (the shared flags, Google's names) and
+`options_from_flags(options_class)`; the Horovod scripts call
+`note_horovod_flags()` and run `horovod_main(options_class, run)`.
+
 `features` are dicts of NumPy arrays with one row per example and at least
 `input_ids`, `input_mask`, `segment_ids` (int, [N, max_seq_length]), plus
 whatever the head's loss reads (e.g. `label_ids` [N]); every array is fed to
