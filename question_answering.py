@@ -20,7 +20,10 @@ writes Google's outputs under --output_dir:
                                     exact_match and f1 (official SQuAD
                                     scoring; v2.0 adds HasAns_*, NoAns_* and
                                     best_* with the threshold that reaches
-                                    them), predict_examples,
+                                    them), eval_loss (the training loss on
+                                    the predict file's windows, when every
+                                    question has an answer or is
+                                    impossible), predict_examples,
                                     predict_sequences_per_sec, global_step
 """
 
@@ -31,6 +34,7 @@ import os
 
 from absl import flags
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 import cli
@@ -117,11 +121,19 @@ class SquadHead(tf.Module):
   mean of the softmax cross-entropies of the start and the end position.
   """
 
-  def __init__(self, hidden_size):
+  def __init__(self, hidden_size, seed=12345):
+    """Creates the variables.
+
+    Args:
+      hidden_size: the encoder's hidden size.
+      seed: seeds output_weights' initialisation (stateless: the same seed
+        gives the same weights whatever ran before).
+    """
     super(SquadHead, self).__init__(name="squad_head")
     self.output_weights = tf.Variable(
-        tf.random.truncated_normal([2, hidden_size],
-                                   stddev=HEAD_INITIALIZER_STDDEV),
+        tf.random.stateless_truncated_normal(
+            [2, hidden_size], seed=[seed, 0],
+            stddev=HEAD_INITIALIZER_STDDEV),
         name="cls/squad/output_weights")
     self.output_bias = tf.Variable(tf.zeros([2]),
                                    name="cls/squad/output_bias")
@@ -238,14 +250,19 @@ def run(opts, distribution=None):
     logging.info("Training on %d windows of %d questions",
                  len(train_arrays["input_ids"]), len(examples))
   predict_examples = predict_features = None
+  labelled = False
   if opts.do_predict and distribution.is_chief:
     predict_examples = read_examples(opts.predict_file, "--predict_file",
                                      opts, False)
+    # With every answer known, the windows also get the answer positions
+    # (the windows themselves do not change), to report the held-out loss.
+    labelled = all(e.is_impossible or e.orig_answer_text is not None
+                   for e in predict_examples)
     predict_features = squad.convert_examples_to_features(
         predict_examples, tokenizer, opts.max_seq_length, opts.doc_stride,
-        opts.max_query_length, is_training=False)
+        opts.max_query_length, is_training=labelled)
 
-  head = SquadHead(config.hidden_size)
+  head = SquadHead(config.hidden_size, seed=opts.random_seed)
   num_train = len(train_arrays["input_ids"]) if train_arrays else 0
   tuner = finetuning.FineTuner(opts, config, head, distribution,
                                num_train_examples=num_train)
@@ -254,9 +271,9 @@ def run(opts, distribution=None):
   if not (opts.do_predict and distribution.is_chief):
     return None
 
-  arrays = squad.features_to_arrays(predict_features, is_training=False)
+  arrays = squad.features_to_arrays(predict_features, is_training=labelled)
   unique_ids = arrays.pop("unique_ids")
-  outputs = tuner.predict(arrays, opts.predict_batch_size,
+  outputs = tuner.predict(arrays, opts.predict_batch_size, with_loss=labelled,
                           name="predict %s" % os.path.basename(
                               opts.predict_file))
   results = [squad.RawResult(int(u), s, e) for u, s, e in zip(
@@ -277,6 +294,8 @@ def run(opts, distribution=None):
     logging.info("%s has no answers: predictions written, nothing scored",
                  opts.predict_file)
     return None
+  if labelled:
+    scores["eval_loss"] = float(np.mean(outputs["per_example_loss"]))
   scores["predict_examples"] = len(predict_examples)
   scores["predict_sequences_per_sec"] = tuner.last_predict_rate
   scores["global_step"] = tuner.global_step

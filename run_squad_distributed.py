@@ -31,35 +31,18 @@ Launch with mpirun (one node, 8 GPUs):
 """
 
 from absl import flags
-from absl import logging
 
 import cli
 import finetuning
-import horovod_distribution
 import question_answering
 
 FLAGS = flags.FLAGS
 question_answering.define_flags()
 flags.adopt_module_key_flags(finetuning)  # list them in --help
 flags.adopt_module_key_flags(question_answering)
-
-FLAGS["learning_rate"].help += (
-    " Multiplied by the number of Horovod processes (hvd.size()).")
-FLAGS["train_batch_size"].help += (
-    " Per process: a step trains on train_batch_size * hvd.size() windows.")
-
-
-def main(argv):
-  del argv
-  distribution, device = horovod_distribution.start()
-  options = finetuning.options_from_flags(question_answering.SquadOptions,
-                                          FLAGS)
-  logging.info("Horovod: %d processes, rank %d on %s; batch %d per process, "
-               "learning rate %g (x%d)", distribution.size, distribution.rank,
-               device, options.train_batch_size,
-               options.learning_rate * distribution.size, distribution.size)
-  question_answering.run(options, distribution)
+finetuning.note_horovod_flags(unit="windows")
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(finetuning.horovod_main(question_answering.SquadOptions,
+                                  question_answering.run))

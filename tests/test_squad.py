@@ -360,29 +360,19 @@ def test_final_text_maps_back_to_the_original_characters():
 # ---------------------------------------------------------------------------
 
 
-def _split_articles(path, out_dir, questions_per_part):
-  """The real dev set split by article: every 4th article held out.
-
-  Writes train.json and heldout.json, each with the first paragraphs of
-  every article of its part (so that many articles are seen) up to about
-  questions_per_part[part] questions.
-  """
+def _first_paragraphs(path, out_path, min_questions):
+  """Writes the first paragraphs of every article of a SQuAD file, as many
+  per article as it takes to reach min_questions; returns out_path."""
   with open(path) as f:
     articles = json.load(f)["data"]
-  paths = {}
-  for part, keep in (("train", lambda i: i % 4 != 3),
-                     ("heldout", lambda i: i % 4 == 3)):
-    chosen = [a for i, a in enumerate(articles) if keep(i)]
-    limit = questions_per_part[part]
-    out, count, depth = [], 0, 1
-    while count < limit and depth < 100:
-      out = [dict(a, paragraphs=a["paragraphs"][:depth]) for a in chosen]
-      count = sum(len(p["qas"]) for a in out for p in a["paragraphs"])
-      depth += 1
-    paths[part] = os.path.join(out_dir, part + ".json")
-    with open(paths[part], "w") as f:
-      json.dump({"version": "1.1", "data": out}, f)
-  return paths
+  for depth in range(1, 100):
+    out = [dict(a, paragraphs=a["paragraphs"][:depth]) for a in articles]
+    if sum(len(p["qas"]) for a in out for p in a["paragraphs"]) >= (
+        min_questions):
+      break
+  with open(out_path, "w") as f:
+    json.dump({"version": "1.1", "data": out}, f)
+  return str(out_path)
 
 
 def _options(teacher_dir, output_dir, **kwargs):
@@ -537,11 +527,20 @@ def test_bad_input_exit_status_and_one_error_line(tmp_path, teacher_dir):
 
 
 def test_fine_tuning_the_real_teacher_on_held_out_articles(
-    tmp_path, teacher_dir, squad_dev):
-  """A short run (195 steps) on 691 real questions of 36 articles beats the
-  same model before fine-tuning on 164 questions of 12 other articles."""
-  paths = _split_articles(squad_dev, str(tmp_path),
-                          {"train": 650, "heldout": 150})
+    tmp_path, teacher_dir):
+  """A short run (195 steps) on 691 real questions of 36 articles: on 164
+  questions of 12 other articles, the model answers better than before
+  fine-tuning (its span head at random)."""
+  split = sample_data.fetch("squad_split")  # 36 / 12 articles of squad_dev
+  paths = {part: _first_paragraphs(os.path.join(split, part + ".json"),
+                                   tmp_path / (part + ".json"), limit)
+           for part, limit in (("train", 650), ("heldout", 150))}
+  titles = {}
+  for part, path in paths.items():
+    with open(path) as f:
+      titles[part] = set(a["title"] for a in json.load(f)["data"])
+  assert (len(titles["train"]), len(titles["heldout"])) == (36, 12)
+  assert not titles["train"] & titles["heldout"]
   # Answers of at most 10 pieces (SQuAD's are a few words), so that long
   # spans that happen to overlap the answer do not lift the untrained F1.
   predict = dict(do_predict=True, predict_file=paths["heldout"],
@@ -552,14 +551,19 @@ def test_fine_tuning_the_real_teacher_on_held_out_articles(
   after = question_answering.run(_options(
       teacher_dir, out, do_train=True, train_file=paths["train"],
       learning_rate=5e-4, num_train_epochs=2.0, **predict))
-  print("held-out articles, %d questions: EM %.2f F1 %.2f after fine-tuning, "
-        "EM %.2f F1 %.2f before" % (after["total"], after["exact_match"],
-                                    after["f1"], before["exact_match"],
-                                    before["f1"]))
+  print("held-out articles, %d questions: EM %.2f F1 %.2f loss %.3f after "
+        "fine-tuning, EM %.2f F1 %.2f loss %.3f before" % (
+            after["total"], after["exact_match"], after["f1"],
+            after["eval_loss"], before["exact_match"], before["f1"],
+            before["eval_loss"]))
+  # Measured (2 cores, seeds 12345, 1, 2, 3, 4): loss 4.83-4.88 -> 3.41-3.53;
+  # F1 4.6-9.9 -> 11.4-15.1; EM 0.0-1.8 -> 1.2-6.7. SQuAD's EM and F1 on
+  # 164 questions move by several points with the seed; the held-out loss
+  # (the start/end cross-entropy on the held-out windows) does not.
   assert after["total"] == before["total"] == 164
-  assert before["exact_match"] < 1.0
-  assert after["exact_match"] >= 2.0
-  assert after["f1"] > before["f1"] + 1.0
+  assert after["eval_loss"] < before["eval_loss"] - 1.0
+  assert after["f1"] > max(10.0, before["f1"])
+  assert after["exact_match"] > 0.0
 
   # The outputs: eval_results.txt holds the scores; predictions.json answers
   # every held-out question with a piece of its context; the checkpoint
