@@ -6,6 +6,7 @@ Google's format). Stage outputs are made once per test session by running the
 stage scripts exactly as a user would (subprocess, flags).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -75,6 +76,23 @@ def google_variable_shapes(config):
       names[p + part + "/LayerNorm/gamma"] = [h]
       names[p + part + "/LayerNorm/beta"] = [h]
   return names
+
+
+def fine_tuned_checkpoint_shapes(prefix, teacher_dir):
+  """(shapes of a fine-tuning checkpoint's model variables, the shapes of
+  the encoder of the teacher's config).
+
+  The checkpoint's optimizer state (`*/adam_m`, `*/adam_v`, `global_step`)
+  is left out, so the first dict is the encoder plus the task head.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  shapes = {name: shape for name, shape in tf.train.list_variables(prefix)
+            if "/adam_" not in name and name != "global_step"}
+  with open(os.path.join(teacher_dir, "bert_config.json")) as f:
+    config = json.load(f)
+  encoder = {n: s for n, s in google_variable_shapes(config).items()
+             if n.startswith("bert/")}
+  return shapes, encoder
 
 
 def check_error_runs(commands, timeout=300):

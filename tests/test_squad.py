@@ -583,13 +583,7 @@ def test_fine_tuning_the_real_teacher_on_held_out_articles(
   assert sorted(predictions) == sorted(contexts)
   assert all(text and text in contexts[qid]
              for qid, text in predictions.items())
-  step = int(written["global_step"])
-  shapes = dict(tf.train.list_variables(str(out / ("model.ckpt-%d" % step))))
-  with open(os.path.join(teacher_dir, "bert_config.json")) as f:
-    config = json.load(f)
-  encoder = {n: s for n, s in conftest.google_variable_shapes(config).items()
-             if n.startswith("bert/")}
-  model = {n: s for n, s in shapes.items()
-           if "/adam_" not in n and n != "global_step"}
+  model, encoder = conftest.fine_tuned_checkpoint_shapes(
+      str(out / ("model.ckpt-%d" % written["global_step"])), teacher_dir)
   assert model == dict(encoder, **{"cls/squad/output_weights": [2, 128],
                                    "cls/squad/output_bias": [2]})
