@@ -219,12 +219,6 @@ def read_examples(path, flag_name, opts, for_training):
   return examples
 
 
-def _features(examples, tokenizer, opts, is_training):
-  return squad.iter_features(examples, tokenizer, opts.max_seq_length,
-                             opts.doc_stride, opts.max_query_length,
-                             is_training)
-
-
 def run(opts, distribution=None):
   """Trains and predicts as the options say.
 
@@ -244,8 +238,11 @@ def run(opts, distribution=None):
   train_arrays = None
   if opts.do_train:
     examples = read_examples(opts.train_file, "--train_file", opts, True)
+    # The windows go straight into arrays (a training set holds many).
     train_arrays = squad.features_to_arrays(
-        _features(examples, tokenizer, opts, True), is_training=True)
+        squad.iter_features(examples, tokenizer, opts.max_seq_length,
+                            opts.doc_stride, opts.max_query_length,
+                            is_training=True), is_training=True)
     del train_arrays["unique_ids"]
     logging.info("Training on %d windows of %d questions",
                  len(train_arrays["input_ids"]), len(examples))
