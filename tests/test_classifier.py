@@ -347,13 +347,8 @@ def test_fine_tuning_the_real_teacher_on_polarity(tmp_path, teacher_dir,
 
   # The checkpoint: Google's names, the encoder of the teacher's shape, the
   # classifier head [num_labels, hidden], no pre-training heads.
-  shapes = dict(tf.train.list_variables(str(out / ("model.ckpt-%d" % steps))))
-  with open(os.path.join(teacher_dir, "bert_config.json")) as f:
-    config = json.load(f)
-  encoder = {n: s for n, s in conftest.google_variable_shapes(config).items()
-             if n.startswith("bert/")}
-  model = {n: s for n, s in shapes.items()
-           if "/adam_" not in n and n != "global_step"}
+  model, encoder = conftest.fine_tuned_checkpoint_shapes(
+      str(out / ("model.ckpt-%d" % steps)), teacher_dir)
   assert model == dict(encoder, output_weights=[2, 128], output_bias=[2])
   # The teacher's masked-LM and next-sentence heads were ignored, with a note.
   assert re.search(r"Note: 7 variables of the checkpoint are not used .*"
