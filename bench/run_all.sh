@@ -11,7 +11,7 @@
 # The peers of IV, V and VIII need PyTorch and transformers; they are benchmark
 # tools, not project dependencies, so they are installed here (CPU wheels)
 # when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
-# Usage: make bench    (about 10-15 minutes on 2 cores)
+# Usage: make bench    (about 15 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
