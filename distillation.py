@@ -294,13 +294,11 @@ class Options(object):
         if getattr(self, name))
 
 
-def options_from_flags(flag_values=None):
-  """Reads the flags into an `Options`, rejecting the original's TPU flags.
+def reject_tpu_flags(flag_values):
+  """Raises cli.UserError if a TPU flag was given a non-default value.
 
-  Raises:
-    cli.UserError: a TPU flag was given a value other than its default.
+  Shared by every script that accepts the original's TPU flags (stages V-VIII).
   """
-  flag_values = flag_values or FLAGS
   for name, default in TPU_FLAG_DEFAULTS.items():
     value = flag_values[name].value
     if value != default:
@@ -308,6 +306,16 @@ def options_from_flags(flag_values=None):
           "--%s=%s: TPUs are not supported; this TensorFlow 2 version runs "
           "on CPUs and GPUs (one machine here, Horovod for several GPUs), "
           "leave the TPU flags unset" % (name, value))
+
+
+def options_from_flags(flag_values=None):
+  """Reads the flags into an `Options`, rejecting the original's TPU flags.
+
+  Raises:
+    cli.UserError: a TPU flag was given a value other than its default.
+  """
+  flag_values = flag_values or FLAGS
+  reject_tpu_flags(flag_values)
   values = {f.name: flag_values[f.name].value
             for f in dataclasses.fields(Options)}
   return Options(**values)

@@ -47,12 +47,12 @@ import os
 
 from absl import flags
 from absl import logging
-import horovod.tensorflow as hvd
 import numpy as np
 import tensorflow as tf
 
 import cli
 import distillation
+import horovod_distribution
 
 FLAGS = flags.FLAGS
 distillation.define_flags()
@@ -73,27 +73,19 @@ FLAGS["train_batch_size"].help += (
     " Per process: a step trains on train_batch_size * hvd.size() examples.")
 
 
-class HorovodDistribution(distillation.Distribution):
-  """The Horovod side of distillation.run: averaging, broadcast, shards."""
+class DistillationDistribution(horovod_distribution.HorovodDistribution):
+  """Horovod for distillation.run, with the test hook (DISTILL_DEBUG_DIR)."""
 
   def __init__(self, debug_dir=None):
-    super(HorovodDistribution, self).__init__(
-        rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank())
+    super(DistillationDistribution, self).__init__()
     self.debug_dir = debug_dir
     self.broadcast_list = None
 
-  def allreduce_gradients(self, grads):
-    """The average of each gradient over all processes (one fused call)."""
-    if self.size == 1:
-      return grads
-    return hvd.grouped_allreduce(grads, op=hvd.Average,
-                                 name="average_gradients")
-
   def broadcast_variables(self, variables):
-    """Sets every variable to rank 0's value."""
+    """Sets every variable to rank 0's value (and remembers them)."""
     self.broadcast_list = list(variables)
-    if self.size > 1:
-      hvd.broadcast_variables(self.broadcast_list, root_rank=0)
+    super(DistillationDistribution, self).broadcast_variables(
+        self.broadcast_list)
 
   def training_dataset(self, dataset):
     """Logs the records this rank consumes when DISTILL_DEBUG_DIR is set."""
@@ -135,31 +127,6 @@ class HorovodDistribution(distillation.Distribution):
                           "rank%d_variables.npz" % self.rank), **values)
 
 
-def pin_device(local_rank, local_size):
-  """Makes GPU `local_rank` the only visible GPU (or sizes CPU threads).
-
-  Must run before TensorFlow initialises its devices. Without GPUs, the
-  processes of a node share its cores: unless TF_NUM_INTRAOP_THREADS is set,
-  each gets cores // local_size intra-op threads.
-  """
-  gpus = tf.config.list_physical_devices("GPU")
-  if gpus:
-    if local_rank >= len(gpus):
-      raise cli.UserError(
-          "local rank %d has no GPU: this node has %d GPU(s) but runs %d "
-          "processes (give each node at most as many slots as GPUs)" %
-          (local_rank, len(gpus), local_size))
-    gpu = gpus[local_rank]
-    tf.config.set_visible_devices([gpu], "GPU")
-    tf.config.experimental.set_memory_growth(gpu, True)
-    return gpu.name
-  tf.config.set_visible_devices([], "GPU")
-  if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
-    tf.config.threading.set_intra_op_parallelism_threads(
-        max(1, (os.cpu_count() or 1) // max(1, local_size)))
-  return "CPU"
-
-
 def scale_for_processes(options, size):
   """Learning rate times size, step counts divided by size (the original's).
 
@@ -181,14 +148,11 @@ def scale_for_processes(options, size):
 
 def main(argv):
   del argv
-  hvd.init()
-  device = pin_device(hvd.local_rank(), hvd.local_size())
   debug_dir = os.environ.get(DEBUG_DIR_ENV) or None
   if debug_dir:
     os.makedirs(debug_dir, exist_ok=True)
-  distribution = HorovodDistribution(debug_dir)
-  if not distribution.is_chief:
-    logging.set_verbosity(logging.WARNING)
+  distribution, device = horovod_distribution.start(
+      lambda: DistillationDistribution(debug_dir))
   options = scale_for_processes(distillation.options_from_flags(FLAGS),
                                 distribution.size)
   logging.info(

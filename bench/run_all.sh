@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Runs the stage benchmarks (III, IV, V), each measuring this project and a
-# peer in the same run, and prints one table of all their figures.
+# Runs the stage benchmarks (III, IV, V, VIII), each measuring this project
+# and a peer in the same run, and prints one table of all their figures.
 #
 #   III  create_pretraining_data.py vs Google's original script
 #   IV   produce_teacher_labels.py vs Hugging Face BertForMaskedLM (PyTorch)
 #   V    distillation training step vs Hugging Face BertForPreTraining, and
 #        the same with an online teacher and hidden + attention losses
+#   VIII run_classifier.py's training step (BERT-Base size, seq 128) vs
+#        Hugging Face BertForSequenceClassification
 #
 # and then checks that Hugging Face `transformers` loads the folders of
 # export_bert_checkpoint.py and computes our outputs (bench/check_export.py:
 # the largest difference is printed).
 #
-# The peers of IV and V need PyTorch and transformers; they are benchmark
+# The peers of IV, V and VIII need PyTorch and transformers; they are benchmark
 # tools, not project dependencies, so they are installed here (CPU wheels)
 # when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
-# Usage: make bench    (about 20 minutes on 2 cores: stages IV and V run
+# Usage: make bench    (about 25 minutes on 2 cores: stages IV and V run
 # both sides in float32 and bfloat16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +53,7 @@ bench_pretraining_data bench_pretraining_data
 bench_teacher_labels bench_teacher_labels
 bench_distillation bench_distillation
 bench_layer_distillation bench_distillation --layer_losses --dtypes float32 --batch_size 8 --steps 2
+bench_finetuning bench_finetuning
 EOF
 
 echo

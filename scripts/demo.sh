@@ -10,11 +10,17 @@
 #   Stage V    a tiny student trained on one machine, evaluated on held-out
 #              records before and after
 #   Stage VI   the same with Horovod, mpirun -np 2, a short run
+#   Stage VIII the teacher, the distilled student and a student of the same
+#              size that was not distilled (random initial weights) each
+#              fine-tuned the same way on real sentence polarity (Pang and
+#              Lee's movie-review sentences as GLUE SST-2 files) and
+#              evaluated on its held-out dev sentences
 #
 # Everything is written under $DEMO_OUTPUT (default demo_output/), which is
 # replaced on each run. Usage: bash scripts/demo.sh   (or: make demo)
 # Smaller runs (the test suite's): DEMO_STEPS, DEMO_HOROVOD_STEPS,
-# DEMO_MAX_SEQ_LENGTH, DEMO_MAX_PREDICTIONS, DEMO_DUPE_FACTOR.
+# DEMO_MAX_SEQ_LENGTH, DEMO_MAX_PREDICTIONS, DEMO_DUPE_FACTOR,
+# DEMO_FINETUNE_EPOCHS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUTPUT:-demo_output}
@@ -24,6 +30,7 @@ HVD_STEPS=${DEMO_HOROVOD_STEPS:-60}
 SEQ=${DEMO_MAX_SEQ_LENGTH:-128}
 PRED=${DEMO_MAX_PREDICTIONS:-20}
 DUPE=${DEMO_DUPE_FACTOR:-5}
+FT_EPOCHS=${DEMO_FINETUNE_EPOCHS:-2}
 BATCH=32
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
@@ -129,5 +136,31 @@ run_stage "VI Horovod mpirun -np 2" "$((HVD_STEPS * BATCH))" \
       --num_train_steps $((HVD_STEPS * 2)) --num_warmup_steps 12 \
       --save_checkpoints_steps 1000 --log_every_n_steps 10
 
+# Stage VIII: fine-tuning on sentence polarity, the three models the same way
+# (seq 64 covers all but a few sentences).
+POLARITY=$("$PY" sample_data.py polarity_sst2)
+FT_TRAIN=$(($(wc -l < "$POLARITY/train.tsv") - 1))
+FT_TRAINED=$(awk -v n="$FT_TRAIN" -v e="$FT_EPOCHS" 'BEGIN{printf "%d", int(n / 32 * e) * 32}')
+FINETUNE=(--task_name sst-2 --data_dir "$POLARITY"
+          --vocab_file "$OUT/teacher/vocab.txt" --do_lower_case=true
+          --max_seq_length 64 --train_batch_size 32 --eval_batch_size 128
+          --num_train_epochs "$FT_EPOCHS" --warmup_proportion 0.1
+          --do_train=true --do_eval=true --save_checkpoints_steps 100000
+          --log_every_n_steps 50 --random_seed 1)
+run_stage "VIII fine-tune teacher" "$FT_TRAINED" \
+  "$PY" run_classifier.py "${FINETUNE[@]}" \
+    --bert_config_file "$OUT/teacher/bert_config.json" \
+    --init_checkpoint "$OUT/teacher/bert_model.ckpt" --learning_rate 1e-4 \
+    --output_dir "$OUT/finetune_teacher"
+run_stage "VIII fine-tune distilled student" "$FT_TRAINED" \
+  "$PY" run_classifier.py "${FINETUNE[@]}" \
+    --bert_config_file "$OUT/student_config.json" \
+    --init_checkpoint "$OUT/student" --learning_rate 1e-4 \
+    --output_dir "$OUT/finetune_student"
+run_stage "VIII fine-tune random-init student" "$FT_TRAINED" \
+  "$PY" run_classifier.py "${FINETUNE[@]}" \
+    --bert_config_file "$OUT/student_config.json" --learning_rate 1e-4 \
+    --output_dir "$OUT/finetune_random"
+
 echo
-"$PY" scripts/demo_summary.py --demo_dir "$OUT"
+"$PY" scripts/demo_summary.py --demo_dir "$OUT" --polarity_dir "$POLARITY"

@@ -2,10 +2,11 @@
 
 Reads what the demo wrote under --demo_dir: the stage timings
 (stages.tsv: stage, seconds[, sequences trained]), the teacher's
-and the students' checkpoints and eval_results.txt files, and the
-TensorBoard events of the single-machine student. Prints a table and writes
-<demo_dir>/summary.txt and <demo_dir>/distillation.png (training loss and
-teacher agreement).
+and the students' checkpoints and eval_results.txt files, the
+TensorBoard events of the training runs, and the fine-tuning runs of stage
+VIII (with the polarity data of --polarity_dir). Prints the tables and writes
+<demo_dir>/summary.txt and <demo_dir>/distillation.png (training loss,
+teacher agreement, fine-tuned dev accuracy).
 """
 
 import glob
@@ -21,13 +22,28 @@ import tensorflow as tf
 
 import cli
 import records
+import sample_data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("demo_dir", "demo_output", "Folder the demo wrote to.")
+flags.DEFINE_string(
+    "polarity_dir", None,
+    "The SST-2-format polarity folder the demo fine-tuned on (stage VIII); "
+    "default: `python sample_data.py polarity_sst2`.")
 
+# Fine-tuning stages of scripts/demo.sh (names as in stages.tsv) -> output
+# dir and the column heading of the fine-tuning table.
+FINETUNE_RUNS = [
+    ("VIII fine-tune teacher", "finetune_teacher", "teacher"),
+    ("VIII fine-tune distilled student", "finetune_student",
+     "distilled student"),
+    ("VIII fine-tune random-init student", "finetune_random",
+     "student, random init (not distilled)"),
+]
 # Training stages of scripts/demo.sh (names as in stages.tsv) -> output dir.
-TRAIN_DIRS = {"V single machine": "student",
-              "VI Horovod mpirun -np 2": "student_horovod"}
+TRAIN_DIRS = dict([("V single machine", "student"),
+                   ("VI Horovod mpirun -np 2", "student_horovod")] +
+                  [(stage, folder) for stage, folder, _ in FINETUNE_RUNS])
 
 
 def read_key_values(path):
@@ -46,12 +62,26 @@ def read_key_values(path):
 
 
 def count_model_parameters(checkpoint):
-  """Parameters of the model in a Google-format checkpoint (no optimizer)."""
+  """Parameters of the model in a Google-format checkpoint (no optimizer).
+
+  The encoder (bert/), the pre-training heads (cls/) and a fine-tuned
+  classifier's head (output_weights, output_bias).
+  """
   total = 0
   for name, shape in tf.train.list_variables(checkpoint):
-    if name.startswith(("bert/", "cls/")) and "/adam_" not in name:
+    if (name.startswith(("bert/", "cls/", "output_")) and
+        "/adam_" not in name):
       total += int(np.prod(shape))
   return total
+
+
+def polarity_counts(polarity_dir):
+  """(training sentences, dev labels list) of the SST-2-format folder."""
+  with open(os.path.join(polarity_dir, "train.tsv"), encoding="utf-8") as f:
+    train = sum(1 for _ in f) - 1
+  with open(os.path.join(polarity_dir, "dev.tsv"), encoding="utf-8") as f:
+    dev = [int(line.rstrip("\n").split("\t")[1]) for line in list(f)[1:]]
+  return train, dev
 
 
 def read_scalars(event_dir, tag):
@@ -88,7 +118,7 @@ def count_text(text_dir):
   return docs, sentences
 
 
-def stage_table(demo_dir):
+def stage_table(demo_dir, num_sentences):
   """Rows of the per-stage table: time, what went in, what came out, rate.
 
   Times (and, for training stages, the number of sequences trained on) come
@@ -124,7 +154,10 @@ def stage_table(demo_dir):
     if stage in counts:
       n_in, n_out, rate = counts[stage]
     else:
-      n_in = "%d records" % (n_train if trained else n_heldout)
+      if stage.startswith("VIII"):
+        n_in = "%d sentences" % num_sentences
+      else:
+        n_in = "%d records" % (n_train if trained else n_heldout)
       n_out = "%s sequences trained" % trained if trained else "eval only"
       rate = None
       if trained:
@@ -144,6 +177,62 @@ def stage_table(demo_dir):
   return rows
 
 
+def finetune_table(demo_dir, num_sentences, dev_labels):
+  """The stage-VIII table: each fine-tuned model's size, accuracy, speed.
+
+  Returns:
+    ([(heading, eval results, parameters)] of the runs found, table text).
+  """
+  runs = []
+  for stage, folder, heading in FINETUNE_RUNS:
+    run_dir = os.path.join(demo_dir, folder)
+    results_path = os.path.join(run_dir, "eval_results.txt")
+    if not os.path.exists(results_path):
+      continue
+    _, rates = read_scalars(run_dir, "examples_per_sec")
+    results = read_key_values(results_path)
+    results["training_rate"] = float(np.median(rates[1:] or rates))
+    runs.append((heading, results, count_model_parameters(
+        tf.train.latest_checkpoint(run_dir))))
+  if not runs:
+    return runs, ""
+  majority = max(np.mean(dev_labels), 1.0 - np.mean(dev_labels))
+  base = runs[0][2]
+  rows = [("parameters",) + tuple(
+      "%d" % p if i == 0 else "%d (%.0f%%)" % (p, 100.0 * p / base)
+      for i, (_, _, p) in enumerate(runs))]
+  rows.append(("dev accuracy (majority class %.3f)" % majority,) + tuple(
+      "%.3f" % r["eval_accuracy"] for _, r, _ in runs))
+  rows.append(("inference sequences/s",) + tuple(
+      "%.0f" % r["eval_sequences_per_sec"] for _, r, _ in runs))
+  rows.append(("training sequences/s",) + tuple(
+      "%.0f" % r["training_rate"] for _, r, _ in runs))
+  title = ("Fine-tuned on sentence polarity (stage VIII; SST-2 format, %d "
+           "training and %d dev sentences, the same steps for each model)" %
+           (num_sentences, len(dev_labels)))
+  return runs, title + "\n" + format_table(
+      ("",) + tuple(heading for heading, _, _ in runs), rows)
+
+
+def plot_finetuning(axis, runs, dev_labels):
+  """Bars of the fine-tuned dev accuracies, with the majority-class line."""
+  colors = ["tab:green", "tab:blue", "tab:gray"]
+  names = [heading.replace(", ", "\n") for heading, _, _ in runs]
+  values = [r["eval_accuracy"] for _, r, _ in runs]
+  axis.bar(range(len(runs)), values, color=colors[:len(runs)])
+  for x, value in enumerate(values):
+    axis.text(x, value, "%.3f" % value, ha="center", va="bottom")
+  majority = max(np.mean(dev_labels), 1.0 - np.mean(dev_labels))
+  axis.axhline(majority, color="black", linestyle="--", linewidth=1)
+  axis.text(-0.45, majority + 0.005, "majority class", ha="left",
+            va="bottom", fontsize=9)
+  axis.set_xticks(list(range(len(runs))))
+  axis.set_xticklabels(names)
+  axis.set_ylim(0.4, 1.0)
+  axis.set_ylabel("dev accuracy")
+  axis.set_title("Fine-tuned on sentence polarity")
+
+
 def format_table(header, rows):
   """A plain-text table with aligned columns."""
   widths = [max(len(str(r[i])) for r in [header] + rows)
@@ -158,9 +247,11 @@ def main(argv):
   d = FLAGS.demo_dir
   if not os.path.isdir(d):
     raise cli.UserError("--demo_dir: not a folder: %s" % d)
+  polarity_dir = FLAGS.polarity_dir or sample_data.fetch("polarity_sst2")
+  num_sentences, dev_labels = polarity_counts(polarity_dir)
   out = ["Stages", format_table(
       ("stage", "time", "records in", "records out", "throughput"),
-      stage_table(d))]
+      stage_table(d, num_sentences))]
 
   teacher_params = count_model_parameters(
       os.path.join(d, "teacher", "bert_model.ckpt"))
@@ -190,7 +281,12 @@ def main(argv):
           format_table(
       ("", "teacher", "student after training", "student before"), rows)]
 
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  finetuned, table = finetune_table(d, num_sentences, dev_labels)
+  if finetuned:
+    out += ["", table]
+
+  fig, axes = plt.subplots(1, 3 if finetuned else 2,
+                           figsize=(15 if finetuned else 10, 3.6))
   runs = [("V single machine", student_dir, "tab:blue"),
           ("VI mpirun -np 2", hvd_dir, "tab:orange")]
   for label, run_dir, color in runs:
@@ -217,6 +313,8 @@ def main(argv):
   axes[1].set_ylim(0, max(0.05, 1.25 * max(b[1] for b in bars)))
   axes[1].set_ylabel("student top-1 = teacher top-1")
   axes[1].set_title("Agreement with the teacher (held-out records)")
+  if finetuned:
+    plot_finetuning(axes[2], finetuned, dev_labels)
   fig.tight_layout()
   png = os.path.join(d, "distillation.png")
   fig.savefig(png, dpi=100)

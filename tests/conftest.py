@@ -6,6 +6,7 @@ Google's format). Stage outputs are made once per test session by running the
 stage scripts exactly as a user would (subprocess, flags).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -77,6 +78,23 @@ def google_variable_shapes(config):
   return names
 
 
+def fine_tuned_checkpoint_shapes(prefix, teacher_dir):
+  """(shapes of a fine-tuning checkpoint's model variables, the shapes of
+  the encoder of the teacher's config).
+
+  The checkpoint's optimizer state (`*/adam_m`, `*/adam_v`, `global_step`)
+  is left out, so the first dict is the encoder plus the task head.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  shapes = {name: shape for name, shape in tf.train.list_variables(prefix)
+            if "/adam_" not in name and name != "global_step"}
+  with open(os.path.join(teacher_dir, "bert_config.json")) as f:
+    config = json.load(f)
+  encoder = {n: s for n, s in google_variable_shapes(config).items()
+             if n.startswith("bert/")}
+  return shapes, encoder
+
+
 def check_error_runs(commands, timeout=300):
   """Runs bad command lines side by side; each must fail with one clear line.
 
@@ -103,6 +121,37 @@ def check_error_runs(commands, timeout=300):
     assert "Traceback" not in stderr, name
     lines[name] = errors[0]
   return lines
+
+
+# What an mpirun test job passes to its ranks.
+MPI_ENV_NAMES = ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL",
+                 "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
+                 "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def mpi_env():
+  """The environment of an mpirun test job: one TensorFlow thread per rank."""
+  env = script_env()
+  env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
+             TF_NUM_INTEROP_THREADS="1")
+  return env
+
+
+def mpirun_command(script, per_rank_args, env_names=()):
+  """mpirun on localhost, one rank per item of per_rank_args.
+
+  Rank r runs `python script per_rank_args[r]...`; MPI_ENV_NAMES and
+  env_names are passed to every rank.
+  """
+  cmd = ["mpirun"] + (["--allow-run-as-root"] if os.getuid() == 0 else [])
+  cmd += ["-H", "localhost:%d" % len(per_rank_args), "-bind-to", "none",
+          "-map-by", "slot", "-mca", "pml", "ob1", "-mca", "btl", "^openib"]
+  for name in MPI_ENV_NAMES + tuple(env_names):
+    cmd += ["-x", name]
+  for rank, args in enumerate(per_rank_args):
+    cmd += ([":"] if rank else []) + ["-np", "1", sys.executable, script]
+    cmd += [str(a) for a in args]
+  return cmd
 
 
 @pytest.fixture(scope="session")

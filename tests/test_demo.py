@@ -1,14 +1,16 @@
 """The main job: scripts/demo.sh (what `make demo` runs) at a smaller size.
 
 Every stage runs as the demo runs it (real Wikipedia excerpt, real small BERT
-teacher, mpirun -np 2 for stage VI); the test then reads every output back:
-the teacher checkpoint, the text files, every record of stages III and IV
-(parsed with the feature names and lengths written out here), the students'
-checkpoints and eval results, the summary and its picture.
+teacher, mpirun -np 2 for stage VI, real polarity sentences for stage VIII);
+the test then reads every output back: the teacher checkpoint, the text
+files, every record of stages III and IV (parsed with the feature names and
+lengths written out here), the students' checkpoints and eval results, the
+three fine-tuned models, the summary and its picture.
 """
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -23,6 +25,9 @@ PRED = 10
 K = 10
 STEPS = 30
 HVD_STEPS = 4
+# Fine-tuning: int(7030 / 32 * 0.05) = 10 steps per model.
+FT_EPOCHS = 0.05
+FT_STEPS = 10
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +37,7 @@ def demo_dir(tmp_path_factory):
   env.update(DEMO_OUTPUT=str(out), DEMO_STEPS=str(STEPS),
              DEMO_HOROVOD_STEPS=str(HVD_STEPS), DEMO_MAX_SEQ_LENGTH=str(SEQ),
              DEMO_MAX_PREDICTIONS=str(PRED), DEMO_DUPE_FACTOR="1",
+             DEMO_FINETUNE_EPOCHS=str(FT_EPOCHS),
              PYTHON=sys.executable)
   result = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1500,
@@ -123,12 +129,41 @@ def test_stage_outputs_exist_and_parse(demo_dir):
   assert _key_values(os.path.join(out, "teacher_eval", "eval_results.txt"))[
       "teacher_top1_agreement"] > 0.999
 
+  # Stage VIII: the teacher, the distilled student and the random-init
+  # student, each fine-tuned FT_STEPS steps and evaluated on the 1,000 dev
+  # sentences; the fine-tuned checkpoints hold the classifier head.
+  student = tf.train.latest_checkpoint(os.path.join(out, "student"))
+  for name, hidden in (("finetune_teacher", 128), ("finetune_student", 64),
+                       ("finetune_random", 64)):
+    results = _key_values(os.path.join(out, name, "eval_results.txt"))
+    assert int(results["global_step"]) == FT_STEPS, name
+    assert results["eval_examples"] == 1000
+    assert 0.0 <= results["eval_accuracy"] <= 1.0
+    assert results["eval_sequences_per_sec"] > 0
+    ckpt = tf.train.latest_checkpoint(os.path.join(out, name))
+    names = dict(tf.train.list_variables(ckpt))
+    assert names["output_weights"] == [2, hidden], name
+    assert not any(n.startswith("cls/") for n in names), name
+  # The distilled student started from stage V's weights, the other not.
+  reader = lambda path: tf.train.load_checkpoint(path).get_tensor(
+      "bert/encoder/layer_1/output/dense/kernel")
+  start = reader(student)
+  tuned = reader(tf.train.latest_checkpoint(os.path.join(
+      out, "finetune_student")))
+  random_init = reader(tf.train.latest_checkpoint(os.path.join(
+      out, "finetune_random")))
+  assert np.abs(tuned - start).max() < 0.01 < np.abs(random_init - start).max()
+
   # The summary: every stage timed, and the picture is a PNG.
   summary = open(os.path.join(out, "summary.txt")).read()
   for stage in ("I convert", "II wiki_to_text", "III create_pretraining_data",
                 "IV produce_teacher_labels", "V single machine",
-                "VI Horovod"):
+                "VI Horovod", "VIII fine-tune teacher",
+                "VIII fine-tune distilled student",
+                "VIII fine-tune random-init student"):
     assert stage in summary and stage in stdout
+  assert "Fine-tuned on sentence polarity" in summary
+  assert re.search(r"dev accuracy \(majority class 0\.5\d\d\)", summary)
   with open(os.path.join(out, "distillation.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

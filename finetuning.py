@@ -1,0 +1,690 @@
+"""Fine-tuning BERT on a downstream task (stage VIII): the shared loop.
+
+One train / evaluate / predict loop for every fine-tuning script:
+run_classifier.py and run_squad.py (one process), run_classifier_distributed.py
+and run_squad_distributed.py (Horovod). A task brings its features (NumPy
+arrays) and a *head*; this module brings the encoder, the optimizer, the
+initialisation from a pre-trained checkpoint, checkpoints, the training loop
+and batched inference.
+
+The model is Google's: `modeling.BertModel` under the `bert/` variable names,
+plus the head's variables under the names Google's scripts give them
+(run_classifier.py: `output_weights` [num_labels, hidden] and `output_bias`;
+run_squad.py: `cls/squad/output_weights` [2, hidden] and
+`cls/squad/output_bias`). Training is Google's: AdamWeightDecay with linear
+warmup (warmup_proportion of the steps) and linear decay
+(optimization.create_optimizer), gradients clipped to norm 1.0,
+num_train_steps = int(num_train_examples / train_batch_size *
+num_train_epochs).
+
+API
+---
+  opts = SomeTaskOptions(...)     # a dataclass extending `Options`
+  config, tokenizer = load_model_inputs(opts)
+  tuner = FineTuner(opts, config, head, distribution,
+                    num_train_examples=len(train_features["input_ids"]))
+  if opts.do_train:
+    tuner.train(train_features)        # every rank, same call
+  if distribution.is_chief:
+    outputs = tuner.predict(eval_features, batch_size, with_loss=True)
+
+Scripts: `define_flags()` (the shared flags, Google's names) and
+`options_from_flags(options_class)`; the Horovod scripts call
+`note_horovod_flags()` and run `horovod_main(options_class, run)`.
+
+`features` are dicts of NumPy arrays with one row per example and at least
+`input_ids`, `input_mask`, `segment_ids` (int, [N, max_seq_length]), plus
+whatever the head's loss reads (e.g. `label_ids` [N]); every array is fed to
+the model (ints as int32, floats as float32).
+
+A head is a `tf.Module` with:
+  variables_by_name()  OrderedDict name -> tf.Variable (its checkpoint names);
+  __call__(sequence_output, pooled_output, features, dropout)
+                       -> dict of float32 tensors, each [batch, ...]
+                       (sequence_output [B, S, H], pooled_output [B, H];
+                       `dropout(x, rate)` applies training-time dropout with
+                       the step's seed, identity at inference);
+  loss(outputs, features) -> per-example loss, float32 [batch].
+`predict` returns the head's outputs as NumPy arrays ([N, ...], in input
+order), with `per_example_loss` [N] when asked.
+
+Initialisation (`FineTuner`), in order: the newest checkpoint in output_dir
+(model, optimizer slots, global_step: a stopped run resumes); else
+--init_checkpoint, any Google-format BERT checkpoint (Google's release, a
+converted Hugging Face model, a stage V/VI student): every `bert/` variable
+must be there (an error names the first missing one), the head's variables
+are taken when present with the right shapes, and the checkpoint's other
+variables (pre-training heads, optimizer slots) are ignored with a note; else
+the seeded random initialisation (a baseline that was never pre-trained).
+
+Distribution: a `distillation.Distribution` (one process) or
+`horovod_distribution.HorovodDistribution`. Under Horovod, as stage VI: each
+rank trains on its share of the training examples (example i goes to rank
+i % size; disjoint, together all), gradients are averaged over ranks before
+clipping and the update, rank 0's initial state is broadcast, the learning
+rate is multiplied by the number of processes and the number of steps divided
+by it (`FineTuner` does both: the options keep what the user gave), and only
+the chief writes (checkpoints, TensorBoard events, results).
+"""
+
+import collections
+import dataclasses
+import math
+import os
+import time
+
+from absl import flags
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+import cli
+import distillation
+import modeling
+import optimization
+import tokenization
+
+FLAGS = flags.FLAGS
+
+_flags_defined = False
+
+
+def define_flags(max_seq_length=128, train_batch_size=32):
+  """Defines the flags every fine-tuning script shares (idempotent).
+
+  Args:
+    max_seq_length: the default of --max_seq_length (Google's: 128 for
+      run_classifier.py, 384 for run_squad.py).
+    train_batch_size: the default of --train_batch_size (32; run_squad: 12).
+  """
+  global _flags_defined
+  if _flags_defined:
+    return
+  _flags_defined = True
+  flags.DEFINE_string(
+      "bert_config_file", None,
+      "The config json file corresponding to the pre-trained BERT model. "
+      "This specifies the model architecture.")
+  flags.DEFINE_string("vocab_file", None,
+                      "The vocabulary file that the BERT model was trained on.")
+  flags.DEFINE_string(
+      "output_dir", None,
+      "The output directory where the model checkpoints and results will be "
+      "written. A run resumes from the newest checkpoint found here.")
+  flags.DEFINE_string(
+      "init_checkpoint", None,
+      "Initial checkpoint (usually from a pre-trained BERT model): Google's "
+      "release, a converted Hugging Face model or a distilled student. "
+      "Without it the model starts from random weights.")
+  flags.DEFINE_bool(
+      "do_lower_case", True,
+      "Whether to lower case the input text. Should be True for uncased "
+      "models and False for cased models.")
+  flags.DEFINE_integer(
+      "max_seq_length", max_seq_length,
+      "The maximum total input sequence length after WordPiece tokenization. "
+      "Sequences longer than this will be truncated, and sequences shorter "
+      "than this will be padded.")
+  flags.DEFINE_bool("do_train", False, "Whether to run training.")
+  flags.DEFINE_bool("do_predict", False,
+                    "Whether to run the model in inference mode on the test "
+                    "set.")
+  flags.DEFINE_integer("train_batch_size", train_batch_size,
+                       "Total batch size for training.")
+  flags.DEFINE_integer("predict_batch_size", 8, "Total batch size for "
+                       "predict.")
+  flags.DEFINE_float("learning_rate", 5e-5,
+                     "The initial learning rate for Adam.")
+  flags.DEFINE_float("num_train_epochs", 3.0,
+                     "Total number of training epochs to perform.")
+  flags.DEFINE_float(
+      "warmup_proportion", 0.1,
+      "Proportion of training to perform linear learning rate warmup for. "
+      "E.g., 0.1 = 10% of training.")
+  flags.DEFINE_integer("save_checkpoints_steps", 1000,
+                       "How often to save the model checkpoint.")
+  flags.DEFINE_integer(
+      "iterations_per_loop", 1000,
+      "How many steps run inside one device loop (one tf.function call) "
+      "before control returns to Python.")
+  flags.DEFINE_integer("keep_checkpoint_max", 5,
+                       "How many recent checkpoints to keep in output_dir.")
+  flags.DEFINE_integer("log_every_n_steps", 100,
+                       "Log a progress line (step, loss, learning rate, "
+                       "examples/s, ETA) every this many steps.")
+  flags.DEFINE_integer(
+      "random_seed", 12345,
+      "Seed of the head's (and a checkpoint-less model's) initialisation, "
+      "the data order and the dropout masks.")
+  for name, default in distillation.TPU_FLAG_DEFAULTS.items():
+    define = (flags.DEFINE_bool if isinstance(default, bool) else
+              flags.DEFINE_integer if isinstance(default, int) else
+              flags.DEFINE_string)
+    define(name, default, "Not supported (TPUEstimator is gone from "
+           "TensorFlow 2); kept so that old command lines parse.")
+
+
+def note_horovod_flags(unit="examples"):
+  """Adds to the --help of the flags whose meaning Horovod changes.
+
+  For the _distributed scripts, after their flags are defined.
+
+  Args:
+    unit: what a training batch holds ("examples", SQuAD's "windows").
+  """
+  FLAGS["learning_rate"].help += (
+      " Multiplied by the number of Horovod processes (hvd.size()).")
+  FLAGS["train_batch_size"].help += (
+      " Under Horovod this is per process: a step trains on "
+      "train_batch_size * hvd.size() %s." % unit)
+
+
+def horovod_main(options_class, run):
+  """The main of a Horovod fine-tuning script.
+
+  Args:
+    options_class: the task's Options dataclass (read from the flags).
+    run: the task's run(options, distribution).
+
+  Returns:
+    main(argv) for cli.run: starts Horovod (horovod_distribution.start),
+    logs the job's shape on rank 0 and calls `run`.
+  """
+
+  def main(argv):
+    del argv
+    # Imported here: the one-process scripts do not need Horovod installed.
+    import horovod_distribution  # pylint: disable=g-import-not-at-top
+    distribution, device = horovod_distribution.start()
+    options = options_from_flags(options_class, FLAGS)
+    logging.info(
+        "Horovod: %d processes, rank %d on %s; batch %d per process, "
+        "learning rate %g (x%d)", distribution.size, distribution.rank,
+        device, options.train_batch_size,
+        options.learning_rate * distribution.size, distribution.size)
+    run(options, distribution)
+
+  return main
+
+
+@dataclasses.dataclass
+class Options(object):
+  """The settings every fine-tuning run shares (one field per flag)."""
+  bert_config_file: str = None
+  vocab_file: str = None
+  output_dir: str = None
+  init_checkpoint: str = None
+  do_lower_case: bool = True
+  max_seq_length: int = 128
+  do_train: bool = False
+  do_predict: bool = False
+  train_batch_size: int = 32
+  predict_batch_size: int = 8
+  learning_rate: float = 5e-5
+  num_train_epochs: float = 3.0
+  warmup_proportion: float = 0.1
+  save_checkpoints_steps: int = 1000
+  iterations_per_loop: int = 1000
+  keep_checkpoint_max: int = 5
+  log_every_n_steps: int = 100
+  random_seed: int = 12345
+
+
+def options_from_flags(options_class=Options, flag_values=None):
+  """Reads the flags into `options_class` (a dataclass extending Options).
+
+  Raises:
+    cli.UserError: a TPU flag was given a value other than its default.
+  """
+  flag_values = flag_values or FLAGS
+  distillation.reject_tpu_flags(flag_values)
+  values = {f.name: flag_values[f.name].value
+            for f in dataclasses.fields(options_class)}
+  return options_class(**values)
+
+
+def check_options(opts):
+  """Raises cli.UserError (one line naming the flag) on bad shared settings."""
+  for name in ("bert_config_file", "vocab_file", "output_dir"):
+    if not getattr(opts, name):
+      raise cli.UserError("--%s is required" % name)
+  positive = ["max_seq_length", "save_checkpoints_steps",
+              "iterations_per_loop", "keep_checkpoint_max",
+              "log_every_n_steps"]
+  if opts.do_train:
+    positive += ["train_batch_size", "num_train_epochs"]
+  if opts.do_predict:
+    positive += ["predict_batch_size"]
+  for name in positive:
+    if getattr(opts, name) <= 0:
+      raise cli.UserError("--%s must be positive, got %s" %
+                          (name, getattr(opts, name)))
+  if not 0.0 <= opts.warmup_proportion <= 1.0:
+    raise cli.UserError("--warmup_proportion must be in [0, 1], got %s" %
+                        opts.warmup_proportion)
+  if opts.learning_rate < 0:
+    raise cli.UserError("--learning_rate must not be negative, got %s" %
+                        opts.learning_rate)
+
+
+def load_model_inputs(opts):
+  """Reads and cross-checks the BERT config and the vocabulary.
+
+  Returns:
+    (modeling.BertConfig, tokenization.FullTokenizer).
+
+  Raises:
+    cli.UserError: a missing or bad file, a vocabulary whose size is not the
+      config's vocab_size, --do_lower_case contradicting a released model's
+      name, or --max_seq_length beyond max_position_embeddings.
+  """
+  config = cli.load_bert_config(opts.bert_config_file, "--bert_config_file",
+                                opts.max_seq_length)
+  cli.require_file(opts.vocab_file, "--vocab_file", "vocabulary file")
+  with cli.blame_flag("--do_lower_case"):
+    tokenization.validate_case_matches_checkpoint(opts.do_lower_case,
+                                                  opts.init_checkpoint)
+  tokenizer = tokenization.FullTokenizer(opts.vocab_file,
+                                         do_lower_case=opts.do_lower_case)
+  if len(tokenizer.vocab) != config.vocab_size:
+    raise cli.UserError(
+        "--vocab_file %s has %d tokens but --bert_config_file %s says "
+        "vocab_size %d: give the vocabulary the model was trained with" %
+        (opts.vocab_file, len(tokenizer.vocab), opts.bert_config_file,
+         config.vocab_size))
+  return config, tokenizer
+
+
+def train_schedule(num_train_examples, opts, num_processes=1):
+  """(num_train_steps, num_warmup_steps) of each process, as Google's.
+
+  num_train_steps = int(num_train_examples / (train_batch_size * processes)
+  * num_train_epochs): each of the N processes takes a 1/N share of the
+  examples, and every process runs the same number of steps.
+  """
+  steps = int(num_train_examples / float(opts.train_batch_size *
+                                         num_processes) *
+              opts.num_train_epochs)
+  return steps, int(steps * opts.warmup_proportion)
+
+
+class FineTuningModel(tf.Module):
+  """BERT encoder + a task head (see the module docstring for heads)."""
+
+  def __init__(self, config, head, compute_dtype=tf.float32):
+    """Creates the encoder's variables under `bert/`; keeps the head."""
+    super(FineTuningModel, self).__init__(name="finetuning_model")
+    self.bert = modeling.BertModel(config, compute_dtype=compute_dtype,
+                                   name="bert")
+    self.config = self.bert.config
+    self.head = head
+
+  def variables_by_name(self):
+    """Encoder then head variables, under their checkpoint names."""
+    result = self.bert.variables_by_name()
+    for name, var in self.head.variables_by_name().items():
+      if name in result:
+        raise ValueError("the head's variable %s clashes with the "
+                         "encoder's" % name)
+      result[name] = var
+    return result
+
+  def __call__(self, features, training=False, dropout_seed=None):
+    """The head's outputs (dict of float32 tensors) for a batch."""
+    # One dropout object for encoder and head: each dropout site of a step
+    # gets its own seed folded from the step's seed, in call order.
+    # pylint: disable-next=protected-access
+    dropout = modeling._Dropout(training, dropout_seed)
+    sequence_output, pooled_output, _ = self.bert.run(
+        features["input_ids"], features["input_mask"],
+        features["segment_ids"], training=training, dropout=dropout)
+    return self.head(sequence_output, pooled_output, features, dropout)
+
+
+def initialize(model, optimizer, opts, all_variables):
+  """Resumes from output_dir, or loads --init_checkpoint, or keeps random.
+
+  See the module docstring for the order and the rules.
+
+  Returns:
+    One of "resumed", "init_checkpoint", "random".
+
+  Raises:
+    cli.UserError: a checkpoint that is missing, unreadable, of another
+      shape, or lacking encoder variables.
+  """
+  model_variables = model.variables_by_name()
+  latest = modeling.latest_checkpoint(opts.output_dir)
+  if latest:
+    wanted = all_variables if opts.do_train else collections.OrderedDict(
+        list(model_variables.items()) +
+        [("global_step", optimizer.global_step)])
+    with cli.blame_flag("--output_dir"):
+      _, missing = modeling.load_checkpoint(wanted, latest)
+    if missing:
+      raise cli.UserError(
+          "--output_dir: checkpoint %s is not a fine-tuning checkpoint of "
+          "this model and task: it lacks %d variables, e.g. %s (use another "
+          "--output_dir)" % (latest, len(missing), missing[0]))
+    logging.info("Resuming from %s (global_step %d)", latest,
+                 int(optimizer.global_step.numpy()))
+    return "resumed"
+  if not opts.init_checkpoint:
+    logging.warning(
+        "No --init_checkpoint: the whole model starts from random weights "
+        "(--random_seed=%d), not from a pre-trained BERT", opts.random_seed)
+    return "random"
+  with cli.blame_flag("--init_checkpoint"):
+    checkpoint = modeling.resolve_checkpoint(opts.init_checkpoint)
+    names = set(name for name, _ in tf.train.list_variables(checkpoint))
+    encoder = model.bert.variables_by_name()
+    missing = [n for n in encoder if n not in names]
+    if missing:
+      raise cli.UserError(
+          "--init_checkpoint %s is not a BERT checkpoint of this model: it "
+          "lacks %d of the %d encoder variables of --bert_config_file, e.g. "
+          "%s" % (checkpoint, len(missing), len(encoder), missing[0]))
+    loaded, not_loaded = modeling.load_checkpoint(model_variables,
+                                                  checkpoint)
+  ignored = sorted(names - set(loaded))
+  kinds = sorted(set(_variable_kind(n) for n in ignored))
+  logging.info("Initialised the encoder%s from %s",
+               " and the head" if not not_loaded else "", checkpoint)
+  if not_loaded:
+    logging.info("Head variables not in the checkpoint, initialised at "
+                 "random (--random_seed=%d): %s", opts.random_seed,
+                 ", ".join(not_loaded))
+  if ignored:
+    logging.info("Note: %d variables of the checkpoint are not used by "
+                 "fine-tuning and are ignored (%s)", len(ignored),
+                 "; ".join(kinds))
+  return "init_checkpoint"
+
+
+def _variable_kind(name):
+  """A short description of a checkpoint variable fine-tuning ignores."""
+  if "/adam_" in name or name == "global_step" or name.startswith(
+      "loss_scale"):
+    return "optimizer state"
+  if name.startswith("cls/predictions/"):
+    return "masked-LM head cls/predictions/*"
+  if name.startswith("cls/seq_relationship/"):
+    return "next-sentence head cls/seq_relationship/*"
+  return "other: %s" % name
+
+
+def _as_tensors(features):
+  """NumPy feature dict -> dict of int32 / float32 arrays."""
+  out = collections.OrderedDict()
+  for name, values in features.items():
+    values = np.asarray(values)
+    if values.dtype.kind in "iub":
+      out[name] = values.astype(np.int32)
+    elif values.dtype.kind == "f":
+      out[name] = values.astype(np.float32)
+    else:
+      raise ValueError("feature %s has dtype %s: only numbers can be fed "
+                       "to the model" % (name, values.dtype))
+  sizes = set(len(v) for v in out.values())
+  if len(sizes) != 1:
+    raise ValueError("features of different lengths: %s" %
+                     {k: len(v) for k, v in out.items()})
+  return out
+
+
+class FineTuner(object):
+  """A model, its optimizer and its state for one fine-tuning run.
+
+  Building it creates the model (encoder + head), the optimizer with the
+  schedule of `num_train_examples`, restores or initialises every variable on
+  the chief (see `initialize`) and broadcasts them to the other processes.
+
+  Attributes:
+    model: the FineTuningModel.
+    optimizer: the optimization.AdamWeightDecayOptimizer.
+    num_train_steps, num_warmup_steps: this process's schedule.
+    init_source: "resumed", "init_checkpoint" or "random" (chief only).
+    last_predict_rate: examples/s of the last `predict`, its first batch
+      (which includes tracing) left out.
+  """
+
+  def __init__(self, opts, config, head, distribution=None,
+               num_train_examples=0):
+    """Builds and initialises (see the class docstring).
+
+    Args:
+      opts: Options (or a subclass).
+      config: the modeling.BertConfig.
+      head: the task head (see the module docstring).
+      distribution: a distillation.Distribution (default: one process).
+      num_train_examples: the number of training examples over all
+        processes (0 when not training).
+    """
+    self.opts = opts
+    self.distribution = distribution or distillation.Distribution()
+    size = self.distribution.size
+    self.num_train_steps, self.num_warmup_steps = train_schedule(
+        num_train_examples, opts, size)
+    if opts.do_train and self.num_train_steps < 1:
+      raise cli.UserError(
+          "--num_train_epochs=%s over %d training examples with "
+          "--train_batch_size=%d%s gives no training step" %
+          (opts.num_train_epochs, num_train_examples, opts.train_batch_size,
+           " on each of %d processes" % size if size > 1 else ""))
+    if self.distribution.is_chief:
+      cli.ensure_writable_dir(opts.output_dir)
+    # The head's (and a checkpoint-less encoder's) initialisation.
+    tf.random.set_seed(opts.random_seed)
+    self.model = FineTuningModel(config, head)
+    self.learning_rate = opts.learning_rate * size
+    self.optimizer = optimization.create_optimizer(
+        self.learning_rate, self.num_train_steps, self.num_warmup_steps)
+    self.model_variables = self.model.variables_by_name()
+    self.optimizer.build(self.model_variables)
+    self.all_variables = collections.OrderedDict(self.model_variables)
+    self.all_variables.update(self.optimizer.variables_by_name())
+    self.init_source = None
+    if self.distribution.is_chief:
+      self.init_source = initialize(self.model, self.optimizer, opts,
+                                    self.all_variables)
+    self.distribution.broadcast_variables(list(self.all_variables.values()))
+    self.saver = self.summary_writer = None
+    if self.distribution.is_chief:
+      self.saver = distillation.CheckpointSaver(
+          opts.output_dir, self.all_variables, opts.keep_checkpoint_max)
+      self.summary_writer = tf.summary.create_file_writer(opts.output_dir)
+    self._variables = list(self.model_variables.values())
+    self._train_loop = tf.function(self._train_loop_fn)
+    self._predict_step = {}
+    self.last_predict_rate = None
+
+  @property
+  def global_step(self):
+    """The number of training steps done (int)."""
+    return int(self.optimizer.global_step.numpy())
+
+  def _loss_and_gradients(self, features, step):
+    seed = distillation.dropout_seed_for_step(self.opts.random_seed, step,
+                                              self.distribution)
+    with tf.GradientTape() as tape:
+      outputs = self.model(features, training=True, dropout_seed=seed)
+      loss = tf.reduce_mean(self.model.head.loss(outputs, features))
+    grads = tape.gradient(loss, self._variables)
+    # Dense gradients (as distillation's; the word embeddings' one is a
+    # gather's), zeros for variables the loss does not reach.
+    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+             for g, v in zip(grads, self._variables)]
+    return loss, grads
+
+  def _train_loop_fn(self, iterator, num_steps):
+    loss_sum = tf.constant(0.0)
+    for _ in tf.range(num_steps):
+      features = next(iterator)
+      loss, grads = self._loss_and_gradients(
+          features, self.optimizer.global_step.read_value())
+      grads = self.distribution.allreduce_gradients(grads)
+      self.optimizer.apply_gradients(grads, self.model_variables)
+      loss_sum += loss
+    return loss_sum / tf.cast(num_steps, tf.float32)
+
+  def train_steps(self, iterator, num_steps):
+    """Runs `num_steps` training steps in one device loop (tf.function).
+
+    Args:
+      iterator: an iterator over `train_dataset(features)`.
+      num_steps: steps to run (no checkpoint, log or summary in between).
+
+    Returns:
+      The mean training loss of those steps (float).
+    """
+    return float(self._train_loop(iterator,
+                                  tf.constant(num_steps, tf.int32)).numpy())
+
+  def train_dataset(self, features):
+    """This process's training batches: its share, shuffled, repeated.
+
+    Example i goes to rank i % size. The order is a function of
+    (--random_seed, rank); a resumed run skips the batches already trained.
+    """
+    share = {k: v[self.distribution.shard_index::self.distribution.num_shards]
+             for k, v in _as_tensors(features).items()}
+    n = len(next(iter(share.values())))
+    if n < self.opts.train_batch_size:
+      raise cli.UserError(
+          "%d training examples for this process, fewer than "
+          "--train_batch_size=%d" % (n, self.opts.train_batch_size))
+    dataset = tf.data.Dataset.from_tensor_slices(share)
+    dataset = dataset.shuffle(n, seed=self.opts.random_seed +
+                              self.distribution.rank,
+                              reshuffle_each_iteration=True).repeat()
+    dataset = dataset.batch(self.opts.train_batch_size, drop_remainder=True)
+    step = self.global_step
+    if step:
+      dataset = dataset.skip(step)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+  def _next_boundary(self, step):
+    opts = self.opts
+    candidates = [self.num_train_steps]
+    for every in (opts.iterations_per_loop, opts.log_every_n_steps,
+                  opts.save_checkpoints_steps):
+      candidates.append((step // every + 1) * every)
+    return min(candidates)
+
+  def train(self, features):
+    """Trains from global_step to num_train_steps on `features`.
+
+    Every process calls it with the same (whole) features; each trains on
+    its share. The chief logs progress, writes TensorBoard scalars (loss,
+    learning_rate, examples_per_sec) and checkpoints model.ckpt-<step>
+    every --save_checkpoints_steps and at the end.
+
+    Returns:
+      The mean training loss of the last device loop (nan if no step ran).
+    """
+    opts = self.opts
+    step = self.global_step
+    if step >= self.num_train_steps:
+      logging.info("Skipping training: global_step %d >= %d training steps",
+                   step, self.num_train_steps)
+      return float("nan")
+    iterator = iter(self.train_dataset(features))
+    examples_per_step = opts.train_batch_size * self.distribution.size
+    logging.info(
+        "Training from step %d to %d (%d warmup), %d examples per step, "
+        "learning rate %g%s", step, self.num_train_steps,
+        self.num_warmup_steps, examples_per_step, self.learning_rate,
+        " (resumed)" if step else "")
+    first_step, start = step, time.time()
+    last_log_step, last_log_time = step, start
+    mean_loss = float("nan")
+    while step < self.num_train_steps:
+      boundary = self._next_boundary(step)
+      loop_start = time.time()
+      mean_loss = self.train_steps(iterator, boundary - step)
+      if not math.isfinite(mean_loss):
+        raise cli.UserError("training loss is %s at step %d; lower "
+                            "--learning_rate" % (mean_loss, boundary))
+      elapsed = time.time() - loop_start
+      loop_steps, step = boundary - step, boundary
+      if not self.distribution.is_chief:
+        continue
+      learning_rate = float(self.optimizer.learning_rate_at(step).numpy())
+      distillation.write_scalars(self.summary_writer, {
+          "loss": mean_loss, "learning_rate": learning_rate,
+          "examples_per_sec": loop_steps * examples_per_step /
+                              max(elapsed, 1e-9)}, step)
+      if (step % opts.log_every_n_steps == 0 or
+          step == self.num_train_steps):
+        now = time.time()
+        rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
+        overall = (step - first_step) / max(now - start, 1e-9)
+        logging.info(
+            "step %d/%d, loss %.4f, learning rate %.3g, %.1f examples/s, "
+            "ETA %s", step, self.num_train_steps, mean_loss, learning_rate,
+            rate * examples_per_step,
+            cli.format_duration((self.num_train_steps - step) /
+                                max(overall, 1e-9)))
+        last_log_step, last_log_time = step, now
+      if (step % opts.save_checkpoints_steps == 0 or
+          step == self.num_train_steps):
+        self.saver.save(step)
+    if self.summary_writer is not None:
+      self.summary_writer.flush()
+    logging.info("Training done: %d steps in %s", step - first_step,
+                 cli.format_duration(time.time() - start))
+    return mean_loss
+
+  def predict(self, features, batch_size, with_loss=False, name="predict"):
+    """The head's outputs on every example, in order (no dropout).
+
+    Args:
+      features: dict of NumPy arrays [N, ...] (see the module docstring).
+      batch_size: examples per batch.
+      with_loss: also return `per_example_loss` [N] (the features must
+        hold what the head's loss reads, e.g. labels).
+      name: names the progress log lines.
+
+    Returns:
+      dict name -> NumPy array [N, ...].
+    """
+    tensors = _as_tensors(features)
+    n = len(next(iter(tensors.values())))
+    # The last batch is padded with all-zero rows to the full size (and their
+    # outputs dropped), so that one traced step serves every batch.
+    padding = -n % batch_size
+    if padding:
+      tensors = {k: np.concatenate([v, np.zeros((padding,) + v.shape[1:],
+                                                v.dtype)])
+                 for k, v in tensors.items()}
+    dataset = tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
+    if with_loss not in self._predict_step:
+
+      def _step(batch):
+        outputs = dict(self.model(batch, training=False))
+        if with_loss:
+          outputs["per_example_loss"] = self.model.head.loss(outputs, batch)
+        return outputs
+
+      self._predict_step[with_loss] = tf.function(_step,
+                                                  reduce_retracing=True)
+    step = self._predict_step[with_loss]
+    parts = collections.defaultdict(list)
+    progress = cli.Progress(name, unit="examples", total=n)
+    first_batch_end, after_first = None, 0
+    for index, batch in enumerate(dataset.prefetch(2)):
+      for key, value in step(batch).items():
+        parts[key].append(value.numpy())
+      real = min(batch_size, n - index * batch_size)
+      progress.update(real)
+      if first_batch_end is None:
+        first_batch_end = time.time()
+      else:
+        after_first += real
+    progress.done()
+    # The rate without the first batch, which includes tracing the step.
+    self.last_predict_rate = (
+        after_first / max(time.time() - first_batch_end, 1e-9)
+        if after_first else progress.rate)
+    return {k: np.concatenate(v, axis=0)[:n] for k, v in parts.items()}
+

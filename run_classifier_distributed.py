@@ -1,0 +1,49 @@
+"""Stage VIII with Horovod: fine-tunes BERT on a GLUE-format task, one process
+per GPU.
+
+The same flags, training and outputs as run_classifier.py (they share
+classifier.py and finetuning.py); Horovod adds, as stage VI
+(network_distillation_distributed_truncated.py):
+
+  - one GPU per process, chosen by the local rank (CPU without GPUs);
+  - each process trains on its own share of the training examples (example
+    i goes to rank i % size; the shares are disjoint and together are all);
+  - the gradients of each step are averaged over all processes before
+    clipping and the update;
+  - rank 0's starting point (--init_checkpoint, or the newest checkpoint in
+    --output_dir) is broadcast to all ranks;
+  - --train_batch_size is per process, --learning_rate is multiplied by the
+    number of processes, and each process runs
+    int(examples / (train_batch_size * processes) * num_train_epochs) steps
+    (global_step counts these);
+  - only rank 0 writes under --output_dir (checkpoints, TensorBoard events,
+    eval_results.txt, test_results.tsv) and logs; evaluation and prediction
+    run on rank 0 alone.
+
+Launch with mpirun (one node, 8 GPUs):
+  mpirun -np 8 -H localhost:8 -bind-to none -map-by slot \\
+    -x NCCL_DEBUG=INFO -x LD_LIBRARY_PATH -x PATH \\
+    -mca pml ob1 -mca btl ^openib \\
+    python run_classifier_distributed.py --task_name=sst-2 \\
+      --data_dir=glue/SST-2 --vocab_file=bert/vocab.txt \\
+      --bert_config_file=bert/bert_config.json \\
+      --init_checkpoint=bert/bert_model.ckpt --do_train=true --do_eval=true \\
+      --output_dir=sst2_output
+"""
+
+from absl import flags
+
+import classifier
+import cli
+import finetuning
+
+FLAGS = flags.FLAGS
+classifier.define_flags()
+flags.adopt_module_key_flags(finetuning)  # list them in --help
+flags.adopt_module_key_flags(classifier)
+finetuning.note_horovod_flags()
+
+
+if __name__ == "__main__":
+  cli.run(finetuning.horovod_main(classifier.ClassifierOptions,
+                                  classifier.run))
