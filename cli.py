@@ -7,17 +7,68 @@ user can fix (a missing file, a flag out of range, records that disagree with
 the flags) are raised as `UserError` (or `ValueError`/`OSError` from a library
 module) and end the process with one line on stderr and exit status 1, not a
 traceback.
+
+Command lines: a boolean flag also takes its value as the next word
+(`--do_eval false`, as the original README writes them), and any other word
+that is not a flag is an error naming it (an unquoted glob that the shell
+expanded into several files would otherwise train on the first file only).
+Ctrl-C ends a script with one line, not a traceback.
+
+A script that needs TensorFlow calls `import_tensorflow_quietly()` before
+importing the modules that use it, so that the user sees this project's
+lines and not the framework's start-up notices.
 """
 
 import contextlib
+import errno
 import glob
 import os
+import re
+import signal
 import shutil
+import socket
 import sys
+import tempfile
 import time
 
 from absl import app
+from absl import flags
 from absl import logging
+
+# Lines TensorFlow 2.21 writes to stderr while it is imported, whatever
+# TF_CPP_MIN_LOG_LEVEL says: absl's "before absl::InitializeLog()" warning,
+# the oneDNN notice (twice) and the CPU-instructions notice.
+_TENSORFLOW_IMPORT_NOTICES = re.compile(
+    r"absl::InitializeLog\(\)|oneDNN custom operations are on|"
+    r"cpu_feature_guard|^To enable the following instructions")
+
+
+def import_tensorflow_quietly():
+  """Imports TensorFlow with its start-up notices dropped from stderr.
+
+  Sets TF_CPP_MIN_LOG_LEVEL=1 (the framework's INFO lines off, warnings on)
+  unless the user set it. Anything else written to stderr during the import
+  (a real warning or error) is passed on. Call it before importing a module
+  that imports TensorFlow; later imports are then free.
+  """
+  if "tensorflow" in sys.modules:
+    return
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as capture:
+    os.dup2(capture.fileno(), 2)
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      capture.seek(0)
+      text = capture.read().decode("utf-8", "replace")
+      kept = [line for line in text.splitlines(True)
+              if not _TENSORFLOW_IMPORT_NOTICES.search(line)]
+      sys.stderr.write("".join(kept))
+      sys.stderr.flush()
 
 
 class UserError(Exception):
@@ -34,18 +85,138 @@ def _one_line(exc):
   return " ".join(text.split())
 
 
+# The words a boolean flag accepts as its value in the next word.
+BOOLEAN_WORDS = {"true": "true", "false": "false", "1": "true", "0": "false"}
+
+
+def join_boolean_values(argv, flag_values=None):
+  """Turns `--flag WORD` into `--flag=WORD` for boolean flags.
+
+  absl reads a bare `--do_eval` as true and the next word as a positional
+  argument, so `--do_eval false` would turn evaluation on. Here a boolean
+  flag followed by True, False, true, false, 1 or 0 (any case) takes that
+  word as its value. Words after `--` are left alone.
+
+  Args:
+    argv: the command line, program name first.
+    flag_values: the absl FlagValues defining the flags (default: FLAGS).
+
+  Returns:
+    The new argv list.
+  """
+  flag_values = flag_values or flags.FLAGS
+  out = list(argv[:1])
+  i = 1
+  while i < len(argv):
+    word = argv[i]
+    out.append(word)
+    i += 1
+    if word == "--":
+      out.extend(argv[i:])
+      break
+    m = re.match(r"^--?([A-Za-z_][\w.-]*)$", word)
+    if (m and i < len(argv) and m.group(1) in flag_values and
+        flag_values[m.group(1)].boolean and
+        argv[i].lower() in BOOLEAN_WORDS):
+      out[-1] = "%s=%s" % (word, BOOLEAN_WORDS[argv[i].lower()])
+      i += 1
+  return out
+
+
+def check_no_arguments(argv):
+  """Raises a `UserError` naming the words of argv[1:] that are not flags.
+
+  Words that are existing files (or contain *, ? or [) are most likely an
+  unquoted glob pattern the shell expanded: the message says to quote it.
+  """
+  extra = list(argv[1:])
+  if not extra:
+    return
+  message = "unexpected argument%s: %s" % ("s" if len(extra) > 1 else "",
+                                           " ".join(extra))
+  if any(os.path.exists(w) or re.search(r"[*?\[]", w) for w in extra):
+    message += (" (a path or file pattern: give it as the flag's value and "
+                "quote a glob pattern so that the shell passes it whole, "
+                "e.g. --input_file 'data/wiki_*.tfrecord')")
+  else:
+    message += (" (flags are written --name=value or --name value; boolean "
+                "flags take true/false/1/0)")
+  raise UserError(message)
+
+
+class Interrupted(UserError):
+  """The user stopped the run (Ctrl-C, SIGTERM); exit status 128 + signal."""
+
+  def __init__(self, message, signum=signal.SIGINT):
+    super(Interrupted, self).__init__(message)
+    self.signum = signum
+
+
+def disk_full_message(exc):
+  """One line for an error caused by a full disk, or None.
+
+  TensorFlow reports ENOSPC as ResourceExhaustedError("PATH; No space left
+  on device"); Python as OSError(errno.ENOSPC).
+  """
+  if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    where = exc.filename or "a file"
+  else:
+    text = " ".join(str(getattr(exc, "message", exc)).split())
+    m = re.search(r"(\S+); No space left on device", text)
+    if not m:
+      return None
+    where = m.group(1)
+  # The temporary being written stands for its final name.
+  where = re.sub(r"(^|/)\.([^/]+)\.tmp-[^./]*-\d+(\.[^/]*)?$", r"\1\2", where)
+  return ("no space left on device while writing %s; nothing was written "
+          "under a final name and earlier outputs are intact" % where)
+
+
+def error_line(exc):
+  """(one-line message, exit status) for an exception `run` reports.
+
+  None for an exception that is a bug (it keeps its traceback).
+  """
+  if isinstance(exc, Interrupted):
+    return _one_line(exc), 128 + int(exc.signum)
+  if isinstance(exc, KeyboardInterrupt):
+    return "interrupted (Ctrl-C)", 128 + int(signal.SIGINT)
+  full = disk_full_message(exc)
+  if full:
+    return full, 1
+  if isinstance(exc, (UserError, ValueError, OSError)):
+    return _one_line(exc), 1
+  return None
+
+
 def run(main):
-  """Runs an absl `main`, turning user errors into one line and exit 1."""
+  """Runs an absl `main`: errors and Ctrl-C become one line, not tracebacks.
+
+  User errors exit with status 1; Ctrl-C (or an `Interrupted`) with
+  128 + the signal number. Leftover words on the command line are an error
+  (see `check_no_arguments`), boolean flags take a following true/false
+  word (see `join_boolean_values`).
+  """
+
+  def _exit(message, status):
+    sys.stderr.write("error: %s\n" % message)
+    sys.stderr.flush()
+    os._exit(status)  # pylint: disable=protected-access
 
   def _guarded(argv):
     try:
+      check_no_arguments(argv)
       return main(argv)
-    except (UserError, ValueError, OSError) as exc:
-      sys.stderr.write("error: %s\n" % _one_line(exc))
-      sys.stderr.flush()
-      os._exit(1)  # pylint: disable=protected-access
+    except BaseException as exc:  # pylint: disable=broad-except
+      line = error_line(exc)
+      if line is None:
+        raise
+      _exit(*line)
 
-  app.run(_guarded)
+  try:
+    app.run(_guarded, argv=join_boolean_values(sys.argv))
+  except KeyboardInterrupt:  # while absl parsed the flags
+    _exit("interrupted (Ctrl-C)", 128 + int(signal.SIGINT))
 
 
 def resolve_input_files(spec, flag_name="--input_file"):
@@ -130,9 +301,15 @@ def load_bert_config(path, flag_name, max_seq_length=None):
 
 
 def ensure_writable_dir(path, flag_name="--output_dir"):
-  """Creates `path` if needed and checks that files can be written in it."""
+  """Creates `path` if needed and checks that files can be written in it.
+
+  Temporaries that dead processes of earlier runs left there are removed
+  (see `remove_stale_temporaries`).
+  """
   if not path:
     raise UserError("%s is required" % flag_name)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError("%s: %s exists and is not a folder" % (flag_name, path))
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as exc:
@@ -140,12 +317,104 @@ def ensure_writable_dir(path, flag_name="--output_dir"):
                                                   exc.strerror or exc))
   if not os.access(path, os.W_OK | os.X_OK):
     raise UserError("%s: directory is not writable: %s" % (flag_name, path))
+  remove_stale_temporaries(path)
+
+
+def check_output_file(path, flag_name="--output_file"):
+  """Checks an output file path before any work; creates its folder.
+
+  Raises:
+    UserError: the path is empty, names a folder (or ends in a separator),
+      or its folder cannot be created or written.
+  """
+  if not path:
+    raise UserError("%s is required" % flag_name)
+  if path.endswith(os.sep) or os.path.isdir(path):
+    raise UserError("%s: %s is a folder; give a file name (e.g. %s)" %
+                    (flag_name, path,
+                     os.path.join(path.rstrip(os.sep) or os.sep,
+                                  "out.tfrecord")))
+  ensure_writable_dir(os.path.dirname(os.path.abspath(path)), flag_name)
+  return path
+
+
+def _host():
+  """This machine's short host name (no dots), as used in file names."""
+  return socket.gethostname().split(".")[0] or "localhost"
 
 
 def temporary_name(final_path):
-  """The name a file is written under before it is complete."""
+  """The name a file is written under before it is complete.
+
+  `.NAME.tmp-HOST-PID` next to the final name (the same file system, so the
+  final rename is atomic); HOST and PID tell a later run whether the writer
+  is gone (`remove_stale_temporaries`).
+  """
   head, tail = os.path.split(final_path)
-  return os.path.join(head, ".%s.tmp-%d" % (tail, os.getpid()))
+  return os.path.join(head, ".%s.tmp-%s-%d" % (tail, _host(), os.getpid()))
+
+
+# A temporary_name, possibly with a suffix its writer added (a checkpoint's
+# .index / .data-* files, TensorFlow's own .tempstate files).
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>[^./]*)-(?P<pid>\d+)(\..*)?$")
+
+
+def process_alive(host, pid):
+  """False only when process `pid` of this machine is known to be gone.
+
+  A process of another machine (a folder on shared storage) counts as alive.
+  """
+  if host != _host():
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def remove_stale_temporaries(directory):
+  """Removes temporaries in `directory` whose writing process is gone.
+
+  A run killed with SIGKILL (or a lost machine) cannot remove its
+  temporaries; the next run writing to the same folder does.
+
+  Returns:
+    The names removed.
+  """
+  removed = []
+  try:
+    names = sorted(os.listdir(directory))
+  except OSError:
+    return removed
+  for name in names:
+    m = _TEMPORARY.match(name)
+    if not m or process_alive(m.group("host"), int(m.group("pid"))):
+      continue
+    path = os.path.join(directory, name)
+    try:
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
+    except FileNotFoundError:
+      continue
+    removed.append(name)
+  if removed:
+    logging.warning("Removed %d temporaries left in %s by runs that were "
+                    "killed: %s", len(removed), directory,
+                    ", ".join(removed))
+  return removed
+
+
+def _remove_quietly(path):
+  with contextlib.suppress(OSError):
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
 
 
 @contextlib.contextmanager
@@ -153,16 +422,221 @@ def atomic_output(final_path):
   """Yields a temporary path; renames it to `final_path` only on success.
 
   If the body raises (or the process dies), nothing appears under
-  `final_path`; the temporary file is removed on an exception.
+  `final_path` and an older file there is left as it was; the temporary is
+  removed on an exception.
   """
-  tmp = temporary_name(final_path)
-  try:
+  with atomic_outputs([final_path]) as (tmp,):
     yield tmp
+
+
+@contextlib.contextmanager
+def atomic_outputs(final_paths):
+  """`atomic_output` for several files that belong together.
+
+  Yields their temporary paths. Only when the body has written all of them
+  are they renamed to their final names, in the given order (put the file
+  that marks the set complete last); if the body raises, every temporary
+  is removed and the files under the final names are left as they were (a
+  disk that fills up while writing cannot destroy an older version).
+  """
+  final_paths = list(final_paths)
+  tmps = [temporary_name(p) for p in final_paths]
+  try:
+    yield tmps
+    for tmp, final in zip(tmps, final_paths):
+      os.replace(tmp, final)
   except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
+    for tmp in tmps:
+      _remove_quietly(tmp)
     raise
-  os.replace(tmp, final_path)
+
+
+class DirectoryLock(object):
+  """An exclusive lock on an output folder, held while a run writes there.
+
+  The lock is `flock` on DIRECTORY/.lock, which holds "pid host" of the
+  owner. The kernel releases it when the owner exits in any way (SIGKILL
+  included), so a lock left by a dead process never blocks a later run.
+
+  Usage:
+    with cli.DirectoryLock(output_dir, "--output_dir"):
+      ...  # write into output_dir
+  """
+
+  NAME = ".lock"
+
+  def __init__(self, directory, flag_name="--output_dir"):
+    self.directory = directory
+    self.flag_name = flag_name
+    self.path = os.path.join(directory, self.NAME)
+    self._fd = None
+
+  def acquire(self):
+    """Takes the lock or raises a UserError naming the owner (pid, host)."""
+    import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only)
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+          raise
+        raise UserError(
+            "%s: %s is in use by %s (lock file %s); wait for that run to "
+            "end or give another %s" % (self.flag_name, self.directory,
+                                        self._owner(), self.path,
+                                        self.flag_name))
+      # The previous owner may have removed the file between our open and
+      # flock: then this lock is on a file nobody else sees; start again.
+      try:
+        same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+      except FileNotFoundError:
+        same = False
+      if same:
+        break
+      os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, ("%d %s\n" % (os.getpid(), _host())).encode())
+    self._fd = fd
+    return self
+
+  def _owner(self):
+    try:
+      with open(self.path) as f:
+        pid, host = f.read().split()[:2]
+      return "process %s on %s" % (pid, host)
+    except (OSError, ValueError):
+      return "another process"
+
+  def release(self):
+    """Removes the lock file and releases the lock."""
+    if self._fd is None:
+      return
+    with contextlib.suppress(OSError):
+      os.remove(self.path)
+    os.close(self._fd)
+    self._fd = None
+
+  def __enter__(self):
+    return self.acquire()
+
+  def __exit__(self, *exc_info):
+    self.release()
+
+
+class StopOnSignal(object):
+  """Turns SIGINT and SIGTERM into a request to stop, for long loops.
+
+  While active, the first SIGINT or SIGTERM does not interrupt the program:
+  `on_signal(signum)` is called at once from a helper thread (even while
+  the main thread is busy inside TensorFlow, where Python signal handlers
+  cannot run), and `signum` records it; the loop is expected to stop at its
+  next safe point. A second signal interrupts as usual (KeyboardInterrupt
+  for SIGINT; SIGTERM ends the process).
+
+  Usage:
+    with cli.StopOnSignal(lambda signum: stop_flag.assign(True)) as stop:
+      ...  # a loop that checks stop_flag
+    if stop.signum: ...
+  """
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self, on_signal):
+    self._on_signal = on_signal
+    self.signum = None
+    self._previous = {}
+    self._previous_fd = None
+    self._pipe = None
+    self._thread = None
+
+  def _handler(self, signum, frame):
+    if self.signum is not None:  # the second one: stop now
+      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+      os.kill(os.getpid(), signum)
+      return
+    self.signum = signum
+    del frame
+
+  def _watch(self):
+    read_fd = self._pipe[0]
+    while True:
+      data = os.read(read_fd, 64)
+      for byte in data:
+        if byte == 0:  # __exit__ wakes the thread with a zero byte
+          return
+        if byte in [int(s) for s in self.SIGNALS]:
+          self._on_signal(byte)
+
+  def __enter__(self):
+    import threading  # pylint: disable=g-import-not-at-top
+    if threading.current_thread() is not threading.main_thread():
+      return self  # signals reach the main thread only; nothing to do
+    self._pipe = os.pipe()
+    os.set_blocking(self._pipe[1], False)
+    for signum in self.SIGNALS:
+      self._previous[signum] = signal.signal(signum, self._handler)
+    self._previous_fd = signal.set_wakeup_fd(self._pipe[1])
+    self._thread = threading.Thread(target=self._watch, daemon=True,
+                                    name="stop_on_signal")
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc_info):
+    if self._thread is None:
+      return
+    signal.set_wakeup_fd(self._previous_fd)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    os.write(self._pipe[1], b"\0")
+    self._thread.join()
+    for fd in self._pipe:
+      os.close(fd)
+
+
+# prctl(2) option: the signal a process gets when its parent exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid):
+  """Makes this process get SIGKILL when its parent exits (Linux).
+
+  For child processes the parent starts: a parent killed with SIGKILL cannot
+  stop them, the kernel does. If the parent is already gone (it exited
+  between the fork and this call), exits at once.
+
+  Args:
+    parent_pid: the pid the parent had when it started this process.
+
+  Returns:
+    True if the kernel will kill this process with its parent, False where
+    prctl is not available (not Linux).
+  """
+  import ctypes  # pylint: disable=g-import-not-at-top
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    ok = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+  except (OSError, AttributeError):
+    ok = False
+  if ok and os.getppid() != parent_pid:
+    os._exit(1)  # pylint: disable=protected-access
+  return ok
+
+
+def die_with_parent_after_fork():
+  """Makes every process this one forks from now on die with its parent.
+
+  A forked child does not inherit `die_with_parent`; this registers it for
+  every later fork (multiprocessing's workers, for instance), so a chain
+  parent -> child -> workers goes down together.
+  """
+  forking = []
+  os.register_at_fork(before=lambda: forking.append(os.getpid()),
+                      after_in_parent=forking.clear,
+                      after_in_child=lambda: die_with_parent(forking.pop()))
 
 
 @contextlib.contextmanager

@@ -181,8 +181,12 @@ def read_vocab(hf_dir):
   vocab_txt = os.path.join(hf_dir, "vocab.txt")
   tokenizer_json = os.path.join(hf_dir, "tokenizer.json")
   if os.path.isfile(vocab_txt):
-    with open(vocab_txt, encoding="utf-8") as f:
-      tokens = [line.rstrip("\n").rstrip("\r") for line in f]
+    try:
+      with open(vocab_txt, encoding="utf-8") as f:
+        tokens = [line.rstrip("\n").rstrip("\r") for line in f]
+    except UnicodeDecodeError:
+      raise cli.UserError("%s: not UTF-8 text: expected a WordPiece "
+                          "vocabulary, one token a line" % vocab_txt)
     while tokens and not tokens[-1]:
       tokens.pop()
     return tokens, vocab_txt
@@ -226,8 +230,9 @@ def _do_lower_case(hf_dir):
 def convert(hf_dir, output_dir, random_seed=12345):
   """Converts the Hugging Face BERT in `hf_dir`; writes `output_dir`.
 
-  Everything is read and checked before anything is written; the checkpoint
-  .index is the last file written, so a failed run leaves none.
+  Everything is read and checked before anything is written; all files are
+  written under temporary names and replace an older conversion only when
+  complete, so a failed run leaves the folder as it was.
 
   Returns:
     (config, names of the initialised-not-converted variables).
@@ -315,16 +320,16 @@ def convert(hf_dir, output_dir, random_seed=12345):
 
   cli.ensure_writable_dir(output_dir)
   prefix = os.path.join(output_dir, CHECKPOINT_NAME)
-  # Invalidate an older conversion first: the index appears last.
-  if os.path.exists(prefix + ".index"):
-    os.remove(prefix + ".index")
-  with cli.atomic_output(os.path.join(output_dir, "bert_config.json")) as tmp:
-    with open(tmp, "w", encoding="utf-8") as f:
+  # Every file is written under a temporary name first; an older conversion
+  # in output_dir is replaced only when all are complete (a full disk
+  # leaves it as it was).
+  with cli.atomic_outputs([os.path.join(output_dir, "bert_config.json"),
+                           os.path.join(output_dir, "vocab.txt")]) as tmps:
+    with open(tmps[0], "w", encoding="utf-8") as f:
       f.write(config.to_json_string())
-  with cli.atomic_output(os.path.join(output_dir, "vocab.txt")) as tmp:
-    with open(tmp, "w", encoding="utf-8") as f:
+    with open(tmps[1], "w", encoding="utf-8") as f:
       f.write("".join(token + "\n" for token in tokens))
-  modeling.save_checkpoint(to_save, prefix)
+    modeling.save_checkpoint(to_save, prefix)
 
   lower = _do_lower_case(hf_dir)
   logging.info("Wrote %s, bert_config.json (hidden_act %s) and vocab.txt "
@@ -338,8 +343,8 @@ def convert(hf_dir, output_dir, random_seed=12345):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError("unexpected arguments: %s" % " ".join(argv[1:]))
+  del argv  # cli.run rejects leftover words
+  cli.import_tensorflow_quietly()
   convert(FLAGS.hf_dir, FLAGS.output_dir, FLAGS.random_seed)
 
 

@@ -102,8 +102,7 @@ def check_flags():
 
 def main(argv):
   """Checks the flags and inputs, converts all files, logs a summary."""
-  if len(argv) > 1:
-    raise cli.UserError("unexpected arguments: %s" % " ".join(argv[1:]))
+  del argv  # cli.run rejects leftover words
   check_flags()
   if not os.path.isdir(FLAGS.input_dir):
     raise cli.UserError("--input_dir: not a folder: %s" % FLAGS.input_dir)

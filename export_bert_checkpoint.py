@@ -29,8 +29,11 @@ Example:
 from absl import flags
 
 import cli
+cli.import_tensorflow_quietly()
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import exporter
 import tokenization
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -70,8 +73,7 @@ flags.DEFINE_bool(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise cli.UserError("unexpected arguments: %s" % " ".join(argv[1:]))
+  del argv  # cli.run rejects leftover words
   config = cli.load_bert_config(FLAGS.bert_config_file, "--bert_config_file")
   for name in ("init_checkpoint", "vocab_file", "output_dir"):
     if not FLAGS[name].value:

@@ -23,6 +23,7 @@ LayerNorm, softmax and the returned logits stay float32.
 
 import collections
 import copy
+import difflib
 import json
 import math
 import os
@@ -44,6 +45,29 @@ _CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers",
                 "hidden_dropout_prob", "attention_probs_dropout_prob",
                 "max_position_embeddings", "type_vocab_size",
                 "initializer_range")
+
+# Keys that real configs carry besides the eleven above and that do not
+# change the model this code builds, accepted and ignored:
+#   Google's releases: "directionality" and the "pooler_*" keys of the
+#     multilingual and Chinese models (pooler_fc_size, pooler_num_attention_
+#     heads, pooler_num_fc_layers, pooler_size_per_head, pooler_type);
+#   Hugging Face config.json files: bookkeeping ("model_type",
+#     "architectures", "transformers_version", "_name_or_path",
+#     "torch_dtype", "dtype", "use_cache", "gradient_checkpointing") and
+#     token ids and head settings that Google's model does not have
+#     ("pad_token_id", "bos_token_id", "eos_token_id", "classifier_dropout").
+# Hugging Face keys that would change the model ("layer_norm_eps" other than
+# 1e-12, "position_embedding_type" other than "absolute") are for
+# convert_hf_bert_checkpoint.py, which checks them; here they are accepted
+# only with those values.
+IGNORED_CONFIG_KEYS = frozenset([
+    "directionality", "pooler_fc_size", "pooler_num_attention_heads",
+    "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
+    "model_type", "architectures", "transformers_version", "_name_or_path",
+    "torch_dtype", "dtype", "use_cache", "gradient_checkpointing",
+    "pad_token_id", "bos_token_id", "eos_token_id", "classifier_dropout"])
+_IGNORED_IF_DEFAULT = {"layer_norm_eps": 1e-12,
+                       "position_embedding_type": "absolute"}
 
 
 class BertConfig(object):
@@ -99,24 +123,42 @@ class BertConfig(object):
   def from_dict(cls, json_object):
     """Constructs a `BertConfig` from a Python dictionary of parameters.
 
+    Every one of the eleven keys of Google's bert_config.json is required
+    (Google's and converted configs always carry all of them; a default
+    would turn a typo into a 12-layer model). Keys in IGNORED_CONFIG_KEYS
+    are accepted and ignored.
+
     Raises:
-      ValueError: a key is missing (vocab_size), a value has the wrong type
-        or range, or the activation is unknown. Keys that are not BERT config
-        keys are ignored with a warning.
+      ValueError: a key is missing, a key is unknown (the message suggests
+        the nearest known key), a value has the wrong type or range, or the
+        activation is unknown.
     """
     if not isinstance(json_object, dict):
       raise ValueError("a BERT config must be a JSON object, found %s" %
                        type(json_object).__name__)
-    if "vocab_size" not in json_object:
-      raise ValueError("the BERT config has no vocab_size")
-    unknown = sorted(k for k in json_object if k not in _CONFIG_KEYS)
-    if unknown:
-      logging.warning("Ignoring unknown BERT config keys: %s",
-                      ", ".join(unknown))
+    for key in sorted(json_object):
+      if key in _CONFIG_KEYS or key in IGNORED_CONFIG_KEYS:
+        continue
+      if key in _IGNORED_IF_DEFAULT:
+        if json_object[key] != _IGNORED_IF_DEFAULT[key]:
+          raise ValueError(
+              "%s is %r; Google's BERT has only %r (convert a Hugging Face "
+              "model with convert_hf_bert_checkpoint.py)" %
+              (key, json_object[key], _IGNORED_IF_DEFAULT[key]))
+        continue
+      near = difflib.get_close_matches(key, _CONFIG_KEYS, n=1, cutoff=0.6)
+      raise ValueError("unknown key %r%s (the keys of Google's "
+                       "bert_config.json: %s)" %
+                       (key, "; did you mean %r?" % near[0] if near else "",
+                        ", ".join(_CONFIG_KEYS)))
+    missing = [key for key in _CONFIG_KEYS if key not in json_object]
+    if missing:
+      raise ValueError("the BERT config has no %s (all eleven keys of "
+                       "Google's bert_config.json are required)" %
+                       ", ".join(missing))
     config = cls(vocab_size=None)
     for key in _CONFIG_KEYS:
-      if key in json_object:
-        setattr(config, key, json_object[key])
+      setattr(config, key, json_object[key])
     config.validate()
     return config
 
@@ -698,13 +740,16 @@ def save_checkpoint(variables_by_name, prefix):
     if isinstance(value, tf.Variable):
       value = value.read_value()
     tensors.append(tf.convert_to_tensor(value))
-  with tf.device("CPU:0"):
-    tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names,
-                      shape_and_slices=[""] * len(names), tensors=tensors)
-  tmp_files = tf.io.gfile.glob(tmp_prefix + ".*")
-  data_files = [f for f in tmp_files if not f.endswith(".index")]
   try:
-    # An old checkpoint under the same prefix stops being valid first.
+    # A failure here (a full disk) leaves an older checkpoint under the same
+    # prefix as it was; the temporaries are removed below.
+    with tf.device("CPU:0"):
+      tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names,
+                        shape_and_slices=[""] * len(names), tensors=tensors)
+    tmp_files = tf.io.gfile.glob(tmp_prefix + ".*")
+    data_files = [f for f in tmp_files if not f.endswith(".index")]
+    # All written: an old checkpoint under the same prefix stops being
+    # valid first.
     if tf.io.gfile.exists(prefix + ".index"):
       tf.io.gfile.remove(prefix + ".index")
     for path in data_files:
@@ -886,18 +931,24 @@ def load_checkpoint(variables_by_name, checkpoint):
     var = variables_by_name[name]
     try:
       value = reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError) as exc:
-      raise CheckpointError("%s: cannot read variable %s: %s" % (
-          prefix, name, getattr(exc, "message", exc)))
+    except (tf.errors.OpError, ValueError, IndexError) as exc:
+      # IndexError("Read less bytes than requested"): a cut .data file.
+      data_files = sorted(tf.io.gfile.glob(prefix + ".data-*")) or [prefix]
+      raise CheckpointError(
+          "%s is damaged (cut short by an incomplete download or copy?): "
+          "variable %s cannot be read (%s)" % (
+              ", ".join(data_files), name,
+              " ".join(str(getattr(exc, "message", exc)).split())))
     var.assign(np.asarray(value).astype(var.dtype.as_numpy_dtype,
                                         copy=False))
   unused = len(set(shapes) - set(variables_by_name))
   logging.info("Loaded %d of %d variables from %s (%d checkpoint variables "
                "not used)", len(initialized), len(variables_by_name), prefix,
                unused)
-  logging.info("Initialised from the checkpoint: %s",
-               ", ".join(initialized) or "(none)")
+  # The names (about 200 for BERT-Base) only with --verbosity=1.
+  logging.debug("Initialised from the checkpoint: %s",
+                ", ".join(initialized) or "(none)")
   if not_initialized:
-    logging.info("Not in the checkpoint (kept as they were): %s",
-                 ", ".join(not_initialized))
+    logging.debug("Not in the checkpoint (kept as they were): %s",
+                  ", ".join(not_initialized))
   return initialized, not_initialized

@@ -11,15 +11,16 @@
 #               they come last, so they override the settings below
 #
 # Settings, from environment variables [defaults]. Paths must be the same on
-# every node; relative ones are taken from REPO_DIR.
+# every node; relative ones are taken from REPO_DIR (every process starts
+# there; the script says so when it sees one).
 #   HOSTS_FILE         nodes, "HOST slots=N" lines      [$REPO_DIR/hosts]
 #   REPO_DIR           this repository                  [this script's folder]
 #   PYTHON             python with TensorFlow + Horovod [$REPO_DIR/.venv/bin/python
 #                                                        if present, else python3]
 #   INPUT_FILE (DATA)  stage-IV records, glob or comma list
 #                                          [data/record_distill/*.tfrecord]
-#   BERT_CONFIG        the student's bert_config.json
-#                                          [uncased_L-12_H-768_A-12/bert_config.json]
+#   BERT_CONFIG        the student's bert_config.json   [required: no default,
+#                      a forgotten one must not train a BERT-Base "student"]
 #   OUTPUT_DIR         checkpoints, events, eval results [output_dir]
 #   TRUNCATION_FACTOR  [10]     TRAIN_BATCH_SIZE (per GPU)  [128]
 #   NUM_TRAIN_STEPS    [2000]   NUM_WARMUP_STEPS            [1000]
@@ -30,6 +31,12 @@
 #   USE_EC2_METADATA   1: on EC2, take IFACE from the instance metadata (the
 #                      interface holding the instance's primary MAC) [0]
 #   HOROVOD_HIERARCHICAL_ALLREDUCE [1]   HOROVOD_FUSION_THRESHOLD [67108864]
+#   HOROVOD_STALL_CHECK_TIME_SECONDS [60]  warn when ranks wait this long
+#   HOROVOD_STALL_SHUTDOWN_TIME_SECONDS [600]  end the job (exit 1, naming a
+#                      stalled rank) when no training step is made this long
+#   MPI_SIGKILL_TIMEOUT [60]  seconds mpirun waits after passing Ctrl-C on
+#                      (as SIGTERM) before it kills the processes: they
+#                      finish their step and rank 0 writes a checkpoint
 #   NCCL_DEBUG         [WARN]            TF_CPP_MIN_LOG_LEVEL     [1]
 #   MPIRUN             [mpirun]
 #   MPI_EXTRA_ARGS     more mpirun arguments, split on blanks, e.g.
@@ -75,7 +82,10 @@ else
   PYTHON=${PYTHON:-python3}
 fi
 INPUT_FILE=${INPUT_FILE:-${DATA:-data/record_distill/*.tfrecord}}
-BERT_CONFIG=${BERT_CONFIG:-uncased_L-12_H-768_A-12/bert_config.json}
+BERT_CONFIG=${BERT_CONFIG:-}
+if [ -z "$BERT_CONFIG" ]; then
+  usage_error "set BERT_CONFIG to the student's bert_config.json (the teacher's config would train a 12-layer model from random)"
+fi
 OUTPUT_DIR=${OUTPUT_DIR:-output_dir}
 TRUNCATION_FACTOR=${TRUNCATION_FACTOR:-10}
 TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-128}
@@ -94,11 +104,21 @@ nodes=0
 lineno=0
 while IFS= read -r line || [ -n "$line" ]; do
   lineno=$((lineno + 1))
+  if [[ $line == *$'\r' ]]; then
+    usage_error "$HOSTS_FILE has Windows (CRLF) line ends, which mpirun cannot read; convert it: sed -i 's/\\r\$//' $HOSTS_FILE"
+  fi
   read -r -a words <<< "${line%%#*}"
   [ ${#words[@]} -eq 0 ] && continue
   slots=""
   for word in "${words[@]:1}"; do
-    case $word in slots=*) slots=${word#slots=} ;; esac
+    case $word in
+      slots=*) slots=${word#slots=} ;;
+      max_slots=*|max-slots=*)
+        if ! [[ ${word#*=} =~ ^[1-9][0-9]*$ ]]; then
+          usage_error "$HOSTS_FILE line $lineno: ${word%%=*} must be a positive integer, found '$word'"
+        fi ;;
+      *) usage_error "$HOSTS_FILE line $lineno: unknown word '$word' (expected 'HOST slots=N [max_slots=M]')" ;;
+    esac
   done
   if ! [[ $slots =~ ^[1-9][0-9]*$ ]]; then
     usage_error "$HOSTS_FILE line $lineno: expected 'HOST slots=N' (N > 0), found '$line'"
@@ -121,6 +141,19 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
 fi
 if ! command -v "$MPIRUN" >/dev/null 2>&1; then
   usage_error "$MPIRUN not found (install Open MPI: make setup, or set MPIRUN)"
+fi
+
+# Relative paths are opened by processes that start in REPO_DIR (mpirun
+# -wdir), not in the folder this script was started from.
+relative=()
+for setting in INPUT_FILE BERT_CONFIG OUTPUT_DIR; do
+  value=${!setting}
+  if [[ $value != /* ]]; then
+    relative+=("$setting=$value")
+  fi
+done
+if [ ${#relative[@]} -gt 0 ]; then
+  echo "$PROG: relative paths are taken from REPO_DIR=$REPO_DIR: ${relative[*]}" >&2
 fi
 
 # ec2_interface: prints the interface that holds this EC2 instance's primary
@@ -167,8 +200,11 @@ fi
 cmd+=(-np "$TOTAL_GPUS" -hostfile "$HOSTS_FILE" -wdir "$REPO_DIR"
       -bind-to none -map-by slot -mca plm_rsh_no_tree_spawn 1
       -mca pml ob1 -mca btl ^openib
+      -mca odls_base_sigkill_timeout "${MPI_SIGKILL_TIMEOUT:-60}"
       -x "HOROVOD_HIERARCHICAL_ALLREDUCE=${HOROVOD_HIERARCHICAL_ALLREDUCE:-1}"
       -x "HOROVOD_FUSION_THRESHOLD=${HOROVOD_FUSION_THRESHOLD:-67108864}"
+      -x "HOROVOD_STALL_CHECK_TIME_SECONDS=${HOROVOD_STALL_CHECK_TIME_SECONDS:-60}"
+      -x "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS=${HOROVOD_STALL_SHUTDOWN_TIME_SECONDS:-600}"
       -x "NCCL_DEBUG=${NCCL_DEBUG:-WARN}"
       -x "TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-1}"
       -x PATH)

@@ -33,6 +33,11 @@ Launch with mpirun (one node, 8 GPUs, as the original README):
 or with `horovodrun -np 8 python network_distillation_distributed_truncated.py
 ...`, or across nodes with multinode_train.sh.
 
+A frozen or lost process would otherwise hang the job for good (the others
+wait in the next allreduce): see horovod_distribution.py for the two bounds
+(HOROVOD_STALL_CHECK_TIME_SECONDS, HOROVOD_STALL_SHUTDOWN_TIME_SECONDS) and
+the watchdog that names a stopped rank.
+
 Test hook: when the environment variable DISTILL_DEBUG_DIR names a folder
 (outside --output_dir), every rank writes there
   rank<R>_records.txt    one line per training record it consumed, in order:
@@ -47,12 +52,16 @@ import os
 
 from absl import flags
 from absl import logging
+
+import cli
+cli.import_tensorflow_quietly()
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import tensorflow as tf
 
-import cli
 import distillation
 import horovod_distribution
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 distillation.define_flags()

@@ -18,7 +18,8 @@ Example:
 from absl import flags
 
 import cli
-import distillation
+cli.import_tensorflow_quietly()
+import distillation  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 distillation.define_flags()

@@ -45,6 +45,7 @@ import multiprocessing
 import os
 import random
 import re
+import signal
 import struct
 
 import numpy as np
@@ -630,6 +631,14 @@ def _init_worker(job):
   _WORKER_JOB = job
 
 
+def _init_pool_worker(job, parent_pid):
+  cli.die_with_parent(parent_pid)  # a parent killed with SIGKILL too
+  _init_worker(job)
+  # Ctrl-C reaches every process of the terminal's group: the parent stops
+  # the pool (one line); a worker would print a traceback of its own.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_task(task):
   index, input_path, tmp_path = task
   return index, _WORKER_JOB.run(input_path, index, tmp_path)
@@ -696,8 +705,8 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
         if progress is not None:
           progress.update(1, extra=_progress_note(stats))
     else:
-      with multiprocessing.Pool(num_workers, initializer=_init_worker,
-                                initargs=(job,)) as pool:
+      with multiprocessing.Pool(num_workers, initializer=_init_pool_worker,
+                                initargs=(job, os.getpid())) as pool:
         for index, file_stats in pool.imap_unordered(_run_task, tasks):
           stats[index] = file_stats
           if progress is not None:

@@ -30,8 +30,11 @@ from absl import flags
 from absl import logging
 
 import cli
+cli.import_tensorflow_quietly()
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import records
 import teacher
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -60,6 +63,12 @@ flags.adopt_module_key_flags(records)  # list them in --help
 flags.DEFINE_integer("batch_size", 32,
                      "Records per teacher batch (inference only).")
 flags.DEFINE_bool(
+    "overwrite", False,
+    "Label again even if --output_file already holds every input record "
+    "with the teacher's labels (by default such a complete, valid output is "
+    "kept and the run skipped, so a loop over shards can be rerun after an "
+    "interruption).")
+flags.DEFINE_bool(
     "use_xla", False,
     "Compile the teacher's forward pass with XLA (jit_compile). Usually "
     "faster on GPUs; on CPUs TensorFlow's own kernels were faster for "
@@ -77,8 +86,6 @@ flags.DEFINE_enum(
 def check_flags():
   """Checks the flags that need no file; raises cli.UserError."""
   teacher.require_checkpoint(FLAGS.init_checkpoint, "--init_checkpoint")
-  if not FLAGS.output_file:
-    raise cli.UserError("--output_file is required")
   for name in ("max_seq_length", "max_predictions_per_seq", "batch_size"):
     if getattr(FLAGS, name) <= 0:
       raise cli.UserError("--%s must be positive, got %d" %
@@ -98,13 +105,36 @@ def load_config():
 
 
 def output_path(input_files):
-  """--output_file, checked: no input, its directory made and writable."""
-  path = FLAGS.output_file
+  """--output_file, checked: a file name, no input, its folder writable."""
+  path = cli.check_output_file(FLAGS.output_file, "--output_file")
   if os.path.abspath(path) in [os.path.abspath(p) for p in input_files]:
     raise cli.UserError("--output_file %s is one of the input files" % path)
-  cli.ensure_writable_dir(os.path.dirname(os.path.abspath(path)),
-                          "--output_file")
   return path
+
+
+def complete_output(path, total, config):
+  """True if `path` holds `total` whole records with the teacher's labels.
+
+  A rerun keeps such an output (unless --overwrite): stage IV runs for days
+  on a real corpus, shard by shard.
+  """
+  if not os.path.isfile(path):
+    return False
+  lengths = records.stage4_lengths(FLAGS.max_seq_length,
+                                   FLAGS.max_predictions_per_seq,
+                                   FLAGS.truncation_factor, config.vocab_size)
+  try:
+    records.validate_file(path, lengths)
+    count = records.check_records(path)
+  except ValueError as exc:
+    logging.warning("%s exists but is not a complete output of this run "
+                    "(%s): labelling again", path, exc)
+    return False
+  if count != total:
+    logging.warning("%s exists but holds %d records, the input %d: "
+                    "labelling again", path, count, total)
+    return False
+  return True
 
 
 def main(argv):
@@ -120,6 +150,11 @@ def main(argv):
       {"max_seq_length": FLAGS.max_seq_length,
        "max_predictions_per_seq": FLAGS.max_predictions_per_seq})
   total = records.count_records(input_files)
+  if not FLAGS.overwrite and complete_output(path, total, config):
+    logging.info("%s is complete (%d records with the teacher's labels, "
+                 "K=%d): skipped; --overwrite labels again", path, total,
+                 FLAGS.truncation_factor)
+    return
   logging.info("Labelling %d records from %d files with K=%d", total,
                len(input_files), FLAGS.truncation_factor)
 

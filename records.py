@@ -16,6 +16,7 @@ first, then those of position 1, and so on.
 """
 
 import collections
+import re
 
 from absl import flags
 import numpy as np
@@ -34,6 +35,10 @@ FLOAT_FEATURES = ("masked_lm_weights", TRUNCATED_PROBS, FULL_PROBS)
 
 class RecordMismatchError(ValueError):
   """Records whose features disagree with the flags of the reading stage."""
+
+
+class DamagedFileError(ValueError):
+  """A TFRecord file that is cut short or fails its checksums."""
 
 
 def define_length_flags():
@@ -215,12 +220,68 @@ def validate_files(paths, lengths, flags=None):
 
 
 def count_records(paths):
-  """Number of records in the given TFRecord files."""
-  total = 0
-  for p in paths:
-    total += int(tf.data.TFRecordDataset(p).reduce(
+  """Number of records in the given TFRecord files.
+
+  Every record is read, its framing and checksums checked.
+
+  Raises:
+    DamagedFileError: naming the file and the record that is cut or corrupt.
+  """
+  return sum(check_records(p) for p in paths)
+
+
+def check_records(path):
+  """Reads every record of a TFRecord file; returns how many it holds.
+
+  TensorFlow checks each record's length and CRC32C checksums as it reads.
+
+  Raises:
+    DamagedFileError: one line naming the file, the index of the first
+      damaged record and what is wrong with it.
+  """
+  try:
+    return int(tf.data.TFRecordDataset(path, buffer_size=8 << 20).reduce(
         np.int64(0), lambda n, _: n + 1))
-  return total
+  except tf.errors.OpError as exc:
+    raise _damaged(path, exc)
+
+
+def _damaged(path, exc):
+  """A DamagedFileError for `path`, locating its first damaged record."""
+  good = 0
+  try:
+    for _ in tf.data.TFRecordDataset(path):
+      good += 1
+  except tf.errors.OpError as again:
+    exc = again
+  text = " ".join(getattr(exc, "message", str(exc)).split())
+  m = re.search(r"(truncated|corrupted) record at (\d+)", text)
+  if m and m.group(1) == "truncated":
+    what = "is cut short at byte %s (an incomplete copy?)" % m.group(2)
+  elif m:
+    what = "fails its checksum at byte %s (the file is corrupt)" % m.group(2)
+  else:
+    what = "cannot be read: %s" % re.sub(r"\{\{.*?\}\}|\[Op:.*$", "",
+                                          text).strip()
+  return DamagedFileError("%s: record %d (counting from 0) %s" %
+                          (path, good, what))
+
+
+def find_damaged_file(paths, exc):
+  """The DamagedFileError of the first damaged file among `paths`.
+
+  For a DataLossError raised while reading several files at once (the error
+  does not say which file): each file is read again until the damaged one
+  is found. Returns a DamagedFileError naming `exc` if every file reads
+  whole (the damage was elsewhere).
+  """
+  for path in paths:
+    try:
+      check_records(path)
+    except DamagedFileError as found:
+      return found
+  return DamagedFileError("cannot read the records of %s: %s" % (
+      ", ".join(paths), " ".join(getattr(exc, "message", str(exc)).split())))
 
 
 def split_files_by_size(paths, num_shards):

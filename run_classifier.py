@@ -19,9 +19,12 @@ Example:
 
 from absl import flags
 
-import classifier
 import cli
+cli.import_tensorflow_quietly()
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import classifier
 import finetuning
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 classifier.define_flags()

@@ -33,9 +33,12 @@ Launch with mpirun (one node, 8 GPUs):
 
 from absl import flags
 
-import classifier
 import cli
+cli.import_tensorflow_quietly()
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import classifier
 import finetuning
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 classifier.define_flags()

@@ -23,8 +23,11 @@ Example:
 from absl import flags
 
 import cli
+cli.import_tensorflow_quietly()
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import finetuning
 import question_answering
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 question_answering.define_flags()

@@ -33,8 +33,11 @@ Launch with mpirun (one node, 8 GPUs):
 from absl import flags
 
 import cli
+cli.import_tensorflow_quietly()
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import finetuning
 import question_answering
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 question_answering.define_flags()

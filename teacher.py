@@ -101,14 +101,35 @@ def load_teacher_checkpoint(model, checkpoint, flag_name="--init_checkpoint"):
   with cli.blame_flag(flag_name):  # modeling.CheckpointError
     initialized, missing = modeling.load_checkpoint(model.variables_by_name(),
                                                     checkpoint)
+  require_masked_lm_variables(missing, checkpoint, flag_name, "teacher")
+  return initialized
+
+
+def require_masked_lm_variables(missing, checkpoint, flag_name, whose):
+  """Raises unless the checkpoint gave every variable the masked LM needs.
+
+  The embeddings, the encoder and the masked-LM head must all come from the
+  checkpoint (the pooler and next-sentence head may not: a converted
+  BertForMaskedLM has none). A foreign checkpoint, whose names match
+  nothing, would otherwise leave a randomly initialised model.
+
+  Args:
+    missing: the model's variables the checkpoint did not have.
+    checkpoint: the checkpoint, named in the message.
+    flag_name: the flag that gave it.
+    whose: "teacher" or "student", named in the message.
+
+  Raises:
+    cli.UserError: one line naming how many are missing and some of them.
+  """
   needed = [name for name in missing
             if name.startswith(NEEDED_VARIABLE_PREFIXES)]
   if needed:
     raise cli.UserError(
-        "%s: checkpoint %s lacks %d of the teacher's variables, e.g. %s "
-        "(does --bert_config_file describe this checkpoint's model?)" %
-        (flag_name, checkpoint, len(needed), needed[0]))
-  return initialized
+        "%s: checkpoint %s lacks %d of the %s's variables, e.g. %s (does "
+        "--bert_config_file describe this checkpoint's model?)" %
+        (flag_name, checkpoint, len(needed), whose,
+         ", ".join(needed[:3])))
 
 
 def soft_labels(model, input_ids, input_mask, segment_ids,
@@ -403,6 +424,8 @@ def label_records(labeler, input_files, output_path, max_seq_length,
       writer.submit(serialized.numpy(), probs.numpy()[:n],
                     None if indices is None else indices.numpy()[:n])
     ok = True
+  except tf.errors.DataLossError as exc:
+    raise records.find_damaged_file(input_files, exc)
   except tf.errors.InvalidArgumentError as exc:
     raise cli.UserError(
         "--input_file: cannot label a record with --max_seq_length=%d, "

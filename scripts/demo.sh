@@ -115,7 +115,7 @@ run_stage "V teacher eval" "" \
 run_stage "V before (eval of the untrained student)" "" \
   "$PY" network_distillation_single_machine_truncated.py "${COMMON[@]}" \
     --input_file "$OUT/teacher_labels/train_k10.tfrecord" \
-    --output_dir "$OUT/student_before" --do_eval=true
+    --output_dir "$OUT/student_before" --do_eval=true --eval_untrained=true
 
 run_stage "V single machine" "$((STEPS * BATCH))" \
   "$PY" network_distillation_single_machine_truncated.py "${COMMON[@]}" \

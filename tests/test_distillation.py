@@ -260,7 +260,8 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
   common = common_flags(student_config_file, stage4_file, "{out}") + [
       "--eval_batch_size", 64, "--max_eval_steps", 20, "--random_seed", 3]
   fill = lambda args, d: [str(a).replace("{out}", d) for a in args]
-  run_script([SCRIPT] + fill(common, before_dir) + ["--do_eval"])
+  run_script([SCRIPT] + fill(common, before_dir) +
+             ["--do_eval", "--eval_untrained"])
   start = time.time()
   run_script([SCRIPT] + fill(common, out) + [
       "--do_train", "--do_eval", "--train_batch_size", 32,

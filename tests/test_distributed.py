@@ -38,7 +38,8 @@ PREDS = conftest.MAX_PREDICTIONS
 K = conftest.TRUNCATION_FACTOR
 # Rank 0 writes only these under --output_dir.
 CHIEF_OUTPUT = re.compile(
-    r"^(checkpoint|eval_results\.txt|model\.ckpt-\d+\.(index|data-\d+-of-\d+)"
+    r"^(checkpoint|eval_results\.txt|run_settings\.json"
+    r"|model\.ckpt-\d+\.(index|data-\d+-of-\d+)"
     r"|events\.out\.tfevents\..*|eval/events\.out\.tfevents\..*)$")
 
 
@@ -219,7 +220,8 @@ def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
   # The loss went down: the untrained student (same seed, one process, no
   # mpirun) evaluated on the same records does worse.
   before = tmp_path / "before"
-  conftest.run_script([SCRIPT] + eval_flags + ["--output_dir", before],
+  conftest.run_script([SCRIPT] + eval_flags + ["--output_dir", before,
+                                                "--eval_untrained"],
                       env=mpi_env())
   before = read_key_values(before / "eval_results.txt")
   assert int(before["global_step"]) == 0

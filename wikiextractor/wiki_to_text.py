@@ -105,8 +105,39 @@ def check_dump(path):
                         "<mediawiki> element at its start)" % path)
 
 
+# Bytes read from the end of an uncompressed dump to check that it is whole.
+_TAIL_BYTES = 1 << 20
+
+
+def truncated_dump_page(path):
+  """For a cut-off uncompressed .xml dump, the title of its last page.
+
+  A whole dump ends with `</mediawiki>`; wikiextractor silently drops a
+  last page that a cut (an interrupted download) left incomplete.
+  Compressed dumps are not checked here (their decompressor fails on a cut).
+
+  Returns:
+    None if the dump ends properly (or is compressed); otherwise the title
+    of the last page that starts in its last megabyte ("" if none is
+    found).
+  """
+  if os.path.splitext(path)[1] in (".bz2", ".gz"):
+    return None
+  with open(path, "rb") as f:
+    f.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
+    tail = f.read()
+  if b"</mediawiki>" in tail[-4096:]:
+    return None
+  titles = re.findall(rb"<title>(.*?)</title>", tail)
+  return titles[-1].decode("utf-8", "replace") if titles else ""
+
+
 class _StderrRelay(threading.Thread):
-  """Logs a child's stderr lines as they come and keeps the last few."""
+  """Keeps the last lines of a child's stderr (for an error message).
+
+  The lines are logged at debug level only (`--verbosity=1` shows them):
+  wikiextractor's own progress lines are not this script's.
+  """
 
   def __init__(self, stream):
     super(_StderrRelay, self).__init__(daemon=True)
@@ -119,25 +150,24 @@ class _StderrRelay(threading.Thread):
       line = line.rstrip()
       if not line:
         continue
-      logging.info("wikiextractor: %s", line)
+      logging.debug("wikiextractor: %s", line)
       self.tail = (self.tail + [line])[-_STDERR_TAIL:]
 
 
 def extract_articles(dump, processes):
   """Yields the articles of `dump` as dicts (id, url, title, text).
 
-  Runs `python -m wikiextractor.WikiExtractor --json -o -` and parses its
-  output as it streams.
+  Runs wikiextractor's command line (`--json -o -`, through
+  run_extractor.py so that it and its workers die with this process) and
+  parses its output as it streams.
 
   Raises:
     cli.UserError: if wikiextractor fails.
   """
-  cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", "--json",
+  launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          "run_extractor.py")
+  cmd = [sys.executable, launcher, str(os.getpid()), "--json",
          "--processes", str(processes), "-o", "-", os.path.abspath(dump)]
-  # `-m` puts the working folder first on the child's path. The PyPI package
-  # (a regular package) wins over this repository's wikiextractor/ folder
-  # (no __init__.py) wherever it runs; running from the dump's folder keeps
-  # the child's path free of the caller's folder all the same.
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, encoding="utf-8",
                           cwd=os.path.dirname(os.path.abspath(dump)))
@@ -289,6 +319,12 @@ def convert(dump, output_dir, num_files, max_bytes, processes, min_chars,
         kept += 1
         sentences += len(doc)
       progress.update(1, extra="%d kept, %d sentences" % (kept, sentences))
+    cut_page = truncated_dump_page(dump)
+    if cut_page is not None:
+      logging.warning(
+          "%s is truncated (it does not end with </mediawiki>): its last "
+          "page%s is incomplete and was dropped; download the dump again "
+          "for a whole one", dump, " (%r)" % cut_page if cut_page else "")
     if progress.count == 0:
       raise cli.UserError("--input: wikiextractor found no articles in %s" %
                           dump)
@@ -311,8 +347,7 @@ def convert(dump, output_dir, num_files, max_bytes, processes, min_chars,
 
 def main(argv):
   """Checks the flags and the dump, converts it, logs a summary."""
-  if len(argv) > 1:
-    raise cli.UserError("unexpected arguments: %s" % " ".join(argv[1:]))
+  del argv  # cli.run rejects leftover words
   if not FLAGS.input:
     raise cli.UserError("--input is required")
   if bool(FLAGS.num_files > 0) == bool(FLAGS.max_bytes_per_file > 0):
