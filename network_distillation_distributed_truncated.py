@@ -8,7 +8,7 @@ The same flags and training as network_distillation_single_machine_truncated.py
   - each process reads its own share of the training records: with at least
     as many (non-empty) files as processes, whole files of its own, balanced
     by size, so reading does not grow with the number of processes; with
-    fewer files, record i of all files goes to rank i % size (every process
+    fewer files, record i of all files goes to rank i mod size (every process
     then reads every file). The shares are disjoint and together are all
     records;
   - the gradients of each step are averaged over all processes before

@@ -6,7 +6,7 @@ question_answering.py, squad.py and finetuning.py); Horovod adds, as stage VI
 
   - one GPU per process, chosen by the local rank (CPU without GPUs);
   - each process trains on its own share of the training windows (window i
-    goes to rank i % size; the shares are disjoint and together are all);
+    goes to rank i mod size; the shares are disjoint and together are all);
   - the gradients of each step are averaged over all processes before
     clipping and the update;
   - rank 0's starting point (--init_checkpoint, or the newest checkpoint in
