@@ -672,6 +672,39 @@ def format_duration(seconds):
   return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
+class StepProgress(object):
+  """Progress of a training loop: step, loss, learning rate, examples/s, ETA.
+
+  The distillation and fine-tuning loops both log through it, so their lines
+  read the same. The rate is over the steps since the previous line; the ETA
+  is from the rate since `first_step`.
+  """
+
+  def __init__(self, first_step, total_steps, examples_per_step):
+    self.first_step = first_step
+    self.total_steps = total_steps
+    self.examples_per_step = examples_per_step
+    self.start = time.time()
+    self._last_step, self._last_time = first_step, self.start
+
+  def log(self, step, loss, learning_rate):
+    """Logs one line for `step`."""
+    now = time.time()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    overall = (step - self.first_step) / max(now - self.start, 1e-9)
+    logging.info(
+        "step %d/%d, loss %.4f, learning rate %.3g, %.1f examples/s, ETA %s",
+        step, self.total_steps, loss, learning_rate,
+        rate * self.examples_per_step,
+        format_duration((self.total_steps - step) / max(overall, 1e-9)))
+    self._last_step, self._last_time = step, now
+
+  def done(self, step):
+    """Logs how many steps ran and how long they took."""
+    logging.info("Training done: %d steps in %s", step - self.first_step,
+                 format_duration(time.time() - self.start))
+
+
 class Progress(object):
   """Logs progress of long work: count, rate and ETA, at most every N seconds.
 

@@ -1249,9 +1249,7 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
   logging.info("Training from step %d to %d, %d examples per step%s", step,
                opts.num_train_steps, examples_per_step,
                " (resumed)" if step else "")
-  first_step = step
-  start = time.time()
-  last_log_step, last_log_time = step, start
+  progress = cli.StepProgress(step, opts.num_train_steps, examples_per_step)
   # Ctrl-C or SIGTERM: the current step is finished, a checkpoint written,
   # and the run ends with one line saying where it is.
   stop = cli.StopOnSignal(lambda _: trainer.stop_requested.assign(True))
@@ -1282,16 +1280,7 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
                                        "examples_per_sec": examples_per_sec},
                       step)
       if step % opts.log_every_n_steps == 0 or step == opts.num_train_steps:
-        now = time.time()
-        rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
-        overall = (step - first_step) / max(now - start, 1e-9)
-        logging.info(
-            "step %d/%d, loss %.4f, learning rate %.3g, %.1f examples/s, "
-            "ETA %s", step, opts.num_train_steps, mean_loss, learning_rate,
-            rate * examples_per_step,
-            cli.format_duration((opts.num_train_steps - step) /
-                                max(overall, 1e-9)))
-        last_log_step, last_log_time = step, now
+        progress.log(step, mean_loss, learning_rate)
       if saver is not None and (step % opts.save_checkpoints_steps == 0 or
                                 step == opts.num_train_steps or stopped):
         saver.save(step)
@@ -1304,8 +1293,7 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
         "same command to resume from it" % (
             signal.Signals(signum).name, step, CHECKPOINT_BASENAME, step,
             opts.output_dir), signum)
-  logging.info("Training done: %d steps in %s", step - first_step,
-               cli.format_duration(time.time() - start))
+  progress.done(step)
 
 
 def evaluate(distiller, opts, eval_files, lengths):

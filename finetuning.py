@@ -70,7 +70,6 @@ the chief writes (checkpoints, TensorBoard events, results).
 import collections
 import dataclasses
 import math
-import os
 import time
 
 from absl import flags
@@ -595,8 +594,7 @@ class FineTuner(object):
         "learning rate %g%s", step, self.num_train_steps,
         self.num_warmup_steps, examples_per_step, self.learning_rate,
         " (resumed)" if step else "")
-    first_step, start = step, time.time()
-    last_log_step, last_log_time = step, start
+    progress = cli.StepProgress(step, self.num_train_steps, examples_per_step)
     mean_loss = float("nan")
     while step < self.num_train_steps:
       boundary = self._next_boundary(step)
@@ -616,23 +614,13 @@ class FineTuner(object):
                               max(elapsed, 1e-9)}, step)
       if (step % opts.log_every_n_steps == 0 or
           step == self.num_train_steps):
-        now = time.time()
-        rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
-        overall = (step - first_step) / max(now - start, 1e-9)
-        logging.info(
-            "step %d/%d, loss %.4f, learning rate %.3g, %.1f examples/s, "
-            "ETA %s", step, self.num_train_steps, mean_loss, learning_rate,
-            rate * examples_per_step,
-            cli.format_duration((self.num_train_steps - step) /
-                                max(overall, 1e-9)))
-        last_log_step, last_log_time = step, now
+        progress.log(step, mean_loss, learning_rate)
       if (step % opts.save_checkpoints_steps == 0 or
           step == self.num_train_steps):
         self.saver.save(step)
     if self.summary_writer is not None:
       self.summary_writer.flush()
-    logging.info("Training done: %d steps in %s", step - first_step,
-                 cli.format_duration(time.time() - start))
+    progress.done(step)
     return mean_loss
 
   def predict(self, features, batch_size, with_loss=False, name="predict"):
