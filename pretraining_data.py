@@ -53,7 +53,7 @@ import numpy as np
 import cli
 
 
-# Stage-III features in the order of DESIGN.md section 2 (the order of
+# Stage-III features in the order of docs/formats.md (the order of
 # records.STAGE3_FEATURES, which the tests check).
 FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids",
                  "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",

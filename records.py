@@ -1,6 +1,6 @@
 """Record schemas of the stage files, and their parsing and validation.
 
-One place for the TFRecord contracts between stages (DESIGN.md section 2):
+One place for the TFRecord contracts between stages (docs/formats.md):
 
   stage III  input_ids, input_mask, segment_ids        int64 [max_seq_length]
              masked_lm_positions, masked_lm_ids        int64 [max_predictions]

@@ -41,7 +41,7 @@ def run_script(args, check=True, timeout=900, **kwargs):
 
 
 def google_variable_shapes(config):
-  """Google's variable names and shapes for `config` (from DESIGN.md)."""
+  """Google's variable names and shapes for `config` (docs/formats.md)."""
   h, i = config["hidden_size"], config["intermediate_size"]
   names = {
       "bert/embeddings/word_embeddings": [config["vocab_size"], h],
