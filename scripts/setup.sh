@@ -24,16 +24,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.requirements.sha"
-want=$(cat requirements.txt | sha1sum | cut -d' ' -f1)${TF_PACKAGE:+-$TF_PACKAGE}
+want=$(cat requirements.txt requirements-dev.txt | sha1sum | cut -d' ' -f1)${TF_PACKAGE:+-$TF_PACKAGE}
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing requirements.txt into $VENV"
+  echo "setup: installing requirements.txt and requirements-dev.txt into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
   if [ -n "${TF_PACKAGE:-}" ]; then
     # e.g. TF_PACKAGE='tensorflow[and-cuda]==2.21.0' on a GPU machine
     grep -v '^tensorflow-cpu' requirements.txt > "$VENV/requirements.gpu.txt"
-    "$VENV/bin/python" -m pip install -q "$TF_PACKAGE" -r "$VENV/requirements.gpu.txt"
+    grep -v '^-r ' requirements-dev.txt > "$VENV/requirements-dev.gpu.txt"
+    "$VENV/bin/python" -m pip install -q "$TF_PACKAGE" -r "$VENV/requirements.gpu.txt" \
+      -r "$VENV/requirements-dev.gpu.txt"
   else
-    "$VENV/bin/python" -m pip install -q -r requirements.txt
+    "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
   fi
   echo "$want" > "$stamp"
 fi
