@@ -139,6 +139,15 @@ def main(argv):
   for path, file_stats in zip(input_files, stats):
     if not file_stats["instances"]:
       logging.warning("%s holds no text: its output is empty", path)
+    elif file_stats["documents"] < pretraining_data.MIN_DOCUMENTS_PER_FILE:
+      logging.warning(
+          "%s holds %d document(s), fewer than %d: its \"random next\" "
+          "segments come from %s, poor negatives for the next-sentence "
+          "task; keep many articles per file (stage II: a smaller "
+          "--num_files or a larger --max_bytes_per_file)", path,
+          file_stats["documents"], pretraining_data.MIN_DOCUMENTS_PER_FILE,
+          "the same document" if file_stats["documents"] == 1 else
+          "%d other documents only" % (file_stats["documents"] - 1))
   progress.done(extra="%d instances (%.1f/s), %.2f MB of text/s" %
                 (total["instances"], total["instances"] / seconds,
                  total["bytes"] / seconds / 1e6))

@@ -64,6 +64,13 @@ class InputError(ValueError):
   """An input text file that cannot be used (binary, not UTF-8)."""
 
 
+# A "random next" segment B comes from another document of the same input
+# file. With fewer documents than this in a file, the negatives of the
+# next-sentence task come from a handful of articles (from the same article
+# when the file holds one), and the task stops meaning what it should.
+MIN_DOCUMENTS_PER_FILE = 10
+
+
 # --------------------------------------------------------------------------
 # Reading the text.
 

@@ -449,3 +449,27 @@ def test_bad_input(tmp_path, inputs, vocab_file):
   blocker.write_text("x")
   msg = bad_run(stage3_args(good, blocker / "sub", vocab=vocab_file))
   assert "--output_dir" in msg
+
+
+def test_warns_about_files_with_few_documents(tmp_path, inputs, vocab_file):
+  """A file of one article gets "random next" segments from that article."""
+  with open(inputs[0], encoding="utf-8") as f:
+    articles = [a for a in f.read().split("\n\n") if a.strip()]
+  assert len(articles) >= pretraining_data.MIN_DOCUMENTS_PER_FILE
+  text = tmp_path / "text"
+  text.mkdir()
+  (text / "a_many.txt").write_text("\n\n".join(articles) + "\n",
+                                   encoding="utf-8")
+  (text / "b_one.txt").write_text(articles[0] + "\n", encoding="utf-8")
+  (text / "c_three.txt").write_text("\n\n".join(articles[1:4]) + "\n",
+                                    encoding="utf-8")
+  result = run_script(stage3_args(text, tmp_path / "out", vocab=vocab_file))
+  warnings = [l for l in result.stderr.splitlines()
+              if "poor negatives" in l]
+  assert len(warnings) == 2, result.stderr[-3000:]
+  assert "b_one.txt holds 1 document(s)" in warnings[0]
+  assert "the same document" in warnings[0]
+  assert "c_three.txt holds 3 document(s)" in warnings[1]
+  assert "2 other documents only" in warnings[1]
+  assert "--num_files" in warnings[0]
+  assert not any("a_many.txt" in l for l in warnings)
