@@ -1458,6 +1458,12 @@ def run(opts, distribution=None):
       eval_files = validate_inputs(
           cli.resolve_input_files(opts.input_file, "--input_file"), lengths,
           opts)
+  # Ids beyond the student's vocabulary would fail only when a batch holds
+  # one (and read zeros on a GPU): the first records of each file are
+  # checked now, the teacher's top_k_indices included.
+  records.check_word_ids(
+      sorted(set((share.files if share else []) + (eval_files or []))),
+      student_config.vocab_size, "the student, --bert_config_file")
   if distribution.is_chief:
     check_something_to_evaluate(opts)
     if opts.check_inputs and opts.do_train and eval_files:

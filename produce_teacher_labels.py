@@ -149,6 +149,15 @@ def main(argv):
       input_files, lengths,
       {"max_seq_length": FLAGS.max_seq_length,
        "max_predictions_per_seq": FLAGS.max_predictions_per_seq})
+  # The teacher's checkpoint is loaded (and checked) before the records are
+  # read further: on a whole corpus, counting them takes minutes.
+  labeler = teacher.TeacherLabeler(config, FLAGS.init_checkpoint,
+                                   FLAGS.truncation_factor,
+                                   use_xla=FLAGS.use_xla,
+                                   compute_dtype=FLAGS.compute_dtype)
+  records.check_word_ids(input_files, config.vocab_size,
+                         "the teacher, --bert_config_file",
+                         names=("input_ids", "masked_lm_ids"))
   total = records.count_records(input_files)
   if not FLAGS.overwrite and complete_output(path, total, config):
     logging.info("%s is complete (%d records with the teacher's labels, "
@@ -157,11 +166,6 @@ def main(argv):
     return
   logging.info("Labelling %d records from %d files with K=%d", total,
                len(input_files), FLAGS.truncation_factor)
-
-  labeler = teacher.TeacherLabeler(config, FLAGS.init_checkpoint,
-                                   FLAGS.truncation_factor,
-                                   use_xla=FLAGS.use_xla,
-                                   compute_dtype=FLAGS.compute_dtype)
   with cli.atomic_output(path) as tmp:
     written = teacher.label_records(labeler, input_files, tmp,
                                     FLAGS.max_seq_length,

@@ -219,6 +219,52 @@ def validate_files(paths, lengths, flags=None):
   return nonempty
 
 
+# Features holding word ids: each must be below the vocab_size of the model
+# that reads them (a gather beyond it fails late on a CPU and returns zeros
+# on a GPU).
+WORD_ID_FEATURES = ("input_ids", "masked_lm_ids", TOP_K_INDICES)
+
+
+def check_word_ids(paths, vocab_size, whose, names=WORD_ID_FEATURES,
+                   max_records=1000):
+  """Checks the word ids of the first records of each file.
+
+  Reads up to `max_records` records of each file (a sample: cheap on a
+  whole corpus) and the features of `names` they hold.
+
+  Args:
+    paths: TFRecord files.
+    vocab_size: ids must lie in [0, vocab_size).
+    whose: the model, named in the error (e.g. "the student,
+      --bert_config_file").
+    names: the int64 features to check (absent ones are skipped).
+    max_records: records read per file.
+
+  Raises:
+    RecordMismatchError: one line naming the file, the record, the feature
+      and the id.
+    DamagedFileError: a file cut or corrupt within those records.
+  """
+  spec = {name: tf.io.VarLenFeature(tf.int64) for name in names}
+  for path in paths:
+    try:
+      for raw in tf.data.TFRecordDataset(path).take(max_records).batch(
+          max_records):
+        parsed = tf.io.parse_example(raw, spec)
+        for name in names:
+          values = parsed[name]
+          bad = tf.where((values.values < 0) | (values.values >= vocab_size))
+          if bad.shape[0]:
+            first = int(bad[0][0])
+            raise RecordMismatchError(
+                "%s: record %d (counting from 0): %s holds id %d, outside "
+                "[0, %d) (vocab_size of %s)" % (
+                    path, int(values.indices[first][0]), name,
+                    int(values.values[first]), vocab_size, whose))
+    except tf.errors.OpError as exc:
+      raise _damaged(path, exc)
+
+
 def count_records(paths):
   """Number of records in the given TFRecord files.
 

@@ -248,6 +248,48 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, stage3_dir, stage4_file,
       assert ".tfrecord:" in errors[name], errors[name]  # names the file
 
 
+def test_word_ids_beyond_the_student_vocabulary_stop_the_run_at_once(
+    tmp_path, stage4_file):
+  """Ids are checked against the student's vocab_size before training."""
+  small_vocab = tmp_path / "small_vocab.json"
+  small_vocab.write_text(json.dumps(student_config_dict(vocab_size=20000)))
+  full_vocab = tmp_path / "full_vocab.json"
+  full_vocab.write_text(json.dumps(student_config_dict()))
+  # A teacher label beyond the vocabulary in record 7 of a copy.
+  raws = [r.numpy() for r in tf.data.TFRecordDataset(stage4_file).take(50)]
+  example = tf.train.Example.FromString(raws[7])
+  example.features.feature["top_k_indices"].int64_list.value[3] = 30600
+  raws[7] = example.SerializeToString()
+  bad_labels = str(tmp_path / "bad_labels.tfrecord")
+  with tf.io.TFRecordWriter(bad_labels) as writer:
+    for raw in raws:
+      writer.write(raw)
+  train = ["--do_train", "--do_eval", "--num_train_steps", 2]
+  errors = check_error_runs({
+      "small_vocab": ([SCRIPT] + common_flags(small_vocab, stage4_file,
+                                              tmp_path / "a") + train,
+                      "outside [0, 20000) (vocab_size of the student, "
+                      "--bert_config_file)"),
+      "bad_labels": ([SCRIPT] + common_flags(full_vocab, bad_labels,
+                                             tmp_path / "b") + train,
+                     "bad_labels.tfrecord: record 7 (counting from 0): "
+                     "top_k_indices holds id 30600, outside [0, 30522)"),
+  })
+  assert not os.path.exists(tmp_path / "a") and not os.path.exists(
+      tmp_path / "b")
+  # The id named is in the record named, and no earlier record of that
+  # feature holds one as large.
+  m = re.search(r"record (\d+) \(counting from 0\): (\w+) holds id (\d+)",
+                errors["small_vocab"])
+  index, name, value = int(m.group(1)), m.group(2), int(m.group(3))
+  assert value >= 20000
+  rows = [np.array(tf.train.Example.FromString(r.numpy()).features
+                   .feature[name].int64_list.value)
+          for r in tf.data.TFRecordDataset(stage4_file).take(index + 1)]
+  assert value in rows[index]
+  assert all(row.max() < 20000 for row in rows[:index])
+
+
 # ---------------------------------------------------------------------------
 # Real distillation: the student learns the teacher and can be a teacher.
 # ---------------------------------------------------------------------------

@@ -473,6 +473,21 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, small_input,
   example.features.feature["input_ids"].int64_list.value[5] = 40000
   raws[13] = example.SerializeToString()
   bad_ids = write_records(tmp_path / "bad_ids.tfrecord", raws)
+  example.features.feature["input_ids"].int64_list.value[5] = 1
+  example.features.feature["segment_ids"].int64_list.value[0] = 2
+  raws[13] = example.SerializeToString()
+  bad_segments = write_records(tmp_path / "bad_segments.tfrecord", raws)
+  # Cut inside its last record: only reading every record finds it.
+  cut_input = tmp_path / "cut.tfrecord"
+  cut_input.write_bytes(open(small_input, "rb").read()[:-20])
+  # A teacher whose .data file was cut (an interrupted download).
+  cut_teacher = tmp_path / "cut_teacher"
+  cut_teacher.mkdir()
+  for name in os.listdir(os.path.dirname(checkpoint)):
+    data = open(os.path.join(os.path.dirname(checkpoint), name), "rb").read()
+    if ".data-" in name:
+      data = data[:len(data) // 2]
+    (cut_teacher / name).write_bytes(data)
 
   def flags(out, k=K, config_path=config_file):
     return label_flags(config_path, checkpoint, small_input, out, k)
@@ -499,8 +514,24 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, small_input,
       "id_out_of_range": (
           lambda out: without(flags(out), "--input_file") +
           ["--input_file", bad_ids],
-          "bad_ids.tfrecord: a record's input_ids holds a value outside "
-          "[0, 30522) (vocab_size of the teacher)"),
+          "bad_ids.tfrecord: record 13 (counting from 0): input_ids holds "
+          "id 40000, outside [0, 30522) (vocab_size of the teacher, "
+          "--bert_config_file)"),
+      "segment_out_of_range": (
+          lambda out: without(flags(out), "--input_file") +
+          ["--input_file", bad_segments],
+          "bad_segments.tfrecord: a record's segment_ids holds a value "
+          "outside [0, 2) (type_vocab_size of the teacher)"),
+      "cut_input": (
+          lambda out: without(flags(out), "--input_file") +
+          ["--input_file", cut_input], "cut.tfrecord: record 19"),
+      # The checkpoint is checked before the records are counted.
+      "cut_teacher_before_counting": (
+          lambda out: without(without(flags(out), "--input_file"),
+                              "--init_checkpoint") +
+          ["--input_file", cut_input, "--init_checkpoint",
+           cut_teacher / "bert_model.ckpt"],
+          "is damaged (cut short"),
       "missing_input": (
           lambda out: without(flags(out), "--input_file") +
           ["--input_file", str(tmp_path / "nothing_*.tfrecord")],
