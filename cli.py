@@ -761,3 +761,18 @@ class Progress(object):
     if extra:
       line += ", " + extra
     logging.info(line)
+
+
+def some_names(names, shown=3):
+  """A log-sized list: the first `shown` names and how many more.
+
+  E.g. "bert/pooler/dense/kernel, bert/pooler/dense/bias and 2 more". A
+  whole list of a model's variables (about 200 for BERT-Base, more with the
+  optimizer slots) would bury the log; --verbosity=1 shows every name where
+  the loader logs them.
+  """
+  names = list(names)
+  text = ", ".join(names[:shown])
+  if len(names) > shown:
+    text += " and %d more" % (len(names) - shown)
+  return text

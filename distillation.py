@@ -971,8 +971,9 @@ def init_from_teacher_layers(student_variables, spec, checkpoint,
   except ValueError as exc:
     raise cli.UserError("--init_from_teacher_layers: sizes differ: %s" % exc)
   logging.info("Initialised %d student variables from teacher layers %s of "
-               "%s; %d kept their random values: %s", len(initialized),
-               indices, checkpoint, len(missing), ", ".join(missing))
+               "%s%s", len(initialized), indices, checkpoint,
+               "; %d kept their random values: %s" % (
+                   len(missing), cli.some_names(missing)) if missing else "")
 
 
 def restore_extra_state(prefix, extra_state):
@@ -988,13 +989,13 @@ def restore_extra_state(prefix, extra_state):
   if not tf.io.gfile.exists(extra_prefix + ".index"):
     logging.warning("%s has no %s: %s start from their initialisation",
                     prefix, os.path.basename(extra_prefix),
-                    ", ".join(extra_state))
+                    cli.some_names(extra_state))
     return
   with cli.blame_flag("--output_dir"):
     _, missing = modeling.load_checkpoint(extra_state, extra_prefix)
   if missing:
     logging.warning("Not in %s, starting from their initialisation: %s",
-                    extra_prefix, ", ".join(missing))
+                    extra_prefix, cli.some_names(missing))
 
 
 class CheckpointSaver(object):
@@ -1672,7 +1673,7 @@ def initialize(opts, student_config, model_variables, all_variables,
                                         "--init_checkpoint", "student")
     logging.info("Initialised %d variables from %s; %d not in it%s",
                  len(initialized), checkpoint, len(missing),
-                 ": " + ", ".join(missing) if missing else "")
+                 ": " + cli.some_names(missing) if missing else "")
   elif opts.init_from_teacher_layers:
     init_from_teacher_layers(model_variables, opts.init_from_teacher_layers,
                              opts.teacher_init_checkpoint,

@@ -392,7 +392,7 @@ def initialize(model, optimizer, opts, all_variables):
   if not_loaded:
     logging.info("Head variables not in the checkpoint, initialised at "
                  "random (--random_seed=%d): %s", opts.random_seed,
-                 ", ".join(not_loaded))
+                 cli.some_names(not_loaded))
   if ignored:
     logging.info("Note: %d variables of the checkpoint are not used by "
                  "fine-tuning and are ignored (%s)", len(ignored),

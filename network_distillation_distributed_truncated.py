@@ -24,7 +24,7 @@ The same flags and training as network_distillation_single_machine_truncated.py
 
 Launch with mpirun (one node, 8 GPUs, as the original README):
   mpirun -np 8 -H localhost:8 -bind-to none -map-by slot \\
-    -x NCCL_DEBUG=INFO -x LD_LIBRARY_PATH -x PATH \\
+    -x NCCL_DEBUG=INFO -x PATH \\
     -mca pml ob1 -mca btl ^openib \\
     python network_distillation_distributed_truncated.py \\
       --bert_config_file=student/bert_config.json \\

@@ -22,7 +22,7 @@ classifier.py and finetuning.py); Horovod adds, as stage VI
 
 Launch with mpirun (one node, 8 GPUs):
   mpirun -np 8 -H localhost:8 -bind-to none -map-by slot \\
-    -x NCCL_DEBUG=INFO -x LD_LIBRARY_PATH -x PATH \\
+    -x NCCL_DEBUG=INFO -x PATH \\
     -mca pml ob1 -mca btl ^openib \\
     python run_classifier_distributed.py --task_name=sst-2 \\
       --data_dir=glue/SST-2 --vocab_file=bert/vocab.txt \\

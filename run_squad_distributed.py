@@ -21,7 +21,7 @@ question_answering.py, squad.py and finetuning.py); Horovod adds, as stage VI
 
 Launch with mpirun (one node, 8 GPUs):
   mpirun -np 8 -H localhost:8 -bind-to none -map-by slot \\
-    -x NCCL_DEBUG=INFO -x LD_LIBRARY_PATH -x PATH \\
+    -x NCCL_DEBUG=INFO -x PATH \\
     -mca pml ob1 -mca btl ^openib \\
     python run_squad_distributed.py --vocab_file=bert/vocab.txt \\
       --bert_config_file=bert/bert_config.json \\

@@ -472,7 +472,7 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
   assert 0.0 <= results["teacher_top1_agreement"] <= 1.0
 
 
-def test_init_from_teacher_layers(teacher_dir):
+def test_init_from_teacher_layers(teacher_dir, caplog):
   teacher_ckpt = os.path.join(teacher_dir, "bert_model.ckpt")
   with open(os.path.join(teacher_dir, "bert_config.json")) as f:
     teacher = json.load(f)
@@ -480,7 +480,22 @@ def test_init_from_teacher_layers(teacher_dir):
                                                  num_hidden_layers=1))
   student = modeling.BertPretrainingModel(one_layer)
   variables = student.variables_by_name()
+  caplog.set_level("INFO")
   distillation.init_from_teacher_layers(variables, "1", teacher_ckpt, 1)
+  # Counts and a few names, no empty list of what the teacher lacked.
+  line, = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith("Initialised")]
+  assert line.startswith("Initialised %d student variables from teacher "
+                         "layers [1] of %s" % (len(variables), teacher_ckpt))
+  assert "random values" not in line
+  caplog.clear()
+  extra = {"extra/%d" % i: tf.Variable(0.0) for i in range(5)}
+  distillation.init_from_teacher_layers(dict(variables, **extra), "1",
+                                        teacher_ckpt, 1)
+  line, = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith("Initialised")]
+  assert line.endswith("; 5 kept their random values: extra/0, extra/1, "
+                       "extra/2 and 2 more"), line
   reader = tf.train.load_checkpoint(teacher_ckpt)
   for name, var in variables.items():
     source = name.replace("layer_0/", "layer_1/")
