@@ -28,8 +28,9 @@ is deleted.
 Derived samples, written once into the cache from the files above in the
 formats the fine-tuning readers (glue.py, squad.py) read:
 
-  polarity_sst2   folder with SST-2 TSVs (train.tsv, dev.tsv: sentence\tlabel
-                  with a header; test.tsv: index\tsentence): the 8,530
+  polarity_sst2   folder with SST-2 TSVs (train.tsv, dev.tsv:
+                  sentence<TAB>label with a header; test.tsv:
+                  index<TAB>sentence): the 8,530
                   polarity sentences split 7,030 / 1,000 / 500 by a fixed
                   seeded shuffle
   vitaminc_mnli   folder with MNLI TSVs (train.tsv: 12 columns;
@@ -398,9 +399,13 @@ DERIVED = {"polarity_sst2": polarity_sst2, "vitaminc_mnli": vitaminc_mnli,
 
 
 if __name__ == "__main__":
+  usage = "usage: python sample_data.py {%s}" % "|".join(
+      sorted(list(SAMPLES) + list(DERIVED)))
+  if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help", "help"):
+    print(__doc__.strip() + "\n\n" + usage)  # describes each sample
+    sys.exit(0)
   if len(sys.argv) != 2:
-    sys.exit("usage: python sample_data.py {%s}" %
-             "|".join(sorted(list(SAMPLES) + list(DERIVED))))
+    sys.exit(usage + " (--help describes them)")
   try:
     print(fetch(sys.argv[1]))
   except (ValueError, OSError) as e:

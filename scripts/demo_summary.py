@@ -11,6 +11,7 @@ teacher agreement, fine-tuned dev accuracy).
 
 import glob
 import os
+import sys
 
 from absl import flags
 from absl import logging
@@ -18,11 +19,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
-import tensorflow as tf
 
+# The project's modules are in the repository root, above this folder: the
+# script runs as `python scripts/demo_summary.py` with or without PYTHONPATH.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import cli
+cli.import_tensorflow_quietly()
+import tensorflow as tf
 import records
 import sample_data
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("demo_dir", "demo_output", "Folder the demo wrote to.")

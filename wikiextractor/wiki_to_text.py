@@ -23,8 +23,8 @@ of a previous run with the same prefix are then removed, so the folder holds
 exactly this run's files (stage III reads every file in it).
 
 Example:
-  python wikiextractor/wiki_to_text.py \
-      --input enwiki-latest-pages-articles.xml.bz2 \
+  python wikiextractor/wiki_to_text.py \\
+      --input enwiki-latest-pages-articles.xml.bz2 \\
       --output_dir wiki_text --num_files 500 --processes 8
 """
 
