@@ -19,4 +19,4 @@ bench: setup
 	bash bench/run_all.sh
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output sample .pytest_cache

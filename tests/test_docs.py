@@ -73,3 +73,77 @@ def test_every_scripts_help_reads_as_written(tmp_path):
   assert "usage: python sample_data.py {" in sample_help
   assert "  wikipedia " in sample_help and "  small_bert " in sample_help
   assert "--demo_dir" in outputs["scripts/demo_summary.py"][1]
+
+
+# A README block of the sample track: the marker line, then a bash fence.
+_SAMPLE_BLOCK = re.compile(r"^<!-- sample-track -->\n```bash\n(.*?)^```$",
+                           re.S | re.M)
+
+
+def sample_track_blocks():
+  """The sample track's command blocks, in README order."""
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    return _SAMPLE_BLOCK.findall(f.read())
+
+
+def repository_view(folder):
+  """`folder` made to hold the repository: a link to each top-level entry.
+
+  Commands run there as from the repository folder, and their outputs
+  (sample/) stay out of the repository.
+  """
+  for name in sorted(os.listdir(REPO)):
+    if name in (".git", ".pytest_cache", "sample") or name.endswith(
+        "_output"):
+      continue
+    os.symlink(os.path.join(REPO, name), os.path.join(folder, name))
+
+
+def read_results(path):
+  with open(path) as f:
+    return dict(line.strip().split(" = ") for line in f if " = " in line)
+
+
+def test_readme_sample_track_runs_as_written(tmp_path):
+  blocks = sample_track_blocks()
+  assert len(blocks) == 5, blocks
+  work = tmp_path / "repo"
+  work.mkdir()
+  repository_view(str(work))
+  env = script_env()
+  env.pop("PYTHONPATH", None)
+  # `python` is the project's environment, as with .venv/bin/activate.
+  env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+  if os.getuid() == 0:
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+  script = "set -euo pipefail\n" + "\n".join(blocks)
+  result = subprocess.run(["bash", "-c", script], cwd=str(work), env=env,
+                          capture_output=True, text=True, timeout=900,
+                          check=False)
+  assert result.returncode == 0, (result.stdout[-3000:],
+                                  result.stderr[-5000:])
+  sample = work / "sample"
+  assert sorted(os.listdir(sample / "wiki_text")) == [
+      "wiki_%03d.txt" % i for i in range(4)]
+  assert sorted(os.listdir(sample / "data" / "record")) == [
+      "wiki_%d.tfrecord" % i for i in range(4)]
+  assert sorted(os.listdir(sample / "data" / "record_distill")) == [
+      "heldout_k10.tfrecord", "wiki_k10.tfrecord"]
+  # Stage V: 100 steps; the default evaluation covers max_eval_steps (100)
+  # x eval_batch_size (8) records, as the README says.
+  student = read_results(sample / "output_dir" / "eval_results.txt")
+  assert student["global_step"] == "100"
+  assert student["eval_examples"] == "800"
+  assert set(student) >= {"masked_lm_accuracy", "masked_lm_loss",
+                          "masked_lm_hard_label_loss", "loss",
+                          "next_sentence_accuracy", "next_sentence_loss",
+                          "teacher_top1_agreement"}
+  assert "teacher_top1_agreement = " in result.stdout  # the `cat`
+  # Stage VI: 20 steps over 2 processes, 10 each.
+  assert os.path.exists(sample / "output_dir_horovod" /
+                        "model.ckpt-10.index")
+  # Stage VIII: int(7030 / 32 * 0.1) = 21 steps, 1,000 dev sentences.
+  finetuned = read_results(sample / "sst2_student" / "eval_results.txt")
+  assert finetuned["global_step"] == "21"
+  assert finetuned["eval_examples"] == "1000"
+  assert 0.0 <= float(finetuned["eval_accuracy"]) <= 1.0
