@@ -21,7 +21,8 @@ approximation, so the activation is carried over as "gelu_exact" (resp.
 "gelu") to keep the converted model's outputs equal to the original's.
 
 Example:
-  python convert_hf_bert_checkpoint.py --hf_dir=hf_bert --output_dir=teacher
+  python convert_hf_bert_checkpoint.py --hf_dir=bert-base-uncased \\
+      --output_dir=uncased_L-12_H-768_A-12
 """
 
 import collections

@@ -18,7 +18,7 @@ their final names only when all files are done.
 
 Example:
   python create_pretraining_data.py --input_dir wiki_text \\
-      --output_dir wiki_records --output_base_name wiki \\
+      --output_dir data/record --output_base_name wiki \\
       --vocab_file uncased_L-12_H-768_A-12/vocab.txt --do_lower_case=true \\
       --max_seq_length 128 --max_predictions_per_seq 20 --dupe_factor 5
 """

@@ -21,9 +21,10 @@ Optimizer slots, global_step and other training-only variables are left
 out. The folder appears under OUTPUT_DIR only when complete.
 
 Example:
-  python export_bert_checkpoint.py --bert_config_file=student/bert_config.json \\
-    --init_checkpoint=student_out --vocab_file=teacher/vocab.txt \\
-    --output_dir=student_hf --format=hf
+  python export_bert_checkpoint.py \\
+    --bert_config_file=student/bert_config.json --init_checkpoint=output_dir \\
+    --vocab_file=uncased_L-12_H-768_A-12/vocab.txt --output_dir=student_hf \\
+    --format=hf
 """
 
 from absl import flags
@@ -42,9 +43,9 @@ flags.DEFINE_string(
     "The bert_config.json the checkpoint's model was trained with.")
 flags.DEFINE_string(
     "init_checkpoint", None,
-    "The checkpoint to export: a prefix (e.g. student_out/model.ckpt-1000, "
-    "teacher/bert_model.ckpt) or a folder, whose newest checkpoint is taken "
-    "(e.g. the --output_dir of stage V or VI).")
+    "The checkpoint to export: a prefix (e.g. output_dir/model.ckpt-1000, "
+    "uncased_L-12_H-768_A-12/bert_model.ckpt) or a folder, whose newest "
+    "checkpoint is taken (e.g. the --output_dir of stage V or VI).")
 flags.DEFINE_string(
     "vocab_file", None,
     "The model's vocab.txt (a student's is its teacher's); its number of "

@@ -44,7 +44,7 @@
 #   DRY_RUN            1: print the mpirun command, do not run it [0]
 #
 # Example: two 8-GPU nodes listed in ./hosts, a 6-layer student:
-#   BERT_CONFIG=student_6l/bert_config.json bash multinode_train.sh 16 \
+#   BERT_CONFIG=student/bert_config.json bash multinode_train.sh 16 \
 #     --learning_rate 1e-4
 set -euo pipefail
 

@@ -28,7 +28,7 @@ Launch with mpirun (one node, 8 GPUs, as the original README):
     -mca pml ob1 -mca btl ^openib \\
     python network_distillation_distributed_truncated.py \\
       --bert_config_file=student/bert_config.json \\
-      --input_file='teacher_labels/*.tfrecord' --output_dir=student_out \\
+      --input_file='data/record_distill/*.tfrecord' --output_dir=output_dir \\
       --truncation_factor=10 --do_train=true --do_eval=true
 or with `horovodrun -np 8 python network_distillation_distributed_truncated.py
 ...`, or across nodes with multinode_train.sh.

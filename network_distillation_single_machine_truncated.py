@@ -11,7 +11,7 @@ a run that is stopped resumes from its newest checkpoint there.
 Example:
   python network_distillation_single_machine_truncated.py \\
     --bert_config_file=student/bert_config.json \\
-    --input_file='teacher_labels/*.tfrecord' --output_dir=student_out \\
+    --input_file='data/record_distill/*.tfrecord' --output_dir=output_dir \\
     --truncation_factor=10 --do_train=true --do_eval=true
 """
 

@@ -19,8 +19,8 @@ Example:
   python produce_teacher_labels.py \\
     --bert_config_file=uncased_L-12_H-768_A-12/bert_config.json \\
     --init_checkpoint=uncased_L-12_H-768_A-12/bert_model.ckpt \\
-    --input_file='stage3/wiki_*.tfrecord' \\
-    --output_file=stage4/wiki_teacher_k10.tfrecord \\
+    --input_file='data/record/wiki_*.tfrecord' \\
+    --output_file=data/record_distill/wiki_k10.tfrecord \\
     --truncation_factor=10 --max_seq_length=128 --max_predictions_per_seq=20
 """
 

@@ -8,7 +8,7 @@ checkpoints, eval_results.txt (--do_eval) and test_results.tsv (--do_predict)
 to --output_dir. A stopped run resumes from its newest checkpoint there.
 
 Example:
-  python run_classifier.py --task_name=sst-2 --data_dir=glue/SST-2 \\
+  python run_classifier.py --task_name=sst-2 --data_dir=glue_data/SST-2 \\
     --vocab_file=uncased_L-12_H-768_A-12/vocab.txt \\
     --bert_config_file=uncased_L-12_H-768_A-12/bert_config.json \\
     --init_checkpoint=uncased_L-12_H-768_A-12/bert_model.ckpt \\

@@ -25,9 +25,11 @@ Launch with mpirun (one node, 8 GPUs):
     -x NCCL_DEBUG=INFO -x PATH \\
     -mca pml ob1 -mca btl ^openib \\
     python run_classifier_distributed.py --task_name=sst-2 \\
-      --data_dir=glue/SST-2 --vocab_file=bert/vocab.txt \\
-      --bert_config_file=bert/bert_config.json \\
-      --init_checkpoint=bert/bert_model.ckpt --do_train=true --do_eval=true \\
+      --data_dir=glue_data/SST-2 \\
+      --vocab_file=uncased_L-12_H-768_A-12/vocab.txt \\
+      --bert_config_file=uncased_L-12_H-768_A-12/bert_config.json \\
+      --init_checkpoint=uncased_L-12_H-768_A-12/bert_model.ckpt \\
+      --do_train=true --do_eval=true \\
       --output_dir=sst2_output
 """
 

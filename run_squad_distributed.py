@@ -23,9 +23,10 @@ Launch with mpirun (one node, 8 GPUs):
   mpirun -np 8 -H localhost:8 -bind-to none -map-by slot \\
     -x NCCL_DEBUG=INFO -x PATH \\
     -mca pml ob1 -mca btl ^openib \\
-    python run_squad_distributed.py --vocab_file=bert/vocab.txt \\
-      --bert_config_file=bert/bert_config.json \\
-      --init_checkpoint=bert/bert_model.ckpt \\
+    python run_squad_distributed.py \\
+      --vocab_file=uncased_L-12_H-768_A-12/vocab.txt \\
+      --bert_config_file=uncased_L-12_H-768_A-12/bert_config.json \\
+      --init_checkpoint=uncased_L-12_H-768_A-12/bert_model.ckpt \\
       --do_train=true --train_file=train-v1.1.json \\
       --do_predict=true --predict_file=dev-v1.1.json --output_dir=squad_output
 """
