@@ -36,6 +36,8 @@ import cli
 import distillation
 import finetuning
 import glue
+import outputs
+import results
 
 TEST_RESULTS_FILE = "test_results.tsv"
 # Google's classifier head initialiser (stddev 0.02, whatever the config).
@@ -204,9 +206,9 @@ def run(opts, distribution=None):
     tuner.train(train_features)
   if not distribution.is_chief:
     return None
-  results = None
+  metrics = None
   if opts.do_eval:
-    results = collections.OrderedDict()
+    metrics = collections.OrderedDict()
     for i, (name, features) in enumerate(dev):
       outputs = tuner.predict(features, opts.eval_batch_size, with_loss=True,
                               name="eval " + name)
@@ -218,22 +220,22 @@ def run(opts, distribution=None):
       part["eval_sequences_per_sec"] = tuner.last_predict_rate
       prefix = "eval_" + name.replace("dev_", "") + "_" if i else "eval_"
       for key, value in part.items():
-        results[prefix + key[len("eval_"):]] = value
-    results["global_step"] = tuner.global_step
-    results["loss"] = results["eval_loss"]
-    distillation.write_eval_results(opts.output_dir, results)
+        metrics[prefix + key[len("eval_"):]] = value
+    metrics["global_step"] = tuner.global_step
+    metrics["loss"] = metrics["eval_loss"]
+    results.write_eval_results(opts.output_dir, metrics)
   for i, (name, features) in enumerate(test):
     outputs = tuner.predict(features, opts.predict_batch_size, name=name)
     file_name = TEST_RESULTS_FILE if i == 0 else "%s_results.tsv" % name
     write_test_results(os.path.join(opts.output_dir, file_name),
                        outputs["predictions"][:, None]
                        if task.is_regression else outputs["probabilities"])
-  return results
+  return metrics
 
 
 def write_test_results(path, rows):
   """Writes one line per example: its values [N, C] tab-separated."""
-  with cli.atomic_output(path) as tmp:
+  with outputs.atomic_output(path) as tmp:
     with open(tmp, "w") as f:
       for row in rows:
         f.write("\t".join("%.9g" % v for v in row) + "\n")

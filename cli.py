@@ -4,9 +4,10 @@ input-file resolution and progress logging.
 
 A stage script calls `cli.run(main)` instead of `absl.app.run(main)`. Errors a
 user can fix (a missing file, a flag out of range, records that disagree with
-the flags) are raised as `UserError` (or `ValueError`/`OSError` from a library
-module) and end the process with one line on stderr and exit status 1, not a
-traceback.
+the flags) are the project's `errors.Error`s: `UserError` from a script or
+stage, a library's own subclass otherwise (`blame_flag` adds the flag). They
+end the process with one line on stderr and exit status 1; any other
+exception is a bug and keeps its traceback.
 
 Command lines: a boolean flag also takes its value as the next word
 (`--do_eval false`, as the original README writes them), and any other word
@@ -25,8 +26,6 @@ import glob
 import os
 import re
 import signal
-import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -34,6 +33,9 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+
+import errors
+import outputs
 
 # Lines TensorFlow 2.21 writes to stderr while it is imported, whatever
 # TF_CPP_MIN_LOG_LEVEL says: absl's "before absl::InitializeLog()" warning,
@@ -71,13 +73,9 @@ def import_tensorflow_quietly():
       sys.stderr.flush()
 
 
-class UserError(Exception):
-  """An error in the user's input: reported as one line, exit status 1."""
-
-
-def fail(message):
-  """Raises a `UserError` with `message` (convenience for flag checks)."""
-  raise UserError(message)
+# An error in the user's flags or inputs, found by a script or stage: one
+# line, exit status 1. Defined with the library errors (errors.py).
+UserError = errors.UserError
 
 
 def _one_line(exc):
@@ -175,7 +173,8 @@ def disk_full_message(exc):
 def error_line(exc):
   """(one-line message, exit status) for an exception `run` reports.
 
-  None for an exception that is a bug (it keeps its traceback).
+  The project's errors (errors.Error), a full disk and Ctrl-C give one line;
+  None for any other exception: a bug, which keeps its traceback.
   """
   if isinstance(exc, Interrupted):
     return _one_line(exc), 128 + int(exc.signum)
@@ -184,7 +183,7 @@ def error_line(exc):
   full = disk_full_message(exc)
   if full:
     return full, 1
-  if isinstance(exc, (UserError, ValueError, OSError)):
+  if isinstance(exc, errors.Error):
     return _one_line(exc), 1
   return None
 
@@ -264,14 +263,17 @@ def require_file(path, flag_name, what="file"):
 
 @contextlib.contextmanager
 def blame_flag(flag_name):
-  """Re-raises a ValueError of the block as a UserError naming the flag.
+  """Re-raises a library error of the block as a UserError naming the flag.
 
-  Library modules (modeling, records, ...) raise ValueError with what is
-  wrong; the flag that gave the bad value is only known here.
+  Library modules (modeling, records, checkpoints, ...) raise their
+  errors.Error with what is wrong; the flag that gave the bad value is only
+  known here. Other exceptions pass unchanged.
   """
   try:
     yield
-  except ValueError as exc:
+  except errors.Error as exc:
+    if isinstance(exc, UserError):
+      raise
     raise UserError("%s: %s" % (flag_name, exc))
 
 
@@ -304,7 +306,7 @@ def ensure_writable_dir(path, flag_name="--output_dir"):
   """Creates `path` if needed and checks that files can be written in it.
 
   Temporaries that dead processes of earlier runs left there are removed
-  (see `remove_stale_temporaries`).
+  (see `outputs.remove_stale_temporaries`).
   """
   if not path:
     raise UserError("%s is required" % flag_name)
@@ -317,7 +319,7 @@ def ensure_writable_dir(path, flag_name="--output_dir"):
                                                   exc.strerror or exc))
   if not os.access(path, os.W_OK | os.X_OK):
     raise UserError("%s: directory is not writable: %s" % (flag_name, path))
-  remove_stale_temporaries(path)
+  outputs.remove_stale_temporaries(path)
 
 
 def check_output_file(path, flag_name="--output_file"):
@@ -336,119 +338,6 @@ def check_output_file(path, flag_name="--output_file"):
                                   "out.tfrecord")))
   ensure_writable_dir(os.path.dirname(os.path.abspath(path)), flag_name)
   return path
-
-
-def _host():
-  """This machine's short host name (no dots), as used in file names."""
-  return socket.gethostname().split(".")[0] or "localhost"
-
-
-def temporary_name(final_path):
-  """The name a file is written under before it is complete.
-
-  `.NAME.tmp-HOST-PID` next to the final name (the same file system, so the
-  final rename is atomic); HOST and PID tell a later run whether the writer
-  is gone (`remove_stale_temporaries`).
-  """
-  head, tail = os.path.split(final_path)
-  return os.path.join(head, ".%s.tmp-%s-%d" % (tail, _host(), os.getpid()))
-
-
-# A temporary_name, possibly with a suffix its writer added (a checkpoint's
-# .index / .data-* files, TensorFlow's own .tempstate files).
-_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>[^./]*)-(?P<pid>\d+)(\..*)?$")
-
-
-def process_alive(host, pid):
-  """False only when process `pid` of this machine is known to be gone.
-
-  A process of another machine (a folder on shared storage) counts as alive.
-  """
-  if host != _host():
-    return True
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def remove_stale_temporaries(directory):
-  """Removes temporaries in `directory` whose writing process is gone.
-
-  A run killed with SIGKILL (or a lost machine) cannot remove its
-  temporaries; the next run writing to the same folder does.
-
-  Returns:
-    The names removed.
-  """
-  removed = []
-  try:
-    names = sorted(os.listdir(directory))
-  except OSError:
-    return removed
-  for name in names:
-    m = _TEMPORARY.match(name)
-    if not m or process_alive(m.group("host"), int(m.group("pid"))):
-      continue
-    path = os.path.join(directory, name)
-    try:
-      if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-      else:
-        os.remove(path)
-    except FileNotFoundError:
-      continue
-    removed.append(name)
-  if removed:
-    logging.warning("Removed %d temporaries left in %s by runs that were "
-                    "killed: %s", len(removed), directory,
-                    ", ".join(removed))
-  return removed
-
-
-def _remove_quietly(path):
-  with contextlib.suppress(OSError):
-    if os.path.isdir(path) and not os.path.islink(path):
-      shutil.rmtree(path)
-    else:
-      os.remove(path)
-
-
-@contextlib.contextmanager
-def atomic_output(final_path):
-  """Yields a temporary path; renames it to `final_path` only on success.
-
-  If the body raises (or the process dies), nothing appears under
-  `final_path` and an older file there is left as it was; the temporary is
-  removed on an exception.
-  """
-  with atomic_outputs([final_path]) as (tmp,):
-    yield tmp
-
-
-@contextlib.contextmanager
-def atomic_outputs(final_paths):
-  """`atomic_output` for several files that belong together.
-
-  Yields their temporary paths. Only when the body has written all of them
-  are they renamed to their final names, in the given order (put the file
-  that marks the set complete last); if the body raises, every temporary
-  is removed and the files under the final names are left as they were (a
-  disk that fills up while writing cannot destroy an older version).
-  """
-  final_paths = list(final_paths)
-  tmps = [temporary_name(p) for p in final_paths]
-  try:
-    yield tmps
-    for tmp, final in zip(tmps, final_paths):
-      os.replace(tmp, final)
-  except BaseException:
-    for tmp in tmps:
-      _remove_quietly(tmp)
-    raise
 
 
 class DirectoryLock(object):
@@ -497,7 +386,7 @@ class DirectoryLock(object):
         break
       os.close(fd)
     os.ftruncate(fd, 0)
-    os.write(fd, ("%d %s\n" % (os.getpid(), _host())).encode())
+    os.write(fd, ("%d %s\n" % (os.getpid(), outputs.this_host())).encode())
     self._fd = fd
     return self
 
@@ -639,33 +528,6 @@ def die_with_parent_after_fork():
                       after_in_child=lambda: die_with_parent(forking.pop()))
 
 
-@contextlib.contextmanager
-def atomic_output_dir(final_dir):
-  """Yields a temporary folder next to `final_dir`; renames it on success.
-
-  An existing `final_dir` is replaced only once the new one is complete; on
-  an exception the temporary folder is removed and `final_dir` is kept.
-  """
-  final_dir = os.path.normpath(final_dir)
-  parent = os.path.dirname(os.path.abspath(final_dir))
-  os.makedirs(parent, exist_ok=True)
-  tmp = temporary_name(final_dir)
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  try:
-    yield tmp
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  old = None
-  if os.path.isdir(final_dir) and os.listdir(final_dir):
-    old = tmp + ".old"
-    os.rename(final_dir, old)
-  os.replace(tmp, final_dir)  # Replaces an empty folder.
-  if old:
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def format_duration(seconds):
   """Formats seconds as H:MM:SS."""
   seconds = max(0, int(round(seconds)))
@@ -761,18 +623,3 @@ class Progress(object):
     if extra:
       line += ", " + extra
     logging.info(line)
-
-
-def some_names(names, shown=3):
-  """A log-sized list: the first `shown` names and how many more.
-
-  E.g. "bert/pooler/dense/kernel, bert/pooler/dense/bias and 2 more". A
-  whole list of a model's variables (about 200 for BERT-Base, more with the
-  optimizer slots) would bury the log; --verbosity=1 shows every name where
-  the loader logs them.
-  """
-  names = list(names)
-  text = ", ".join(names[:shown])
-  if len(names) > shown:
-    text += " and %d more" % (len(names) - shown)
-  return text

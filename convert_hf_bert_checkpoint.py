@@ -36,6 +36,7 @@ import numpy as np
 
 import cli
 import hf_bert
+import outputs
 
 FLAGS = flags.FLAGS
 
@@ -242,6 +243,7 @@ def convert(hf_dir, output_dir, random_seed=12345):
     cli.UserError: a missing or inconsistent input, one line.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import checkpoints  # pylint: disable=g-import-not-at-top
   import modeling  # pylint: disable=g-import-not-at-top
 
   if not hf_dir:
@@ -324,13 +326,13 @@ def convert(hf_dir, output_dir, random_seed=12345):
   # Every file is written under a temporary name first; an older conversion
   # in output_dir is replaced only when all are complete (a full disk
   # leaves it as it was).
-  with cli.atomic_outputs([os.path.join(output_dir, "bert_config.json"),
+  with outputs.atomic_outputs([os.path.join(output_dir, "bert_config.json"),
                            os.path.join(output_dir, "vocab.txt")]) as tmps:
     with open(tmps[0], "w", encoding="utf-8") as f:
       f.write(config.to_json_string())
     with open(tmps[1], "w", encoding="utf-8") as f:
       f.write("".join(token + "\n" for token in tokens))
-    modeling.save_checkpoint(to_save, prefix)
+    checkpoints.save_checkpoint(to_save, prefix)
 
   lower = _do_lower_case(hf_dir)
   logging.info("Wrote %s, bert_config.json (hidden_act %s) and vocab.txt "

@@ -53,11 +53,16 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
+import checkpoints
 import cli
+import errors
 import layer_losses
 import modeling
 import optimization
+import outputs
+import record_format
 import records
+import results
 import teacher
 
 FLAGS = flags.FLAGS
@@ -69,17 +74,12 @@ TPU_FLAG_DEFAULTS = collections.OrderedDict([
     ("use_tpu", False), ("tpu_name", None), ("tpu_zone", None),
     ("gcp_project", None), ("master", None), ("num_tpu_cores", 8)])
 
-EVAL_RESULTS_FILE = "eval_results.txt"
 # The layer-wise losses: weight option -> name of the loss (in the outputs of
 # Distiller and in eval_results.txt).
 LAYER_LOSS_WEIGHTS = collections.OrderedDict([
     ("hidden_loss_weight", "hidden_loss"),
     ("attention_loss_weight", "attention_loss"),
     ("attention_relation_loss_weight", "attention_relation_loss")])
-# The companion checkpoint of model.ckpt-<step> holding the variables that
-# distillation adds (projections) and their optimizer slots.
-EXTRA_CHECKPOINT_SUFFIX = ".distillation"
-CHECKPOINT_BASENAME = "model.ckpt"
 # Added to the sum of the weights in the masked-LM loss, as Google's
 # get_masked_lm_output does (it keeps an all-padding batch finite).
 LOSS_DENOMINATOR_EPSILON = 1e-5
@@ -355,16 +355,15 @@ class Distribution(object):
     - `watch_training(global_step)`: a context manager around the training
       loop (a hook, e.g. for a watchdog that ends a job whose global_step
       stops advancing).
-  It reads `rank`, `size`, `local_rank`, `is_chief`, and `num_shards` /
+  It reads `rank`, `size`, `is_chief`, and `num_shards` /
   `shard_index` (passed to records.training_share: each rank reads a
   disjoint share of the training records, whole files of its own when there
   are at least as many files as ranks).
   """
 
-  def __init__(self, rank=0, size=1, local_rank=0):
+  def __init__(self, rank=0, size=1):
     self.rank = rank
     self.size = size
-    self.local_rank = local_rank
 
   @property
   def is_chief(self):
@@ -584,10 +583,12 @@ class Distiller(tf.Module):
     p = self.options.max_predictions_per_seq
     if self.teacher is None:
       if k > 0:
-        probs = tf.reshape(features[records.TRUNCATED_PROBS], [-1, p, k])
-        indices = tf.reshape(features[records.TOP_K_INDICES], [-1, p, k])
+        probs = tf.reshape(features[record_format.TRUNCATED_PROBS],
+                           [-1, p, k])
+        indices = tf.reshape(features[record_format.TOP_K_INDICES],
+                             [-1, p, k])
         return (probs, indices), None
-      probs = tf.reshape(features[records.FULL_PROBS],
+      probs = tf.reshape(features[record_format.FULL_PROBS],
                          [-1, p, self.student.config.vocab_size])
       return (probs, None), None
     outputs = teacher.soft_labels(
@@ -866,7 +867,7 @@ def check_something_to_evaluate(opts):
   if (opts.do_train or opts.init_checkpoint or opts.init_from_teacher_layers
       or opts.eval_untrained):
     return
-  if modeling.latest_checkpoint(opts.output_dir) is None:
+  if checkpoints.latest_checkpoint(opts.output_dir) is None:
     raise cli.UserError(
         "--do_train=false: nothing to evaluate: --output_dir %s holds no "
         "checkpoint and no --init_checkpoint is given (a mistyped "
@@ -894,12 +895,12 @@ def validate_inputs(paths, lengths, opts):
                  "truncation_factor": opts.truncation_factor}
   try:
     return records.validate_files(paths, lengths, flag_values)
-  except records.RecordMismatchError as exc:
-    message = str(exc)
-    if "found stage-III records" in message:
-      message += (" (or give --teacher_bert_config_file and "
-                  "--teacher_init_checkpoint to run the teacher online)")
-    raise cli.UserError(message)
+  except errors.StageThreeRecordsError as exc:
+    raise cli.UserError(
+        "%s (or give --teacher_bert_config_file and --teacher_init_checkpoint "
+        "to run the teacher online)" % exc)
+  except errors.RecordMismatchError as exc:
+    raise cli.UserError(str(exc))
 
 
 def check_eval_files(eval_files):
@@ -937,9 +938,8 @@ def init_from_teacher_layers(student_variables, spec, checkpoint,
                              num_student_layers):
   """Copies chosen teacher layers, embeddings and heads into the student.
 
-  Student layer i takes teacher layer indices[i]; every other variable is
-  taken from the teacher variable of the same name when the teacher has it
-  (a teacher without pooler or next-sentence head leaves those as they are).
+  See `checkpoints.init_from_teacher_layers`; `spec` is the value of
+  --init_from_teacher_layers.
 
   Raises:
     cli.UserError: bad indices, a layer the teacher lacks, or a shape
@@ -947,109 +947,10 @@ def init_from_teacher_layers(student_variables, spec, checkpoint,
   """
   indices = parse_layer_indices(spec, num_student_layers)
   with cli.blame_flag("--teacher_init_checkpoint"):
-    checkpoint = modeling.resolve_checkpoint(checkpoint)
-  teacher_layers = set()
-  for name, _ in tf.train.list_variables(checkpoint):
-    m = re.match(r"bert/encoder/layer_(\d+)/", name)
-    if m:
-      teacher_layers.add(int(m.group(1)))
-  for i in indices:
-    if i not in teacher_layers:
-      raise cli.UserError(
-          "--init_from_teacher_layers=%s: the teacher checkpoint %s has no "
-          "layer %d (it has %d layers)" % (spec, checkpoint, i,
-                                           len(teacher_layers)))
-  mapping = collections.OrderedDict()
-  for name, var in student_variables.items():
-    m = re.match(r"bert/encoder/layer_(\d+)/(.*)$", name)
-    if m:
-      name = "bert/encoder/layer_%d/%s" % (indices[int(m.group(1))],
-                                            m.group(2))
-    mapping[name] = var
-  try:
-    initialized, missing = modeling.load_checkpoint(mapping, checkpoint)
-  except ValueError as exc:
-    raise cli.UserError("--init_from_teacher_layers: sizes differ: %s" % exc)
-  logging.info("Initialised %d student variables from teacher layers %s of "
-               "%s%s", len(initialized), indices, checkpoint,
-               "; %d kept their random values: %s" % (
-                   len(missing), cli.some_names(missing)) if missing else "")
-
-
-def restore_extra_state(prefix, extra_state):
-  """Loads the extra state from `prefix`.distillation, when it exists.
-
-  A checkpoint written without layer losses has none: the projections then
-  keep their seeded initialisation (logged).
-
-  Raises:
-    cli.UserError: the companion checkpoint exists but does not fit.
-  """
-  extra_prefix = prefix + EXTRA_CHECKPOINT_SUFFIX
-  if not tf.io.gfile.exists(extra_prefix + ".index"):
-    logging.warning("%s has no %s: %s start from their initialisation",
-                    prefix, os.path.basename(extra_prefix),
-                    cli.some_names(extra_state))
-    return
-  with cli.blame_flag("--output_dir"):
-    _, missing = modeling.load_checkpoint(extra_state, extra_prefix)
-  if missing:
-    logging.warning("Not in %s, starting from their initialisation: %s",
-                    extra_prefix, cli.some_names(missing))
-
-
-class CheckpointSaver(object):
-  """Writes model.ckpt-<step> checkpoints and keeps the newest few.
-
-  With extra variables (projections of the layer-wise losses and their
-  optimizer slots), each model.ckpt-<step> gets a companion checkpoint
-  model.ckpt-<step>.distillation, written first: model.ckpt-<step> itself
-  stays a BERT checkpoint under Google's names.
-  """
-
-  def __init__(self, directory, variables_by_name, keep,
-               extra_variables=None):
-    self.directory = directory
-    self.variables_by_name = variables_by_name
-    self.keep = keep
-    self.extra_variables = extra_variables
-
-  def save(self, step):
-    """Saves all variables as <directory>/model.ckpt-<step>[.distillation].
-    """
-    prefix = os.path.join(self.directory, "%s-%d" % (CHECKPOINT_BASENAME,
-                                                    step))
-    start = time.time()
-    if self.extra_variables:
-      modeling.save_checkpoint(self.extra_variables,
-                               prefix + EXTRA_CHECKPOINT_SUFFIX)
-    modeling.save_checkpoint(self.variables_by_name, prefix)
-    modeling.write_checkpoint_index(self.directory, prefix)
-    if self._remove_old():
-      # Drops the removed ones from the index's list.
-      modeling.write_checkpoint_index(self.directory, prefix)
-    logging.info("Saved checkpoint %s (%.1f s)", prefix, time.time() - start)
-    return prefix
-
-  def steps(self):
-    """Steps of the model.ckpt-<step> checkpoints present, ascending."""
-    found = set()
-    pattern = re.compile(re.escape(CHECKPOINT_BASENAME) + r"-(\d+)\.index$")
-    for name in os.listdir(self.directory):
-      m = pattern.match(name)
-      if m:
-        found.add(int(m.group(1)))
-    return sorted(found)
-
-  def _remove_old(self):
-    """Removes all but the newest `keep` checkpoints; returns their steps."""
-    removed = self.steps()[:-self.keep]
-    for step in removed:
-      prefix = os.path.join(self.directory, "%s-%d" % (CHECKPOINT_BASENAME,
-                                                      step))
-      for path in tf.io.gfile.glob(prefix + ".*"):
-        tf.io.gfile.remove(path)
-    return removed
+    checkpoint = checkpoints.resolve_checkpoint(checkpoint)
+  with cli.blame_flag("--init_from_teacher_layers=%s" % spec):
+    checkpoints.init_from_teacher_layers(student_variables, indices,
+                                         checkpoint)
 
 
 class DynamicLossScale(tf.Module):
@@ -1194,21 +1095,6 @@ class Trainer(object):
     return loss_sum / tf.cast(tf.maximum(done, 1), tf.float32), loss
 
 
-def write_scalars(writer, values, step):
-  """Writes TensorBoard scalars (tag -> float) at `step`.
-
-  Uses tf.summary.write with the scalar plugin's metadata, so that the
-  `tensorboard` package is not needed to write the events TensorBoard reads.
-  """
-  metadata = tf.compat.v1.SummaryMetadata(
-      plugin_data=tf.compat.v1.SummaryMetadata.PluginData(
-          plugin_name="scalars"))
-  with writer.as_default():
-    for tag, value in values.items():
-      tf.summary.write(tag, tf.constant(value, tf.float32), step=step,
-                       metadata=metadata)
-
-
 def _next_boundary(step, opts):
   """The step at which the current device loop must return to Python."""
   candidates = [opts.num_train_steps]
@@ -1230,7 +1116,7 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
     share: this process's records.TrainingShare of the training files
       (validated).
     lengths: their feature lengths.
-    saver: a CheckpointSaver (chief), or None.
+    saver: a checkpoints.CheckpointSaver (chief), or None.
     loss_scale: a DynamicLossScale for float16, or None.
     summary_writer: a tf.summary writer (chief), or None.
   """
@@ -1276,10 +1162,10 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
       learning_rate = float(optimizer.learning_rate_at(step).numpy())
       examples_per_sec = loop_steps * examples_per_step / max(elapsed, 1e-9)
       if summary_writer is not None:
-        write_scalars(summary_writer, {"loss": mean_loss,
-                                       "learning_rate": learning_rate,
-                                       "examples_per_sec": examples_per_sec},
-                      step)
+        results.write_scalars(summary_writer,
+                              {"loss": mean_loss,
+                               "learning_rate": learning_rate,
+                               "examples_per_sec": examples_per_sec}, step)
       if step % opts.log_every_n_steps == 0 or step == opts.num_train_steps:
         progress.log(step, mean_loss, learning_rate)
       if saver is not None and (step % opts.save_checkpoints_steps == 0 or
@@ -1292,8 +1178,8 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
     raise cli.Interrupted(
         "stopped by %s after step %d; checkpoint %s-%d saved in %s: run the "
         "same command to resume from it" % (
-            signal.Signals(signum).name, step, CHECKPOINT_BASENAME, step,
-            opts.output_dir), signum)
+            signal.Signals(signum).name, step,
+            checkpoints.CHECKPOINT_BASENAME, step, opts.output_dir), signum)
   progress.done(step)
 
 
@@ -1368,19 +1254,6 @@ def evaluate(distiller, opts, eval_files, lengths):
     results[name] = totals[name] / totals["examples"]
   results["eval_examples"] = int(totals["examples"])
   return results
-
-
-def write_eval_results(output_dir, results):
-  """Writes output_dir/eval_results.txt (sorted `key = value` lines)."""
-  path = os.path.join(output_dir, EVAL_RESULTS_FILE)
-  with cli.atomic_output(path) as tmp:
-    with open(tmp, "w") as f:
-      for key in sorted(results):
-        f.write("%s = %s\n" % (key, results[key]))
-  logging.info("***** Eval results (%s) *****", path)
-  for key in sorted(results):
-    logging.info("  %s = %s", key, results[key])
-  return path
 
 
 # ---------------------------------------------------------------------------
@@ -1521,8 +1394,8 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
   summary_writer = saver = None
   if distribution.is_chief:
     summary_writer = tf.summary.create_file_writer(opts.output_dir)
-    saver = CheckpointSaver(opts.output_dir, all_variables,
-                            opts.keep_checkpoint_max, extra_state)
+    saver = checkpoints.CheckpointSaver(opts.output_dir, all_variables,
+                                        opts.keep_checkpoint_max, extra_state)
   if opts.do_train:
     try:
       train(distiller, optimizer, distribution, opts, share, lengths,
@@ -1534,18 +1407,19 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
   if not (opts.do_eval and distribution.is_chief):
     return None
   try:
-    results = evaluate(distiller, opts, eval_files, lengths)
+    metrics = evaluate(distiller, opts, eval_files, lengths)
   except tf.errors.DataLossError as exc:
     raise records.find_damaged_file(eval_files, exc)
-  results["global_step"] = int(optimizer.global_step.numpy())
-  write_eval_results(opts.output_dir, results)
+  metrics["global_step"] = int(optimizer.global_step.numpy())
+  results.write_eval_results(opts.output_dir, metrics)
   eval_writer = tf.summary.create_file_writer(
       os.path.join(opts.output_dir, "eval"))
-  write_scalars(eval_writer, {k: v for k, v in results.items()
-                              if k not in ("global_step", "eval_examples")},
-                results["global_step"])
+  results.write_scalars(eval_writer,
+                        {k: v for k, v in metrics.items()
+                         if k not in ("global_step", "eval_examples")},
+                        metrics["global_step"])
   eval_writer.flush()
-  return results
+  return metrics
 
 
 def split_extra_state(named_variables):
@@ -1625,7 +1499,7 @@ def check_run_settings(opts, distribution, resuming):
     if changed:
       logging.warning("Resuming %s with other settings than it was started "
                       "with: %s", opts.output_dir, ", ".join(changed))
-  with cli.atomic_output(path) as tmp:
+  with outputs.atomic_output(path) as tmp:
     with open(tmp, "w") as f:
       json.dump(settings, f, indent=2, sort_keys=True)
       f.write("\n")
@@ -1644,14 +1518,14 @@ def initialize(opts, student_config, model_variables, all_variables,
   Returns:
     True when resuming from a checkpoint in output_dir.
   """
-  latest = modeling.latest_checkpoint(opts.output_dir)
+  latest = checkpoints.latest_checkpoint(opts.output_dir)
   if latest:
     wanted = all_variables if opts.do_train else collections.OrderedDict(
         list(model_variables.items()) +
         [("global_step", optimizer.global_step)])
     check_same_model(latest, model_variables)
     with cli.blame_flag("--output_dir"):
-      _, missing = modeling.load_checkpoint(wanted, latest)
+      _, missing = checkpoints.load_checkpoint(wanted, latest)
     # A run may switch float16 loss scaling on or off between restarts.
     missing = [n for n in missing if not n.startswith("loss_scale")]
     if missing:
@@ -1660,20 +1534,21 @@ def initialize(opts, student_config, model_variables, all_variables,
           "model: it lacks %d variables, e.g. %s" % (latest, len(missing),
                                                      missing[0]))
     if extra_state:
-      restore_extra_state(latest, extra_state)
+      with cli.blame_flag("--output_dir"):
+        checkpoints.load_companion(latest, extra_state)
     logging.info("Resuming from %s (global_step %d)", latest,
                  int(optimizer.global_step.numpy()))
     return True
   if opts.init_checkpoint:
     with cli.blame_flag("--init_checkpoint"):
-      checkpoint = modeling.resolve_checkpoint(opts.init_checkpoint)
-      initialized, missing = modeling.load_checkpoint(model_variables,
+      checkpoint = checkpoints.resolve_checkpoint(opts.init_checkpoint)
+      initialized, missing = checkpoints.load_checkpoint(model_variables,
                                                       checkpoint)
     teacher.require_masked_lm_variables(missing, checkpoint,
                                         "--init_checkpoint", "student")
     logging.info("Initialised %d variables from %s; %d not in it%s",
                  len(initialized), checkpoint, len(missing),
-                 ": " + cli.some_names(missing) if missing else "")
+                 ": " + checkpoints.some_names(missing) if missing else "")
   elif opts.init_from_teacher_layers:
     init_from_teacher_layers(model_variables, opts.init_from_teacher_layers,
                              opts.teacher_init_checkpoint,

@@ -37,9 +37,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import cli
+import checkpoints
+import errors
 import hf_bert
 import modeling
+import outputs
 import tokenization
 
 AUTO = "auto"
@@ -68,7 +70,7 @@ _SPECIAL_TOKENS = collections.OrderedDict([
     ("cls_token", "[CLS]"), ("mask_token", "[MASK]")])
 
 
-class ExportError(ValueError):
+class ExportError(errors.Error, ValueError):
   """The checkpoint, vocabulary or output cannot give the asked export.
 
   Attributes:
@@ -82,14 +84,14 @@ class ExportError(ValueError):
 
 @contextlib.contextmanager
 def _blame(argument):
-  """Re-raises a ValueError of the block as an ExportError of `argument`."""
+  """Re-raises a library error of the block as an ExportError of `argument`."""
   try:
     yield
   except ExportError as exc:
     if exc.argument is None:
       exc.argument = argument
     raise
-  except ValueError as exc:
+  except errors.Error as exc:
     raise ExportError(str(exc), argument)
 
 
@@ -149,11 +151,11 @@ def read_bert_checkpoint(checkpoint, config):
     A `BertWeights`.
 
   Raises:
-    ExportError (or modeling.CheckpointError): no checkpoint, an encoder
+    ExportError (or errors.CheckpointError): no checkpoint, an encoder
       variable missing, a shape that disagrees with `config`, or a head
       present only in part.
   """
-  prefix = modeling.resolve_checkpoint(checkpoint)
+  prefix = checkpoints.resolve_checkpoint(checkpoint)
   try:
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
@@ -495,7 +497,7 @@ def export(config, init_checkpoint, vocab_file, output_dir,
     architecture = choose_architecture(weights, architecture, export_format)
   with _blame("output_dir"):
     _check_inputs_outside(output_dir, [weights.prefix, vocab_file])
-  with cli.atomic_output_dir(output_dir) as tmp:
+  with outputs.atomic_output_dir(output_dir) as tmp:
     if export_format == "hf":
       write_hf(weights, architecture, config, vocab_file, vocab,
                do_lower_case, tmp)

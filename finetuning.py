@@ -77,10 +77,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import checkpoints
 import cli
 import distillation
 import modeling
 import optimization
+import results
 import tokenization
 
 FLAGS = flags.FLAGS
@@ -353,13 +355,13 @@ def initialize(model, optimizer, opts, all_variables):
       shape, or lacking encoder variables.
   """
   model_variables = model.variables_by_name()
-  latest = modeling.latest_checkpoint(opts.output_dir)
+  latest = checkpoints.latest_checkpoint(opts.output_dir)
   if latest:
     wanted = all_variables if opts.do_train else collections.OrderedDict(
         list(model_variables.items()) +
         [("global_step", optimizer.global_step)])
     with cli.blame_flag("--output_dir"):
-      _, missing = modeling.load_checkpoint(wanted, latest)
+      _, missing = checkpoints.load_checkpoint(wanted, latest)
     if missing:
       raise cli.UserError(
           "--output_dir: checkpoint %s is not a fine-tuning checkpoint of "
@@ -374,7 +376,7 @@ def initialize(model, optimizer, opts, all_variables):
         "(--random_seed=%d), not from a pre-trained BERT", opts.random_seed)
     return "random"
   with cli.blame_flag("--init_checkpoint"):
-    checkpoint = modeling.resolve_checkpoint(opts.init_checkpoint)
+    checkpoint = checkpoints.resolve_checkpoint(opts.init_checkpoint)
     names = set(name for name, _ in tf.train.list_variables(checkpoint))
     encoder = model.bert.variables_by_name()
     missing = [n for n in encoder if n not in names]
@@ -383,7 +385,7 @@ def initialize(model, optimizer, opts, all_variables):
           "--init_checkpoint %s is not a BERT checkpoint of this model: it "
           "lacks %d of the %d encoder variables of --bert_config_file, e.g. "
           "%s" % (checkpoint, len(missing), len(encoder), missing[0]))
-    loaded, not_loaded = modeling.load_checkpoint(model_variables,
+    loaded, not_loaded = checkpoints.load_checkpoint(model_variables,
                                                   checkpoint)
   ignored = sorted(names - set(loaded))
   kinds = sorted(set(_variable_kind(n) for n in ignored))
@@ -392,7 +394,7 @@ def initialize(model, optimizer, opts, all_variables):
   if not_loaded:
     logging.info("Head variables not in the checkpoint, initialised at "
                  "random (--random_seed=%d): %s", opts.random_seed,
-                 cli.some_names(not_loaded))
+                 checkpoints.some_names(not_loaded))
   if ignored:
     logging.info("Note: %d variables of the checkpoint are not used by "
                  "fine-tuning and are ignored (%s)", len(ignored),
@@ -489,7 +491,7 @@ class FineTuner(object):
     self.distribution.broadcast_variables(list(self.all_variables.values()))
     self.saver = self.summary_writer = None
     if self.distribution.is_chief:
-      self.saver = distillation.CheckpointSaver(
+      self.saver = checkpoints.CheckpointSaver(
           opts.output_dir, self.all_variables, opts.keep_checkpoint_max)
       self.summary_writer = tf.summary.create_file_writer(opts.output_dir)
     self._variables = list(self.model_variables.values())
@@ -608,7 +610,7 @@ class FineTuner(object):
       if not self.distribution.is_chief:
         continue
       learning_rate = float(self.optimizer.learning_rate_at(step).numpy())
-      distillation.write_scalars(self.summary_writer, {
+      results.write_scalars(self.summary_writer, {
           "loss": mean_loss, "learning_rate": learning_rate,
           "examples_per_sec": loop_steps * examples_per_step /
                               max(elapsed, 1e-9)}, step)

@@ -44,8 +44,10 @@ from typing import Optional, Tuple
 from absl import logging
 import numpy as np
 
+import errors
 
-class DataError(ValueError):
+
+class DataError(errors.InputError):
   """A task's data folder or file is not in the expected format."""
 
 

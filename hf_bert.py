@@ -25,6 +25,8 @@ project calls "gelu_exact".
 
 import re
 
+import errors
+
 # Hugging Face hidden_act -> this project's (Google's) name. For each of
 # ours, the first Hugging Face name listed is the one an export writes.
 _ACTIVATION_PAIRS = (
@@ -180,12 +182,12 @@ def hf_activation(hidden_act):
   """The Hugging Face hidden_act of one of this project's activations.
 
   Raises:
-    ValueError: the activation has no Hugging Face equivalent.
+    errors.ConfigError: the activation has no Hugging Face equivalent.
   """
   ours = (hidden_act or "linear").lower()
   for hf, mine in _ACTIVATION_PAIRS:
     if mine == ours:
       return hf
-  raise ValueError("hidden_act %r has no Hugging Face equivalent (known: "
-                   "%s)" % (hidden_act, ", ".join(
-                       sorted(set(HF_ACTIVATIONS.values())))))
+  raise errors.ConfigError(
+      "hidden_act %r has no Hugging Face equivalent (known: %s)" %
+      (hidden_act, ", ".join(sorted(set(HF_ACTIVATIONS.values())))))

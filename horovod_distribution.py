@@ -54,9 +54,9 @@ class HorovodDistribution(distillation.Distribution):
   """A process of a Horovod job: averaged gradients, rank-0 broadcast."""
 
   def __init__(self):
-    """Reads rank, size and local rank from Horovod (hvd.init() first)."""
+    """Reads rank and size from Horovod (hvd.init() first)."""
     super(HorovodDistribution, self).__init__(
-        rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank())
+        rank=hvd.rank(), size=hvd.size())
     # (pid, host) of every rank, to name a stalled one.
     self.peers = hvd.allgather_object((os.getpid(), socket.gethostname()))
 

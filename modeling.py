@@ -9,10 +9,11 @@ Google's TF1 code and the common converters.
 
 The model is plain `tf.Module`s and `tf.Variable`s, each variable created
 under Google's name (e.g. `bert/encoder/layer_0/attention/self/query/kernel`,
-kernels stored [in, out]). Checkpoint I/O is a name -> variable map:
+kernels stored [in, out]). Checkpoint I/O (checkpoints.py) is a name ->
+variable map:
 
   model = BertPretrainingModel(BertConfig.from_json_file("bert_config.json"))
-  load_checkpoint(model.variables_by_name(), "bert_model.ckpt")
+  checkpoints.load_checkpoint(model.variables_by_name(), "bert_model.ckpt")
   mlm_logits, nsp_logits = model(input_ids, input_mask, segment_ids,
                                  masked_lm_positions)
 
@@ -26,14 +27,10 @@ import copy
 import difflib
 import json
 import math
-import os
-import re
 
-from absl import logging
-import numpy as np
 import tensorflow as tf
 
-import cli
+import errors
 
 # The epsilon of Google's LayerNorm (tf.contrib.layers.layer_norm, float32).
 LAYER_NORM_EPSILON = 1e-12
@@ -129,33 +126,34 @@ class BertConfig(object):
     are accepted and ignored.
 
     Raises:
-      ValueError: a key is missing, a key is unknown (the message suggests
-        the nearest known key), a value has the wrong type or range, or the
-        activation is unknown.
+      errors.ConfigError: a key is missing, a key is unknown (the message
+        suggests the nearest known key), a value has the wrong type or
+        range, or the activation is unknown.
     """
     if not isinstance(json_object, dict):
-      raise ValueError("a BERT config must be a JSON object, found %s" %
-                       type(json_object).__name__)
+      raise errors.ConfigError(
+          "a BERT config must be a JSON object, found %s" %
+          type(json_object).__name__)
     for key in sorted(json_object):
       if key in _CONFIG_KEYS or key in IGNORED_CONFIG_KEYS:
         continue
       if key in _IGNORED_IF_DEFAULT:
         if json_object[key] != _IGNORED_IF_DEFAULT[key]:
-          raise ValueError(
+          raise errors.ConfigError(
               "%s is %r; Google's BERT has only %r (convert a Hugging Face "
               "model with convert_hf_bert_checkpoint.py)" %
               (key, json_object[key], _IGNORED_IF_DEFAULT[key]))
         continue
       near = difflib.get_close_matches(key, _CONFIG_KEYS, n=1, cutoff=0.6)
-      raise ValueError("unknown key %r%s (the keys of Google's "
-                       "bert_config.json: %s)" %
-                       (key, "; did you mean %r?" % near[0] if near else "",
-                        ", ".join(_CONFIG_KEYS)))
+      raise errors.ConfigError(
+          "unknown key %r%s (the keys of Google's bert_config.json: %s)" %
+          (key, "; did you mean %r?" % near[0] if near else "",
+           ", ".join(_CONFIG_KEYS)))
     missing = [key for key in _CONFIG_KEYS if key not in json_object]
     if missing:
-      raise ValueError("the BERT config has no %s (all eleven keys of "
-                       "Google's bert_config.json are required)" %
-                       ", ".join(missing))
+      raise errors.ConfigError(
+          "the BERT config has no %s (all eleven keys of Google's "
+          "bert_config.json are required)" % ", ".join(missing))
     config = cls(vocab_size=None)
     for key in _CONFIG_KEYS:
       setattr(config, key, json_object[key])
@@ -167,29 +165,30 @@ class BertConfig(object):
     """Constructs a `BertConfig` from a json file of parameters.
 
     Raises:
-      ValueError: naming the file, when it is missing, unreadable, not JSON
-        or not a valid BERT config.
+      errors.ConfigError: naming the file, when it is missing, unreadable,
+        not JSON or not a valid BERT config.
     """
     try:
       with tf.io.gfile.GFile(json_file, "r") as reader:
         text = reader.read()
     except (tf.errors.OpError, OSError) as exc:
       if not tf.io.gfile.exists(json_file):
-        raise ValueError("BERT config file not found: %s" % json_file)
-      raise ValueError("cannot read BERT config file %s: %s" %
-                       (json_file, getattr(exc, "message", exc)))
+        raise errors.ConfigError("BERT config file not found: %s" %
+                                 json_file)
+      raise errors.ConfigError("cannot read BERT config file %s: %s" %
+                               (json_file, getattr(exc, "message", exc)))
     try:
       data = json.loads(text)
     except ValueError as exc:
-      raise ValueError("%s: not a valid JSON BERT config: %s" %
-                       (json_file, exc))
+      raise errors.ConfigError("%s: not a valid JSON BERT config: %s" %
+                               (json_file, exc))
     try:
       return cls.from_dict(data)
     except ValueError as exc:
-      raise ValueError("%s: %s" % (json_file, exc))
+      raise errors.ConfigError("%s: %s" % (json_file, exc))
 
   def validate(self):
-    """Raises ValueError unless every field has a sensible type and value."""
+    """Raises errors.ConfigError unless every field has a sensible value."""
     for key in ("vocab_size", "hidden_size", "num_hidden_layers",
                 "num_attention_heads", "intermediate_size",
                 "max_position_embeddings", "type_vocab_size"):
@@ -198,21 +197,21 @@ class BertConfig(object):
       least = 0 if key == "num_hidden_layers" else 1
       if (isinstance(value, bool) or not isinstance(value, int) or
           value < least):
-        raise ValueError("%s must be an integer >= %d, found %r" %
-                         (key, least, value))
+        raise errors.ConfigError("%s must be an integer >= %d, found %r" %
+                                 (key, least, value))
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
       value = getattr(self, key)
       if (isinstance(value, bool) or not isinstance(value, (int, float)) or
           not 0.0 <= value < 1.0):
-        raise ValueError("%s must be a number in [0, 1), found %r" %
-                         (key, value))
+        raise errors.ConfigError("%s must be a number in [0, 1), found %r" %
+                                 (key, value))
     value = self.initializer_range
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or
         value <= 0):
-      raise ValueError("initializer_range must be a positive number, "
-                       "found %r" % (value,))
+      raise errors.ConfigError("initializer_range must be a positive "
+                               "number, found %r" % (value,))
     if self.hidden_size % self.num_attention_heads:
-      raise ValueError(
+      raise errors.ConfigError(
           "hidden_size (%d) is not a multiple of num_attention_heads (%d)" %
           (self.hidden_size, self.num_attention_heads))
     get_activation(self.hidden_act)
@@ -276,19 +275,20 @@ def get_activation(activation_string):
     The activation function.
 
   Raises:
-    ValueError: the name is unknown.
+    errors.ConfigError: the name is unknown.
   """
   if callable(activation_string):
     return activation_string
   if activation_string is None or activation_string == "":
     return _linear
   if not isinstance(activation_string, str):
-    raise ValueError("hidden_act must be a string, found %r" %
-                     (activation_string,))
+    raise errors.ConfigError("hidden_act must be a string, found %r" %
+                             (activation_string,))
   act = activation_string.lower()
   if act not in _ACTIVATIONS:
-    raise ValueError("unsupported activation %r (expected one of: %s)" %
-                     (activation_string, ", ".join(sorted(_ACTIVATIONS))))
+    raise errors.ConfigError(
+        "unsupported activation %r (expected one of: %s)" %
+        (activation_string, ", ".join(sorted(_ACTIVATIONS))))
   return _ACTIVATIONS[act]
 
 
@@ -695,260 +695,3 @@ class BertPretrainingModel(tf.Module):
                        transpose_b=True)
     return tf.nn.bias_add(tf.cast(logits, tf.float32),
                           self.next_sentence_bias)
-
-
-# ---------------------------------------------------------------------------
-# Checkpoints: name-based, readable by Google's TF1 code.
-# ---------------------------------------------------------------------------
-
-CHECKPOINT_INDEX_FILE = "checkpoint"
-
-
-class CheckpointError(ValueError):
-  """A checkpoint is missing, unreadable or does not fit the model."""
-
-
-def _shape_str(shape):
-  return "[%s]" % ", ".join(str(int(d)) for d in shape)
-
-
-def save_checkpoint(variables_by_name, prefix):
-  """Writes a name-based checkpoint (`prefix`.index, `prefix`.data-*).
-
-  The files are written under a temporary prefix and renamed into place,
-  data first and the .index last, so a checkpoint whose .index exists is
-  complete.
-
-  Args:
-    variables_by_name: name -> tf.Variable (or tensor or NumPy array), e.g.
-      the model's variables merged with the optimizer's.
-    prefix: the checkpoint prefix, e.g. "out/model.ckpt-100".
-
-  Returns:
-    `prefix`.
-  """
-  names = list(variables_by_name.keys())
-  if not names:
-    raise ValueError("save_checkpoint: nothing to save for %s" % prefix)
-  directory = os.path.dirname(prefix)
-  if directory:
-    tf.io.gfile.makedirs(directory)
-  tmp_prefix = cli.temporary_name(prefix)
-  tensors = []
-  for name in names:
-    value = variables_by_name[name]
-    if isinstance(value, tf.Variable):
-      value = value.read_value()
-    tensors.append(tf.convert_to_tensor(value))
-  try:
-    # A failure here (a full disk) leaves an older checkpoint under the same
-    # prefix as it was; the temporaries are removed below.
-    with tf.device("CPU:0"):
-      tf.raw_ops.SaveV2(prefix=tmp_prefix, tensor_names=names,
-                        shape_and_slices=[""] * len(names), tensors=tensors)
-    tmp_files = tf.io.gfile.glob(tmp_prefix + ".*")
-    data_files = [f for f in tmp_files if not f.endswith(".index")]
-    # All written: an old checkpoint under the same prefix stops being
-    # valid first.
-    if tf.io.gfile.exists(prefix + ".index"):
-      tf.io.gfile.remove(prefix + ".index")
-    for path in data_files:
-      tf.io.gfile.rename(path, prefix + path[len(tmp_prefix):],
-                         overwrite=True)
-    tf.io.gfile.rename(tmp_prefix + ".index", prefix + ".index",
-                       overwrite=True)
-  finally:
-    for path in tf.io.gfile.glob(tmp_prefix + ".*"):
-      tf.io.gfile.remove(path)
-  return prefix
-
-
-def _read_index(directory):
-  """(model_checkpoint_path or None, [all_model_checkpoint_paths])."""
-  path = os.path.join(directory, CHECKPOINT_INDEX_FILE)
-  if not tf.io.gfile.exists(path):
-    return None, []
-  with tf.io.gfile.GFile(path, "r") as f:
-    text = f.read()
-  latest = None
-  all_paths = []
-  for line in text.splitlines():
-    m = re.match(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)'
-                 r'\s*:\s*"((?:[^"\\]|\\.)*)"\s*$', line)
-    if not m:
-      continue
-    value = re.sub(r"\\(.)", r"\1", m.group(2))
-    if m.group(1) == "model_checkpoint_path":
-      latest = value
-    else:
-      all_paths.append(value)
-  return latest, all_paths
-
-
-def _absolute(directory, path):
-  return path if os.path.isabs(path) or "://" in path else os.path.join(
-      directory, path)
-
-
-def _exists(prefix):
-  return tf.io.gfile.exists(prefix + ".index")
-
-
-def latest_checkpoint(directory):
-  """The newest checkpoint prefix listed in `directory`/checkpoint, or None.
-
-  Reads the TF1-format `checkpoint` index file. If the newest entry's files
-  are gone, the newest listed checkpoint that still exists is returned.
-  """
-  latest, all_paths = _read_index(directory)
-  candidates = ([latest] if latest else []) + list(reversed(all_paths))
-  for path in candidates:
-    prefix = _absolute(directory, path)
-    if _exists(prefix):
-      return prefix
-  return None
-
-
-def _quote(path):
-  return '"%s"' % path.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def write_checkpoint_index(directory, prefix):
-  """Makes `prefix` the newest checkpoint in `directory`/checkpoint.
-
-  Writes TF1's text format (`model_checkpoint_path: "model.ckpt-100"` and
-  `all_model_checkpoint_paths: ...` lines, paths relative to `directory`
-  when inside it). Entries whose files no longer exist are dropped. The file
-  is replaced atomically; call this after `save_checkpoint`.
-
-  Returns:
-    The path of the index file.
-  """
-  directory = directory or "."
-  if os.path.abspath(os.path.dirname(prefix) or ".") == os.path.abspath(
-      directory):
-    entry = os.path.basename(prefix)
-  else:
-    entry = prefix
-  _, all_paths = _read_index(directory)
-  kept = [p for p in all_paths
-          if p != entry and _exists(_absolute(directory, p))]
-  kept.append(entry)
-  lines = ["model_checkpoint_path: %s" % _quote(entry)]
-  lines += ["all_model_checkpoint_paths: %s" % _quote(p) for p in kept]
-  path = os.path.join(directory, CHECKPOINT_INDEX_FILE)
-  tmp = cli.temporary_name(path)
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-  return path
-
-
-def resolve_checkpoint(checkpoint):
-  """A checkpoint prefix from a prefix, a `.index` file name or a directory.
-
-  A directory resolves to the newest checkpoint of its `checkpoint` index
-  file, or else to its only `*.index` checkpoint, or else to the one with
-  the highest step among its `<name>-<step>.index` checkpoints.
-
-  Raises:
-    CheckpointError: no checkpoint there.
-  """
-  if not checkpoint:
-    raise CheckpointError("no checkpoint given")
-  if tf.io.gfile.isdir(checkpoint):
-    found = latest_checkpoint(checkpoint)
-    if found is None:
-      try:
-        found = tf.train.latest_checkpoint(checkpoint)
-      except (tf.errors.OpError, ValueError):
-        found = None
-    if found is None:
-      prefixes = [path[:-len(".index")] for path in tf.io.gfile.glob(
-          os.path.join(checkpoint, "*.index"))]
-      steps = [re.search(r"-(\d+)$", prefix) for prefix in prefixes]
-      if len(prefixes) == 1:
-        found = prefixes[0]
-      elif prefixes and all(steps):
-        # No index file: the highest step (model.ckpt-N) is the newest.
-        found = max(zip((int(m.group(1)) for m in steps), prefixes))[1]
-    if found is None:
-      raise CheckpointError("%s: no checkpoint in this directory" %
-                            checkpoint)
-    return found
-  for suffix in (".index", ".data-00000-of-00001", ".meta"):
-    if checkpoint.endswith(suffix) and _exists(checkpoint[:-len(suffix)]):
-      return checkpoint[:-len(suffix)]
-  if not _exists(checkpoint):
-    raise CheckpointError("checkpoint not found: %s (no %s.index)" %
-                          (checkpoint, checkpoint))
-  return checkpoint
-
-
-def load_checkpoint(variables_by_name, checkpoint):
-  """Assigns the variables found in a checkpoint, by name.
-
-  All shapes are checked before anything is assigned. Names in the
-  checkpoint that `variables_by_name` lacks are ignored (a student may take
-  a subset of a teacher).
-
-  Args:
-    variables_by_name: name -> tf.Variable.
-    checkpoint: a checkpoint prefix, or a directory (its newest checkpoint).
-
-  Returns:
-    (initialized_names, not_initialized_names), lists in the dict's order.
-
-  Raises:
-    CheckpointError: one line, on a missing or unreadable checkpoint, or a
-      variable whose shape (or kind of dtype) differs from the model's.
-  """
-  prefix = resolve_checkpoint(checkpoint)
-  try:
-    reader = tf.train.load_checkpoint(prefix)
-    shapes = reader.get_variable_to_shape_map()
-    dtypes = reader.get_variable_to_dtype_map()
-  except (tf.errors.OpError, ValueError) as exc:
-    raise CheckpointError("%s: cannot read checkpoint: %s" % (
-        prefix, getattr(exc, "message", exc)))
-  initialized, not_initialized = [], []
-  for name, var in variables_by_name.items():
-    if name not in shapes:
-      not_initialized.append(name)
-      continue
-    expected = var.shape.as_list()
-    if list(shapes[name]) != expected:
-      raise CheckpointError(
-          "%s: variable %s has shape %s in the checkpoint, the model expects "
-          "%s" % (prefix, name, _shape_str(shapes[name]),
-                  _shape_str(expected)))
-    if dtypes[name].is_floating != var.dtype.is_floating:
-      raise CheckpointError(
-          "%s: variable %s has dtype %s in the checkpoint, the model expects "
-          "%s" % (prefix, name, dtypes[name].name, var.dtype.name))
-    initialized.append(name)
-  for name in initialized:
-    var = variables_by_name[name]
-    try:
-      value = reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError, IndexError) as exc:
-      # IndexError("Read less bytes than requested"): a cut .data file.
-      data_files = sorted(tf.io.gfile.glob(prefix + ".data-*")) or [prefix]
-      raise CheckpointError(
-          "%s is damaged (cut short by an incomplete download or copy?): "
-          "variable %s cannot be read (%s)" % (
-              ", ".join(data_files), name,
-              " ".join(str(getattr(exc, "message", exc)).split())))
-    var.assign(np.asarray(value).astype(var.dtype.as_numpy_dtype,
-                                        copy=False))
-  unused = len(set(shapes) - set(variables_by_name))
-  logging.info("Loaded %d of %d variables from %s (%d checkpoint variables "
-               "not used)", len(initialized), len(variables_by_name), prefix,
-               unused)
-  # The names (about 200 for BERT-Base) only with --verbosity=1.
-  logging.debug("Initialised from the checkpoint: %s",
-                ", ".join(initialized) or "(none)")
-  if not_initialized:
-    logging.debug("Not in the checkpoint (kept as they were): %s",
-                  ", ".join(not_initialized))
-  return initialized, not_initialized

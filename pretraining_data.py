@@ -34,11 +34,10 @@ Differences from the original script, all by design:
     `random.Random.shuffle` are made inline; both give exactly the same
     values and leave the generator in exactly the same state as the
     original's code.
-  * Records are serialised here, as tf.train.Example protocol buffers in
-    TFRecord files, without importing TensorFlow (its import alone costs
-    seconds, and building Example objects feature by feature costs more
-    than generating the instance). The bytes are checked in the tests
-    against TensorFlow's own parser and TFRecord reader.
+  * Records are serialised by `record_format`, as tf.train.Example
+    protocol buffers in TFRecord files, without importing TensorFlow (its
+    import alone costs seconds, and building Example objects feature by
+    feature costs more than generating the instance).
 """
 
 import multiprocessing
@@ -46,22 +45,13 @@ import os
 import random
 import re
 import signal
-import struct
 
-import numpy as np
+
 
 import cli
-
-
-# Stage-III features in the order of docs/formats.md (the order of
-# records.STAGE3_FEATURES, which the tests check).
-FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids",
-                 "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
-                 "next_sentence_labels")
-
-
-class InputError(ValueError):
-  """An input text file that cannot be used (binary, not UTF-8)."""
+import errors
+import outputs
+import record_format
 
 
 # A "random next" segment B comes from another document of the same input
@@ -92,18 +82,18 @@ def read_documents(path, tokenizer):
     "sentences", "tokens".
 
   Raises:
-    InputError: if the file holds NUL bytes (binary) or is not UTF-8.
+    errors.InputError: if the file holds NUL bytes (binary) or is not UTF-8.
   """
   with open(path, "rb") as f:
     data = f.read()
   if b"\x00" in data:
-    raise InputError("%s: binary file (NUL byte at offset %d), expected "
+    raise errors.InputError("%s: binary file (NUL byte at offset %d), expected "
                      "UTF-8 text with one sentence per line" %
                      (path, data.index(b"\x00")))
   try:
     text = data.decode("utf-8")
   except UnicodeDecodeError as exc:
-    raise InputError("%s: not UTF-8 text (invalid byte 0x%02x at offset "
+    raise errors.InputError("%s: not UTF-8 text (invalid byte 0x%02x at offset "
                      "%d), expected UTF-8 text with one sentence per line" %
                      (path, data[exc.start], exc.start))
   documents = [[]]
@@ -380,188 +370,6 @@ class Generator(object):
 
 
 # --------------------------------------------------------------------------
-# Serialisation: tf.train.Example protocol buffers in TFRecord files.
-
-
-def varint(value):
-  """Protocol-buffer base-128 varint of a non-negative integer."""
-  out = bytearray()
-  while value > 0x7F:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
-
-
-class ExampleEncoder(object):
-  """Serialises instances as tf.train.Example protocol buffers.
-
-  An Example is `features` (field 1) holding one map entry (field 1) per
-  feature: key (field 1) and a Feature (field 2) whose int64_list (field 3)
-  or float_list (field 2) holds the packed values (field 1). Entries are
-  written in FEATURE_NAMES order.
-  """
-
-  def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size):
-    self.max_seq_length = max_seq_length
-    self.max_predictions_per_seq = max_predictions_per_seq
-    limit = max(vocab_size, max_seq_length, 1 << 14)
-    self._varints = [varint(v) for v in range(limit)]
-    self._keys = {}
-    for name in FEATURE_NAMES:
-      key = name.encode("ascii")
-      self._keys[name] = b"\n" + varint(len(key)) + key
-
-  def _length(self, n):
-    varints = self._varints
-    return varints[n] if n < len(varints) else varint(n)
-
-  def _entry(self, name, payload, is_float):
-    length = self._length
-    values = b"\n" + length(len(payload)) + payload
-    feature = (b"\x12" if is_float else b"\x1a") + length(len(values)) + values
-    body = self._keys[name] + b"\x12" + length(len(feature)) + feature
-    return b"\n" + length(len(body)) + body
-
-  def encode(self, instance):
-    """The serialised tf.train.Example of an Instance."""
-    varints = self._varints
-    seq = self.max_seq_length
-    preds = self.max_predictions_per_seq
-    n = len(instance.input_ids)
-    m = len(instance.masked_lm_positions)
-    pad = b"\x00" * (seq - n)
-    pred_pad = b"\x00" * (preds - m)
-    entry = self._entry
-    body = b"".join((
-        entry("input_ids", b"".join([varints[t] for t in instance.input_ids])
-              + pad, False),
-        entry("input_mask", b"\x01" * n + pad, False),
-        entry("segment_ids", b"\x00" * (instance.len_a + 2) +
-              b"\x01" * (instance.len_b + 1) + pad, False),
-        entry("masked_lm_positions",
-              b"".join([varints[p] for p in instance.masked_lm_positions]) +
-              pred_pad, False),
-        entry("masked_lm_ids",
-              b"".join([varints[t] for t in instance.masked_lm_ids]) +
-              pred_pad, False),
-        entry("masked_lm_weights",
-              b"\x00\x00\x80\x3f" * m + b"\x00\x00\x00\x00" * (preds - m),
-              True),
-        entry("next_sentence_labels",
-              b"\x01" if instance.is_random_next else b"\x00", False),
-    ))
-    return b"\n" + self._length(len(body)) + body
-
-
-def _crc32c_tables():
-  """Slice-by-4 lookup tables of CRC-32C (Castagnoli, reflected 0x82F63B78)."""
-  table0 = np.zeros(256, np.uint32)
-  for byte in range(256):
-    crc = byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    table0[byte] = crc
-  tables = [table0]
-  for _ in range(3):
-    prev = tables[-1]
-    tables.append(table0[prev & 0xFF] ^ (prev >> 8))
-  return tables
-
-
-_CRC_TABLES = None
-
-
-def crc32c_batch(chunks):
-  """CRC-32C of each byte string of `chunks`, as a numpy uint32 array.
-
-  The CRCs of all chunks advance together, four bytes per step of numpy
-  operations (slice-by-4), which makes a pure-numpy CRC fast for the many
-  small records of a file.
-  """
-  global _CRC_TABLES
-  if _CRC_TABLES is None:
-    _CRC_TABLES = _crc32c_tables()
-  t0, t1, t2, t3 = _CRC_TABLES
-  count = len(chunks)
-  if count == 0:
-    return np.zeros(0, np.uint32)
-  lengths = np.fromiter((len(c) for c in chunks), np.int64, count)
-  order = np.argsort(-lengths, kind="stable")
-  sorted_lengths = lengths[order]
-  longest = int(sorted_lengths[0])
-  width = (longest + 3) // 4 * 4
-  # Row r of `data` (in length order) holds a chunk, zero-padded; stored
-  # column-major so that one byte position of all chunks is contiguous.
-  data = np.zeros((count, width), np.uint8)
-  for row, index in enumerate(order):
-    chunk = chunks[index]
-    data[row, :len(chunk)] = np.frombuffer(chunk, np.uint8)
-  words = np.ascontiguousarray(data.view("<u4").T)  # [width / 4, count]
-  columns = np.ascontiguousarray(data.T)  # [width, count]
-  # Number of chunks still running at byte position p, and with a full
-  # word at word position w.
-  negated = -sorted_lengths
-  crc = np.full(count, 0xFFFFFFFF, np.uint32)
-  for w in range(width // 4):
-    full = int(np.searchsorted(negated, -(4 * w + 4), side="right"))
-    if full:
-      c = crc[:full] ^ words[w, :full]
-      crc[:full] = (t3[c & 0xFF] ^ t2[(c >> 8) & 0xFF] ^
-                    t1[(c >> 16) & 0xFF] ^ t0[c >> 24])
-    # Chunks ending inside this word advance byte by byte.
-    for p in range(4 * w, 4 * w + 4):
-      running = int(np.searchsorted(negated, -(p + 1), side="right"))
-      if running <= full:
-        break
-      c = crc[full:running]
-      crc[full:running] = t0[(c ^ columns[p, full:running]) & 0xFF] ^ (c >> 8)
-  crc ^= np.uint32(0xFFFFFFFF)
-  result = np.empty(count, np.uint32)
-  result[order] = crc
-  return result
-
-
-def _masked(crc):
-  """TFRecord's masked CRC: rotate right by 15 bits, add 0xa282ead8."""
-  crc = crc.astype(np.uint64)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-# Records whose CRCs are computed in one batch (bounds the batch's memory).
-_CRC_BATCH = 4096
-
-
-def write_tfrecords(f, records):
-  """Writes serialised `records`, in order, to the binary file object `f`.
-
-  Each record is framed as TFRecord files frame them: its length (uint64,
-  little-endian), the masked CRC-32C of those 8 bytes, the data, and the
-  masked CRC-32C of the data.
-
-  Returns:
-    The number of bytes written.
-  """
-  written = 0
-  for start in range(0, len(records), _CRC_BATCH):
-    batch = records[start:start + _CRC_BATCH]
-    headers = [struct.pack("<Q", len(r)) for r in batch]
-    header_crcs = _masked(crc32c_batch(headers)).tolist()
-    data_crcs = _masked(crc32c_batch(batch)).tolist()
-    parts = []
-    for header, hcrc, record, dcrc in zip(headers, header_crcs, batch,
-                                          data_crcs):
-      parts.append(header)
-      parts.append(struct.pack("<I", hcrc))
-      parts.append(record)
-      parts.append(struct.pack("<I", dcrc))
-    chunk = b"".join(parts)
-    f.write(chunk)
-    written += len(chunk)
-  return written
-
-
-# --------------------------------------------------------------------------
 # One file, end to end.
 
 
@@ -578,7 +386,7 @@ class FileJob(object):
     vocab = tokenizer.vocab
     for token in ("[CLS]", "[SEP]", "[MASK]"):
       if token not in vocab:
-        raise ValueError("the vocabulary has no %s token" % token)
+        raise errors.InputError("the vocabulary has no %s token" % token)
     subword = None
     if do_whole_word_mask:
       subword = bytearray(len(vocab))
@@ -593,8 +401,8 @@ class FileJob(object):
         mask_id=vocab["[MASK]"], max_seq_length=max_seq_length,
         short_seq_prob=short_seq_prob, masked_lm_prob=masked_lm_prob,
         max_predictions_per_seq=max_predictions_per_seq, subword=subword)
-    self.encoder = ExampleEncoder(max_seq_length, max_predictions_per_seq,
-                                  len(vocab))
+    self.encoder = record_format.ExampleEncoder(
+        max_seq_length, max_predictions_per_seq, len(vocab))
 
   def rng_for(self, file_index):
     """The random generator of file `file_index`."""
@@ -610,7 +418,7 @@ class FileJob(object):
         documents, self.dupe_factor, self.rng_for(file_index),
         self.encoder.encode)
     with open(output_path, "wb") as f:
-      stats["output_bytes"] = write_tfrecords(f, records)
+      stats["output_bytes"] = record_format.write_tfrecords(f, records)
     stats["instances"] = len(records)
     # next_sentence_labels is the last feature: its value is a record's
     # last byte.
@@ -697,7 +505,7 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
   """
   finals = [output_path(output_dir, output_base_name, i)
             for i in range(len(input_files))]
-  tmps = [cli.temporary_name(f) for f in finals]
+  tmps = [outputs.temporary_name(f) for f in finals]
   # Largest files first: the workers then finish at about the same time.
   tasks = sorted(((i, input_files[i], tmps[i]) for i in range(len(finals))),
                  key=lambda t: (-os.path.getsize(t[1]), t[0]))
@@ -719,10 +527,10 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
           if progress is not None:
             progress.update(1, extra=_progress_note(stats))
     if not any(s["documents"] for s in stats):
-      raise InputError("no text in the input files (%s%s): expected UTF-8 "
-                       "text, one sentence per line" %
-                       (", ".join(input_files[:3]),
-                        ", ..." if len(input_files) > 3 else ""))
+      raise errors.InputError(
+          "no text in the input files (%s%s): expected UTF-8 text, one "
+          "sentence per line" % (", ".join(input_files[:3]),
+                                 ", ..." if len(input_files) > 3 else ""))
   except BaseException:
     for tmp in tmps:
       try:

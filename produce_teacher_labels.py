@@ -32,6 +32,7 @@ from absl import logging
 import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import outputs
 import records
 import teacher
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -166,7 +167,7 @@ def main(argv):
     return
   logging.info("Labelling %d records from %d files with K=%d", total,
                len(input_files), FLAGS.truncation_factor)
-  with cli.atomic_output(path) as tmp:
+  with outputs.atomic_output(path) as tmp:
     written = teacher.label_records(labeler, input_files, tmp,
                                     FLAGS.max_seq_length,
                                     FLAGS.max_predictions_per_seq,

@@ -40,6 +40,8 @@ import tensorflow as tf
 import cli
 import distillation
 import finetuning
+import outputs
+import results
 import squad
 
 PREDICTIONS_FILE = "predictions.json"
@@ -273,10 +275,10 @@ def run(opts, distribution=None):
   outputs = tuner.predict(arrays, opts.predict_batch_size, with_loss=labelled,
                           name="predict %s" % os.path.basename(
                               opts.predict_file))
-  results = [squad.RawResult(int(u), s, e) for u, s, e in zip(
+  raw_results = [squad.RawResult(int(u), s, e) for u, s, e in zip(
       unique_ids, outputs["start_logits"], outputs["end_logits"])]
   predictions, nbest, null_odds = squad.postprocess_predictions(
-      predict_examples, predict_features, results, opts.n_best_size,
+      predict_examples, predict_features, raw_results, opts.n_best_size,
       opts.max_answer_length, opts.do_lower_case,
       opts.version_2_with_negative, opts.null_score_diff_threshold,
       opts.verbose_logging)
@@ -296,14 +298,14 @@ def run(opts, distribution=None):
   scores["predict_examples"] = len(predict_examples)
   scores["predict_sequences_per_sec"] = tuner.last_predict_rate
   scores["global_step"] = tuner.global_step
-  distillation.write_eval_results(opts.output_dir, scores)
+  results.write_eval_results(opts.output_dir, scores)
   print(json.dumps({k: scores[k] for k in ("exact_match", "f1")}))
   return scores
 
 
 def write_json(path, value):
   """Writes `value` as indented JSON (UTF-8) under `path`, atomically."""
-  with cli.atomic_output(path) as tmp:
+  with outputs.atomic_output(path) as tmp:
     with open(tmp, "w", encoding="utf-8") as f:
       json.dump(value, f, indent=4, ensure_ascii=False)
       f.write("\n")

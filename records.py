@@ -1,17 +1,9 @@
-"""Record schemas of the stage files, and their parsing and validation.
+"""Reading the stage files: record schemas, parsing and validation.
 
-One place for the TFRecord contracts between stages (docs/formats.md):
-
-  stage III  input_ids, input_mask, segment_ids        int64 [max_seq_length]
-             masked_lm_positions, masked_lm_ids        int64 [max_predictions]
-             masked_lm_weights                         float [max_predictions]
-             next_sentence_labels                      int64 [1]
-  stage IV   all of the above, plus
-             K > 0: truncated_masked_lm_probs          float [P * K]
-                    top_k_indices                      int64 [P * K]
-             K = 0: masked_lm_probs                    float [P * vocab_size]
-
-Teacher features are position-major: the K values of masked position 0 come
+The feature names, dtypes and lengths of the records that pass between the
+stages are written out in docs/formats.md; the names live in
+record_format.py (which also writes records without TensorFlow). Teacher
+features are position-major: the K values of masked position 0 come
 first, then those of position 1, and so on.
 """
 
@@ -22,23 +14,8 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
-PREDICTION_FEATURES = ("masked_lm_positions", "masked_lm_ids",
-                       "masked_lm_weights")
-STAGE3_FEATURES = SEQUENCE_FEATURES + PREDICTION_FEATURES + (
-    "next_sentence_labels",)
-TRUNCATED_PROBS = "truncated_masked_lm_probs"
-TOP_K_INDICES = "top_k_indices"
-FULL_PROBS = "masked_lm_probs"
-FLOAT_FEATURES = ("masked_lm_weights", TRUNCATED_PROBS, FULL_PROBS)
-
-
-class RecordMismatchError(ValueError):
-  """Records whose features disagree with the flags of the reading stage."""
-
-
-class DamagedFileError(ValueError):
-  """A TFRecord file that is cut short or fails its checksums."""
+import errors
+import record_format
 
 
 def define_length_flags():
@@ -61,11 +38,11 @@ def define_length_flags():
 def stage3_lengths(max_seq_length, max_predictions_per_seq):
   """Feature name -> length for stage-III records."""
   lengths = collections.OrderedDict()
-  for name in SEQUENCE_FEATURES:
+  for name in record_format.SEQUENCE_FEATURES:
     lengths[name] = max_seq_length
-  for name in PREDICTION_FEATURES:
+  for name in record_format.PREDICTION_FEATURES:
     lengths[name] = max_predictions_per_seq
-  lengths["next_sentence_labels"] = 1
+  lengths[record_format.NEXT_SENTENCE_LABELS] = 1
   return lengths
 
 
@@ -73,11 +50,12 @@ def teacher_lengths(max_predictions_per_seq, truncation_factor, vocab_size):
   """Feature name -> length of the teacher features of stage-IV records."""
   if truncation_factor > 0:
     n = max_predictions_per_seq * truncation_factor
-    return collections.OrderedDict([(TRUNCATED_PROBS, n), (TOP_K_INDICES, n)])
+    return collections.OrderedDict([(record_format.TRUNCATED_PROBS, n),
+                                    (record_format.TOP_K_INDICES, n)])
   if not vocab_size:
     raise ValueError("vocab_size is needed for full teacher distributions")
   return collections.OrderedDict(
-      [(FULL_PROBS, max_predictions_per_seq * vocab_size)])
+      [(record_format.FULL_PROBS, max_predictions_per_seq * vocab_size)])
 
 
 def stage4_lengths(max_seq_length, max_predictions_per_seq, truncation_factor,
@@ -93,37 +71,9 @@ def feature_spec(lengths):
   """`tf.io.parse_example` spec for a feature name -> length map."""
   spec = {}
   for name, n in lengths.items():
-    dtype = tf.float32 if name in FLOAT_FEATURES else tf.int64
+    dtype = tf.float32 if name in record_format.FLOAT_FEATURES else tf.int64
     spec[name] = tf.io.FixedLenFeature([n], dtype)
   return spec
-
-
-def int64_feature(values):
-  """A tf.train.Feature holding int64 values."""
-  return tf.train.Feature(
-      int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-
-def float_feature(values):
-  """A tf.train.Feature holding float values."""
-  return tf.train.Feature(
-      float_list=tf.train.FloatList(value=np.asarray(values, np.float32)))
-
-
-def make_example(features):
-  """Serialises a dict name -> values into a tf.train.Example string.
-
-  Float features (FLOAT_FEATURES) are written as float lists, the rest as
-  int64 lists. Feature order follows the dict.
-  """
-  feats = collections.OrderedDict()
-  for name, values in features.items():
-    if name in FLOAT_FEATURES:
-      feats[name] = float_feature(values)
-    else:
-      feats[name] = int64_feature(values)
-  return tf.train.Example(features=tf.train.Features(
-      feature=feats)).SerializeToString()
 
 
 def read_first_example(path):
@@ -132,15 +82,17 @@ def read_first_example(path):
     it = iter(tf.data.TFRecordDataset(path).take(1))
     raw = next(it, None)
   except tf.errors.OpError as exc:
-    raise RecordMismatchError("%s: not a readable TFRecord file (%s)" %
-                              (path, exc.message.splitlines()[0]))
+    raise errors.RecordMismatchError(
+        "%s: not a readable TFRecord file (%s)" %
+        (path, exc.message.splitlines()[0]))
   if raw is None:
     return None
   example = tf.train.Example()
   try:
     example.ParseFromString(raw.numpy())
   except Exception:  # pylint: disable=broad-except
-    raise RecordMismatchError("%s: record is not a tf.train.Example" % path)
+    raise errors.RecordMismatchError(
+        "%s: record is not a tf.train.Example" % path)
   found = {}
   for name, feat in example.features.feature.items():
     kind = feat.WhichOneof("kind")
@@ -149,7 +101,7 @@ def read_first_example(path):
 
 
 def _describe_flags(name, flags):
-  if name in (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS):
+  if name in record_format.TEACHER_FEATURES:
     # Their length is max_predictions_per_seq * (K or vocab_size).
     named = ["--%s=%s" % (key, flags[key]) for key in
              ("max_predictions_per_seq", "truncation_factor") if key in flags]
@@ -157,11 +109,13 @@ def _describe_flags(name, flags):
   for key in ("max_seq_length", "max_predictions_per_seq",
               "truncation_factor"):
     if key in flags and (
-        (key == "max_seq_length" and name in SEQUENCE_FEATURES) or
-        (key == "max_predictions_per_seq" and name not in SEQUENCE_FEATURES
-         and name != "next_sentence_labels") or
+        (key == "max_seq_length" and
+         name in record_format.SEQUENCE_FEATURES) or
+        (key == "max_predictions_per_seq" and
+         name not in record_format.SEQUENCE_FEATURES and
+         name != record_format.NEXT_SENTENCE_LABELS) or
         (key == "truncation_factor" and
-         name in (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS))):
+         name in record_format.TEACHER_FEATURES)):
       return " (--%s=%s)" % (key, flags[key])
   return ""
 
@@ -179,14 +133,15 @@ def validate_file(path, lengths, flags=None):
     True if the file holds records, False if it is empty.
 
   Raises:
-    RecordMismatchError: one line naming the file, the feature, what was
-      found and what was expected.
+    errors.RecordMismatchError: one line naming the file, the feature, what
+      was found and what was expected (errors.StageThreeRecordsError when
+      the teacher's features are missing altogether).
   """
   flags = flags or {}
   found = read_first_example(path)
   if found is None:
     return False
-  teacher = (TRUNCATED_PROBS, TOP_K_INDICES, FULL_PROBS)
+  teacher = record_format.TEACHER_FEATURES
   for name, n in lengths.items():
     if name not in found:
       if name in teacher:
@@ -194,18 +149,19 @@ def validate_file(path, lengths, flags=None):
         if present:
           got = ", ".join("%s of length %d" % (t, found[t][1])
                           for t in present)
-          raise RecordMismatchError(
+          raise errors.RecordMismatchError(
               "%s: records hold %s, but --truncation_factor=%s expects %s "
               "of length %d" % (path, got, flags.get("truncation_factor", "?"),
                                 name, n))
-        raise RecordMismatchError(
+        raise errors.StageThreeRecordsError(
             "%s: records have no teacher feature %r: expected stage-IV "
             "records from produce_teacher_labels.py, found stage-III records"
             % (path, name))
-      raise RecordMismatchError("%s: records have no feature %r (found: %s)" %
-                                (path, name, ", ".join(sorted(found))))
+      raise errors.RecordMismatchError(
+          "%s: records have no feature %r (found: %s)" %
+          (path, name, ", ".join(sorted(found))))
     if found[name][1] != n:
-      raise RecordMismatchError(
+      raise errors.RecordMismatchError(
           "%s: feature %s has length %d, expected %d%s" %
           (path, name, found[name][1], n, _describe_flags(name, flags)))
   return True
@@ -215,14 +171,14 @@ def validate_files(paths, lengths, flags=None):
   """`validate_file` on each path; raises if no file holds any record."""
   nonempty = [p for p in paths if validate_file(p, lengths, flags)]
   if not nonempty:
-    raise RecordMismatchError("no records in %s" % ", ".join(paths))
+    raise errors.RecordMismatchError("no records in %s" % ", ".join(paths))
   return nonempty
 
 
 # Features holding word ids: each must be below the vocab_size of the model
 # that reads them (a gather beyond it fails late on a CPU and returns zeros
 # on a GPU).
-WORD_ID_FEATURES = ("input_ids", "masked_lm_ids", TOP_K_INDICES)
+WORD_ID_FEATURES = ("input_ids", "masked_lm_ids", record_format.TOP_K_INDICES)
 
 
 def check_word_ids(paths, vocab_size, whose, names=WORD_ID_FEATURES,
@@ -241,9 +197,9 @@ def check_word_ids(paths, vocab_size, whose, names=WORD_ID_FEATURES,
     max_records: records read per file.
 
   Raises:
-    RecordMismatchError: one line naming the file, the record, the feature
-      and the id.
-    DamagedFileError: a file cut or corrupt within those records.
+    errors.RecordMismatchError: one line naming the file, the record, the
+      feature and the id.
+    errors.DamagedFileError: a file cut or corrupt within those records.
   """
   spec = {name: tf.io.VarLenFeature(tf.int64) for name in names}
   for path in paths:
@@ -256,7 +212,7 @@ def check_word_ids(paths, vocab_size, whose, names=WORD_ID_FEATURES,
           bad = tf.where((values.values < 0) | (values.values >= vocab_size))
           if bad.shape[0]:
             first = int(bad[0][0])
-            raise RecordMismatchError(
+            raise errors.RecordMismatchError(
                 "%s: record %d (counting from 0): %s holds id %d, outside "
                 "[0, %d) (vocab_size of %s)" % (
                     path, int(values.indices[first][0]), name,
@@ -271,7 +227,8 @@ def count_records(paths):
   Every record is read, its framing and checksums checked.
 
   Raises:
-    DamagedFileError: naming the file and the record that is cut or corrupt.
+    errors.DamagedFileError: naming the file and the record that is cut or
+      corrupt.
   """
   return sum(check_records(p) for p in paths)
 
@@ -282,7 +239,7 @@ def check_records(path):
   TensorFlow checks each record's length and CRC32C checksums as it reads.
 
   Raises:
-    DamagedFileError: one line naming the file, the index of the first
+    errors.DamagedFileError: one line naming the file, the index of the first
       damaged record and what is wrong with it.
   """
   try:
@@ -293,7 +250,7 @@ def check_records(path):
 
 
 def _damaged(path, exc):
-  """A DamagedFileError for `path`, locating its first damaged record."""
+  """An errors.DamagedFileError for `path` naming its first damaged record."""
   good = 0
   try:
     for _ in tf.data.TFRecordDataset(path):
@@ -309,24 +266,24 @@ def _damaged(path, exc):
   else:
     what = "cannot be read: %s" % re.sub(r"\{\{.*?\}\}|\[Op:.*$", "",
                                           text).strip()
-  return DamagedFileError("%s: record %d (counting from 0) %s" %
-                          (path, good, what))
+  return errors.DamagedFileError("%s: record %d (counting from 0) %s" %
+                                 (path, good, what))
 
 
 def find_damaged_file(paths, exc):
-  """The DamagedFileError of the first damaged file among `paths`.
+  """The errors.DamagedFileError of the first damaged file among `paths`.
 
   For a DataLossError raised while reading several files at once (the error
   does not say which file): each file is read again until the damaged one
-  is found. Returns a DamagedFileError naming `exc` if every file reads
+  is found. Returns an errors.DamagedFileError naming `exc` if every file reads
   whole (the damage was elsewhere).
   """
   for path in paths:
     try:
       check_records(path)
-    except DamagedFileError as found:
+    except errors.DamagedFileError as found:
       return found
-  return DamagedFileError("cannot read the records of %s: %s" % (
+  return errors.DamagedFileError("cannot read the records of %s: %s" % (
       ", ".join(paths), " ".join(getattr(exc, "message", str(exc)).split())))
 
 

@@ -44,13 +44,15 @@ import string
 from absl import logging
 import numpy as np
 
+import errors
+
 import tokenization
 
 # The unique_id of a question's first window, as Google's.
 FIRST_UNIQUE_ID = 1000000000
 
 
-class SquadFormatError(ValueError):
+class SquadFormatError(errors.InputError):
   """The file is not SQuAD JSON (a key missing, a value of the wrong type)."""
 
 
@@ -481,7 +483,7 @@ def features_to_arrays(features, is_training):
       rows["start_positions"].append(f.start_position)
       rows["end_positions"].append(f.end_position)
   if not rows["unique_ids"]:
-    raise ValueError("no features: the SQuAD file has no question")
+    raise SquadFormatError("no features: the SQuAD file has no question")
   arrays = {}
   for name, values in rows.items():
     if name in ("input_ids", "input_mask", "segment_ids"):

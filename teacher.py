@@ -37,15 +37,15 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+import checkpoints
 import cli
 import hardware
 import modeling
-import pretraining_data
+import record_format
 import records
 
 # The features the teacher reads from a stage-III record.
-TEACHER_INPUTS = ("input_ids", "input_mask", "segment_ids",
-                  "masked_lm_positions")
+TEACHER_INPUTS = record_format.SEQUENCE_FEATURES + ("masked_lm_positions",)
 
 # Variables the labels depend on; all must come from the checkpoint. The
 # pooler and the next-sentence head (bert/pooler, cls/seq_relationship) do
@@ -98,9 +98,9 @@ def load_teacher_checkpoint(model, checkpoint, flag_name="--init_checkpoint"):
       checkpoint (one line, naming the checkpoint and an example).
   """
   require_checkpoint(checkpoint, flag_name)
-  with cli.blame_flag(flag_name):  # modeling.CheckpointError
-    initialized, missing = modeling.load_checkpoint(model.variables_by_name(),
-                                                    checkpoint)
+  with cli.blame_flag(flag_name):  # errors.CheckpointError
+    initialized, missing = checkpoints.load_checkpoint(
+        model.variables_by_name(), checkpoint)
   require_masked_lm_variables(missing, checkpoint, flag_name, "teacher")
   return initialized
 
@@ -172,7 +172,6 @@ class TeacherLabeler(tf.Module):
     model: the `modeling.BertPretrainingModel`.
     truncation_factor: K (0: whole distribution).
     compute_dtype: tf.float32 or tf.bfloat16 (the model's matmuls).
-    initialized_names: variables loaded from the checkpoint.
   """
 
   def __init__(self, config, checkpoint, truncation_factor, use_xla=False,
@@ -211,8 +210,7 @@ class TeacherLabeler(tf.Module):
     self.model = modeling.BertPretrainingModel(
         config, compute_dtype=self.compute_dtype,
         head_compute_dtype=tf.float32)
-    self.initialized_names = load_teacher_checkpoint(self.model, checkpoint,
-                                                     flag_name)
+    load_teacher_checkpoint(self.model, checkpoint, flag_name)
     self._label = tf.function(self._label_batch, jit_compile=use_xla)
 
   def _label_batch(self, input_ids, input_mask, segment_ids,
@@ -240,19 +238,6 @@ class TeacherLabeler(tf.Module):
     return self._label.experimental_get_tracing_count()
 
 
-def _packed_float_list(values):
-  """A serialized tf.train.FloatList holding float32 `values`.
-
-  FloatList has one field, `repeated float value = 1 [packed = true]`: tag
-  byte 0x0A (field 1, length-delimited), the byte length, then the
-  little-endian float32 values. Encoding the bytes directly is ~40x faster
-  than filling the repeated field from Python for full distributions
-  (P * vocab_size floats per record).
-  """
-  payload = np.ascontiguousarray(values, dtype="<f4").tobytes()
-  return b"\x0a" + pretraining_data.varint(len(payload)) + payload
-
-
 def add_teacher_features(serialized, probs, indices=None):
   """The record `serialized` with the teacher features added.
 
@@ -270,16 +255,16 @@ def add_teacher_features(serialized, probs, indices=None):
   example = tf.train.Example.FromString(serialized)
   feature = example.features.feature
   if indices is not None:
-    probs_name = records.TRUNCATED_PROBS
-    index_feature = feature[records.TOP_K_INDICES]
+    probs_name = record_format.TRUNCATED_PROBS
+    index_feature = feature[record_format.TOP_K_INDICES]
     index_feature.Clear()
     index_feature.int64_list.value.extend(np.asarray(indices).reshape(-1))
   else:
-    probs_name = records.FULL_PROBS
+    probs_name = record_format.FULL_PROBS
   probs_feature = feature[probs_name]
   probs_feature.Clear()
   probs_feature.float_list.MergeFromString(
-      _packed_float_list(np.asarray(probs).reshape(-1)))
+      record_format.packed_float_list(np.asarray(probs).reshape(-1)))
   return example.SerializeToString()
 
 
@@ -399,7 +384,7 @@ def label_records(labeler, input_files, output_path, max_seq_length,
     labeler: a `TeacherLabeler`.
     input_files: stage-III TFRecord files, read in this order.
     output_path: the TFRecord file to write (use a temporary name and
-      rename it when this returns; see `cli.atomic_output`).
+      rename it when this returns; see `outputs.atomic_output`).
     max_seq_length, max_predictions_per_seq: the records' feature lengths.
     batch_size: records per teacher batch.
     total: number of input records if known (for the ETA).

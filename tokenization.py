@@ -33,6 +33,8 @@ import collections
 import re
 import unicodedata
 
+import errors
+
 # Words whose tokens are cached, per tokenizer; the cache is emptied when it
 # grows past this many words, which bounds its memory (a few hundred MB at
 # most) on arbitrarily large inputs.
@@ -77,7 +79,7 @@ def validate_case_matches_checkpoint(do_lower_case, init_checkpoint):
     expected = False
   else:
     return
-  raise ValueError(
+  raise errors.InputError(
       "--do_lower_case=%s does not match --init_checkpoint=%s: %s is a%s "
       "model, use --do_lower_case=%s" %
       (do_lower_case, init_checkpoint, model,
@@ -124,8 +126,8 @@ def load_vocab(vocab_file):
     try:
       token = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-      raise ValueError("%s: line %d is not valid UTF-8 text" %
-                       (vocab_file, number))
+      raise errors.InputError("%s: line %d is not valid UTF-8 text" %
+                              (vocab_file, number))
     if token not in vocab:
       vocab[token] = len(vocab)
   return vocab

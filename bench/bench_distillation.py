@@ -62,10 +62,13 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from bench import common  # pylint: disable=g-import-not-at-top
 import distillation  # pylint: disable=g-import-not-at-top
 import layer_losses  # pylint: disable=g-import-not-at-top
+import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
 import optimization  # pylint: disable=g-import-not-at-top
+import record_format  # pylint: disable=g-import-not-at-top
 import records  # pylint: disable=g-import-not-at-top
 import teacher  # pylint: disable=g-import-not-at-top
+from tests import example_records  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 common.define_model_flags("Student", num_layers=6)
@@ -127,8 +130,8 @@ def synthetic_examples(n, rng):
         "masked_lm_ids": rng.integers(999, v, p),
         "masked_lm_weights": [1.0] * real + [0.0] * (p - real),
         "next_sentence_labels": [int(rng.integers(0, 2))],
-        records.TRUNCATED_PROBS: probs.reshape(-1),
-        records.TOP_K_INDICES: rng.integers(0, v, p * k),
+        record_format.TRUNCATED_PROBS: probs.reshape(-1),
+        record_format.TOP_K_INDICES: rng.integers(0, v, p * k),
     })
   return out
 
@@ -143,7 +146,7 @@ class Ours(object):
       # A random teacher of the right size: speed does not depend on values.
       model = modeling.BertPretrainingModel(teacher_config())
       prefix = os.path.join(os.path.dirname(path), "teacher.ckpt")
-      modeling.save_checkpoint(model.variables_by_name(), prefix)
+      checkpoints.save_checkpoint(model.variables_by_name(), prefix)
       del model
       labeler = teacher.TeacherLabeler(teacher_config(), prefix, FLAGS.k)
       for loaded in tf.io.gfile.glob(prefix + ".*"):  # 440 MB at Base size
@@ -234,9 +237,9 @@ class Peer(object):
           "positions": stack("masked_lm_positions", torch.long),
           "weights": stack("masked_lm_weights", torch.float32),
           "nsp": stack("next_sentence_labels", torch.long).view(-1),
-          "probs": stack(records.TRUNCATED_PROBS, torch.float32).view(
+          "probs": stack(record_format.TRUNCATED_PROBS, torch.float32).view(
               b, FLAGS.predictions, FLAGS.k),
-          "indices": stack(records.TOP_K_INDICES, torch.long).view(
+          "indices": stack(record_format.TOP_K_INDICES, torch.long).view(
               b, FLAGS.predictions, FLAGS.k),
       })
     self.next = 0
@@ -329,7 +332,7 @@ def main(argv):
   path = os.path.join(tmp, "stage4.tfrecord")
   with tf.io.TFRecordWriter(path) as writer:
     for e in examples:
-      writer.write(records.make_example(e))
+      writer.write(example_records.make_example(e))
 
   runners = {}
   for dtype in FLAGS.dtypes:

@@ -2,7 +2,7 @@
 
 Labels synthetic but valid stage-III records (seq 128, 20 masked positions)
 with a BERT-Base-sized teacher (12 layers, hidden 768, 12 heads, intermediate
-3072, vocab 30522; random weights saved with modeling.save_checkpoint and
+3072, vocab 30522; random weights saved with checkpoints.save_checkpoint and
 loaded as the script loads a teacher) and K = 10:
 
   ours  teacher.label_records, the whole path of produce_teacher_labels.py:
@@ -48,9 +48,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
+import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
+import record_format  # pylint: disable=g-import-not-at-top
 import records  # pylint: disable=g-import-not-at-top
 import teacher  # pylint: disable=g-import-not-at-top
+from tests import example_records  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 common.define_model_flags("Teacher", num_layers=12)
@@ -105,7 +108,7 @@ def synthetic_examples(n, rng):
 def write_records(path, examples):
   with tf.io.TFRecordWriter(path) as writer:
     for e in examples:
-      writer.write(records.make_example(e))
+      writer.write(example_records.make_example(e))
   return path
 
 
@@ -216,8 +219,8 @@ def first_batch_labels(path):
   batch = next(iter(records.make_dataset([path], lengths, FLAGS.batch_size,
                                          is_training=False)))
   shape = [-1, FLAGS.predictions, FLAGS.k]
-  return (batch[records.TRUNCATED_PROBS].numpy().reshape(shape),
-          batch[records.TOP_K_INDICES].numpy().reshape(shape))
+  return (batch[record_format.TRUNCATED_PROBS].numpy().reshape(shape),
+          batch[record_format.TOP_K_INDICES].numpy().reshape(shape))
 
 
 def main(argv):
@@ -242,7 +245,7 @@ def run(tmp):
                          examples[:FLAGS.batch_size])
   config = teacher_config()
   model = modeling.BertPretrainingModel(config)
-  checkpoint = modeling.save_checkpoint(
+  checkpoint = checkpoints.save_checkpoint(
       model.variables_by_name(), os.path.join(tmp, "bert_model.ckpt"))
 
   for dtype in FLAGS.dtypes:

@@ -36,6 +36,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 import exporter  # pylint: disable=g-import-not-at-top
 import hf_bert  # pylint: disable=g-import-not-at-top
+import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
 import sample_data  # pylint: disable=g-import-not-at-top
 import tokenization  # pylint: disable=g-import-not-at-top
@@ -78,7 +79,7 @@ def make_checkpoint(directory, spec, rng):
         np.float32)
     arrays["cls/squad/output_bias"] = rng.normal(0, 0.1, 2).astype(
         np.float32)
-  modeling.save_checkpoint(arrays, os.path.join(directory, "model.ckpt-1"))
+  checkpoints.save_checkpoint(arrays, os.path.join(directory, "model.ckpt-1"))
   return config, arrays
 
 
@@ -107,7 +108,7 @@ def ours(config, arrays, checkpoint, ids, mask, segments, positions):
     encoder = model.bert
   else:
     model = encoder = modeling.BertModel(config)
-  modeling.load_checkpoint(model.variables_by_name(), checkpoint)
+  checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
   seq, pooled = [t.numpy() for t in encoder(ids, mask, segments)]
   out = {"sequence_output": seq}
   if model is not encoder:

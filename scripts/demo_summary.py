@@ -29,6 +29,7 @@ import cli
 cli.import_tensorflow_quietly()
 import tensorflow as tf
 import records
+import results
 import sample_data
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -54,21 +55,6 @@ TRAIN_DIRS = dict([("V single machine", "student"),
                   [(stage, folder) for stage, folder, _ in FINETUNE_RUNS])
 
 
-def read_key_values(path):
-  """Reads a `key = value` file into a dict of floats (or strings)."""
-  values = {}
-  with open(path) as f:
-    for line in f:
-      if "=" not in line:
-        continue
-      key, value = (s.strip() for s in line.split("=", 1))
-      try:
-        values[key] = float(value)
-      except ValueError:
-        values[key] = value
-  return values
-
-
 def count_model_parameters(checkpoint):
   """Parameters of the model in a Google-format checkpoint (no optimizer).
 
@@ -92,19 +78,9 @@ def polarity_counts(polarity_dir):
   return train, dev
 
 
-def read_scalars(event_dir, tag):
-  """(steps, values) of a TensorBoard scalar written under `event_dir`."""
-  points = {}
-  for path in sorted(glob.glob(os.path.join(event_dir, "**", "events.out*"),
-                              recursive=True)):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag != tag:
-          continue
-        if value.HasField("tensor"):
-          points[event.step] = float(tf.make_ndarray(value.tensor))
-        else:
-          points[event.step] = value.simple_value
+def scalar_series(event_dir, tag):
+  """(steps, values) of a TensorBoard scalar written in `event_dir`."""
+  points = results.read_scalars(event_dir, tag)
   steps = sorted(points)
   return steps, [points[s] for s in steps]
 
@@ -172,7 +148,7 @@ def stage_table(demo_dir, num_sentences):
         # The training loop's own rate (the stage time includes start-up
         # and evaluation): the median of the logged examples/s, leaving
         # out the first interval (it includes tracing the step).
-        _, rates = read_scalars(os.path.join(demo_dir, TRAIN_DIRS[stage]),
+        _, rates = scalar_series(os.path.join(demo_dir, TRAIN_DIRS[stage]),
                                 "examples_per_sec")
         if len(rates) > 1:
           rates = rates[1:]
@@ -194,13 +170,12 @@ def finetune_table(demo_dir, num_sentences, dev_labels):
   runs = []
   for stage, folder, heading in FINETUNE_RUNS:
     run_dir = os.path.join(demo_dir, folder)
-    results_path = os.path.join(run_dir, "eval_results.txt")
-    if not os.path.exists(results_path):
+    if not os.path.exists(os.path.join(run_dir, results.EVAL_RESULTS_FILE)):
       continue
-    _, rates = read_scalars(run_dir, "examples_per_sec")
-    results = read_key_values(results_path)
-    results["training_rate"] = float(np.median(rates[1:] or rates))
-    runs.append((heading, results, count_model_parameters(
+    _, rates = scalar_series(run_dir, "examples_per_sec")
+    metrics = results.read_eval_results(run_dir)
+    metrics["training_rate"] = float(np.median(rates[1:] or rates))
+    runs.append((heading, metrics, count_model_parameters(
         tf.train.latest_checkpoint(run_dir))))
   if not runs:
     return runs, ""
@@ -266,21 +241,18 @@ def main(argv):
   student_dir = os.path.join(d, "student")
   student_ckpt = tf.train.latest_checkpoint(student_dir)
   student_params = count_model_parameters(student_ckpt)
-  before = read_key_values(os.path.join(d, "student_before",
-                                        "eval_results.txt"))
-  after = read_key_values(os.path.join(student_dir, "eval_results.txt"))
+  before = results.read_eval_results(os.path.join(d, "student_before"))
+  after = results.read_eval_results(student_dir)
   rows = [("parameters", "%d" % teacher_params, "%d (%.0f%% of the teacher)" %
            (student_params, 100.0 * student_params / teacher_params), "")]
-  teacher = read_key_values(os.path.join(d, "teacher_eval",
-                                         "eval_results.txt"))
+  teacher = results.read_eval_results(os.path.join(d, "teacher_eval"))
   for key in ("masked_lm_accuracy", "teacher_top1_agreement",
               "masked_lm_loss", "next_sentence_accuracy"):
     rows.append((key, "%.4f" % teacher[key], "%.4f" % after[key],
                  "%.4f" % before[key]))
   hvd_dir = os.path.join(d, "student_horovod")
-  hvd_results = os.path.join(hvd_dir, "eval_results.txt")
-  if os.path.exists(hvd_results):
-    hvd = read_key_values(hvd_results)
+  if os.path.exists(os.path.join(hvd_dir, results.EVAL_RESULTS_FILE)):
+    hvd = results.read_eval_results(hvd_dir)
     rows.append(("teacher_top1_agreement (mpirun -np 2)", "",
                  "%.4f" % hvd["teacher_top1_agreement"], ""))
   out += ["", "Student (held-out records; the demo's teacher is a small BERT "
@@ -298,7 +270,7 @@ def main(argv):
   runs = [("V single machine", student_dir, "tab:blue"),
           ("VI mpirun -np 2", hvd_dir, "tab:orange")]
   for label, run_dir, color in runs:
-    steps, losses = read_scalars(run_dir, "loss")
+    steps, losses = scalar_series(run_dir, "loss")
     if steps:
       axes[0].plot(steps, losses, marker=".", color=color, label=label)
   axes[0].set_xlabel("step (32 sequences each)")
@@ -309,7 +281,7 @@ def main(argv):
   bars = [("untrained", before["teacher_top1_agreement"], "tab:gray"),
           ("V: %d steps" % after["global_step"],
            after["teacher_top1_agreement"], "tab:blue")]
-  if os.path.exists(hvd_results):
+  if os.path.exists(os.path.join(hvd_dir, results.EVAL_RESULTS_FILE)):
     bars.append(("VI: %d steps" % hvd["global_step"],
                  hvd["teacher_top1_agreement"], "tab:orange"))
   positions = range(len(bars))

@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import classifier
 import cli
 import conftest
 import glue
 import modeling
+import results
 import sample_data
 import tokenization
 
@@ -324,17 +326,17 @@ def test_fine_tuning_the_real_teacher_on_polarity(tmp_path, teacher_dir,
   out = tmp_path / "out"
   opts = _options(teacher_dir, polarity_subset, out, do_train=True,
                   do_eval=True, do_predict=True)
-  results = classifier.run(opts)
+  metrics = classifier.run(opts)
 
   steps = int(TRAIN_EXAMPLES / 32 * 1.0)
   dev_labels = [int(r[1]) for r in _tsv_rows(os.path.join(
       polarity_subset, "dev.tsv"))[1:]]
   majority = max(np.mean(dev_labels), 1 - np.mean(dev_labels))
   print("dev accuracy %.4f (majority class %.4f)" %
-        (results["eval_accuracy"], majority))
-  assert results["eval_accuracy"] > majority + 0.1
-  written = conftest_key_values(out / "eval_results.txt")
-  assert written["eval_accuracy"] == pytest.approx(results["eval_accuracy"])
+        (metrics["eval_accuracy"], majority))
+  assert metrics["eval_accuracy"] > majority + 0.1
+  written = results.read_eval_results(str(out))
+  assert written["eval_accuracy"] == pytest.approx(metrics["eval_accuracy"])
   assert int(written["global_step"]) == steps
   assert written["eval_examples"] == 1000
 
@@ -364,12 +366,6 @@ def test_fine_tuning_the_real_teacher_on_polarity(tmp_path, teacher_dir,
       np.array([[float(v) for v in r]
                 for r in _tsv_rows(again / "test_results.tsv")]), rows,
       atol=1e-6)
-
-
-def conftest_key_values(path):
-  with open(path) as f:
-    return {k.strip(): float(v) for k, v in
-            (line.split("=", 1) for line in f if "=" in line)}
 
 
 # ---------------------------------------------------------------------------
@@ -510,7 +506,7 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, teacher_dir,
     config = modeling.BertConfig.from_dict(json.load(f))
   embeddings_only = {n: v for n, v in modeling.BertModel(
       config).variables_by_name().items() if "/embeddings/" in n}
-  partial = modeling.save_checkpoint(embeddings_only,
+  partial = checkpoints.save_checkpoint(embeddings_only,
                                      str(tmp_path / "partial" / "model.ckpt"))
   fails("lacks 34 of the 39 encoder variables of --bert_config_file, e.g. "
         "bert/encoder/layer_0/attention/self/query/kernel",

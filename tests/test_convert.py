@@ -20,6 +20,7 @@ import tensorflow as tf
 from conftest import google_variable_shapes, run_script
 from hf_reference import HfBert, log_softmax
 import convert_hf_bert_checkpoint as convert
+import checkpoints
 import modeling
 
 GOOGLE_KEYS = ["attention_probs_dropout_prob", "hidden_act",
@@ -81,7 +82,7 @@ def test_mlm_predictions_match_hf_weights(teacher_dir, small_bert_hf_dir):
   config = modeling.BertConfig.from_json_file(
       os.path.join(teacher_dir, "bert_config.json"))
   model = modeling.BertPretrainingModel(config)
-  loaded, missing = modeling.load_checkpoint(model.variables_by_name(),
+  loaded, missing = checkpoints.load_checkpoint(model.variables_by_name(),
                                              teacher_dir)
   assert missing == [] and len(loaded) == len(model.variables_by_name())
   mlm, _ = model(ids, mask, np.zeros_like(ids), positions)

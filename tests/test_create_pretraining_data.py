@@ -16,7 +16,9 @@ import tensorflow as tf
 
 from bench import original_bert
 from conftest import MAX_PREDICTIONS, MAX_SEQ_LENGTH, run_script
+import example_records
 import pretraining_data
+import record_format
 import records
 import tokenization
 
@@ -120,7 +122,10 @@ def unpack(batch, r):
 
 
 def test_feature_names_follow_the_schema():
-  assert pretraining_data.FEATURE_NAMES == records.STAGE3_FEATURES
+  # The order of docs/formats.md, in which the encoder writes them.
+  assert record_format.STAGE3_FEATURES == (
+      "input_ids", "input_mask", "segment_ids", "masked_lm_positions",
+      "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
 
 
 def test_records_parse_with_the_stage3_schema(stage3_dir, parsed):
@@ -131,7 +136,7 @@ def test_records_parse_with_the_stage3_schema(stage3_dir, parsed):
   assert min(counts) > 1500
   # Feature order in each record is the schema's.
   raw = next(iter(tf.data.TFRecordDataset(paths[0]))).numpy()
-  offsets = [raw.index(name.encode()) for name in records.STAGE3_FEATURES]
+  offsets = [raw.index(name.encode()) for name in record_format.STAGE3_FEATURES]
   assert offsets == sorted(offsets)
 
 
@@ -338,7 +343,7 @@ def test_random_draws_match_python_random():
 
 def test_example_encoding_matches_tensorflow(tmp_path):
   rng = random.Random(3)
-  encoder = pretraining_data.ExampleEncoder(MAX_SEQ_LENGTH, MAX_PREDICTIONS,
+  encoder = record_format.ExampleEncoder(MAX_SEQ_LENGTH, MAX_PREDICTIONS,
                                             30522)
   for _ in range(200):
     len_a = rng.randint(1, 30)
@@ -363,7 +368,8 @@ def test_example_encoding_matches_tensorflow(tmp_path):
         ("masked_lm_weights", [1.0] * len(positions) + [0.0] * ppad),
         ("next_sentence_labels", [int(instance.is_random_next)]),
     ])
-    reference = tf.train.Example.FromString(records.make_example(features))
+    reference = tf.train.Example.FromString(
+        example_records.make_example(features))
     assert tf.train.Example.FromString(ours) == reference
     assert len(ours) == reference.ByteSize()
   # TFRecord framing: byte for byte what TensorFlow's writer writes.
@@ -375,9 +381,9 @@ def test_example_encoding_matches_tensorflow(tmp_path):
       writer.write(p)
   ours = tmp_path / "ours.tfrecord"
   with open(ours, "wb") as f:
-    pretraining_data.write_tfrecords(f, payloads)
+    record_format.write_tfrecords(f, payloads)
   assert ours.read_bytes() == open(theirs, "rb").read()
-  assert int(pretraining_data.crc32c_batch([b"123456789"])[0]) == 0xE3069283
+  assert int(record_format.crc32c_batch([b"123456789"])[0]) == 0xE3069283
 
 
 def test_tensorflow_checks_the_record_checksums(stage3_dir):

@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, script_env
+import results
 
 SEQ = 64
 PRED = 10
@@ -119,14 +120,14 @@ def test_stage_outputs_exist_and_parse(demo_dir):
     assert ckpt and ckpt.endswith("model.ckpt-%d" % step), (name, ckpt)
     names = dict(tf.train.list_variables(ckpt))
     assert names["bert/embeddings/word_embeddings"] == [vocab_size, 64]
-    results = _key_values(os.path.join(out, name, "eval_results.txt"))
-    assert int(results["global_step"]) == step
+    metrics = results.read_eval_results(os.path.join(out, name))
+    assert int(metrics["global_step"]) == step
     for key in ("masked_lm_accuracy", "masked_lm_loss",
                 "next_sentence_accuracy", "next_sentence_loss",
                 "teacher_top1_agreement"):
-      assert np.isfinite(results[key]), (name, key)
+      assert np.isfinite(metrics[key]), (name, key)
   # The teacher agrees with itself: the eval metric is computed right.
-  assert _key_values(os.path.join(out, "teacher_eval", "eval_results.txt"))[
+  assert results.read_eval_results(os.path.join(out, "teacher_eval"))[
       "teacher_top1_agreement"] > 0.999
 
   # Stage VIII: the teacher, the distilled student and the random-init
@@ -135,11 +136,11 @@ def test_stage_outputs_exist_and_parse(demo_dir):
   student = tf.train.latest_checkpoint(os.path.join(out, "student"))
   for name, hidden in (("finetune_teacher", 128), ("finetune_student", 64),
                        ("finetune_random", 64)):
-    results = _key_values(os.path.join(out, name, "eval_results.txt"))
-    assert int(results["global_step"]) == FT_STEPS, name
-    assert results["eval_examples"] == 1000
-    assert 0.0 <= results["eval_accuracy"] <= 1.0
-    assert results["eval_sequences_per_sec"] > 0
+    metrics = results.read_eval_results(os.path.join(out, name))
+    assert int(metrics["global_step"]) == FT_STEPS, name
+    assert metrics["eval_examples"] == 1000
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    assert metrics["eval_sequences_per_sec"] > 0
     ckpt = tf.train.latest_checkpoint(os.path.join(out, name))
     names = dict(tf.train.list_variables(ckpt))
     assert names["output_weights"] == [2, hidden], name
@@ -168,9 +169,3 @@ def test_stage_outputs_exist_and_parse(demo_dir):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def _key_values(path):
-  values = {}
-  for line in open(path):
-    key, value = (s.strip() for s in line.split("=", 1))
-    values[key] = float(value)
-  return values

@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import cli
 import distillation
 import modeling
+import record_format
 import records
+import results
 import teacher
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
@@ -62,29 +65,6 @@ def common_flags(config_file, input_file, output_dir):
           "--truncation_factor", TRUNCATION_FACTOR,
           "--max_seq_length", MAX_SEQ_LENGTH,
           "--max_predictions_per_seq", MAX_PREDICTIONS]
-
-
-def read_eval_results(output_dir):
-  values = {}
-  with open(os.path.join(output_dir, "eval_results.txt")) as f:
-    for line in f:
-      key, value = (s.strip() for s in line.split("=", 1))
-      values[key] = float(value)
-  return values
-
-
-def read_scalars(output_dir, tag):
-  """{step: value} of a scalar in the TensorBoard events of output_dir."""
-  points = {}
-  for name in sorted(os.listdir(output_dir)):
-    if not name.startswith("events.out"):
-      continue
-    for event in tf.compat.v1.train.summary_iterator(
-        os.path.join(output_dir, name)):
-      for value in event.summary.value:
-        if value.tag == tag:
-          points[event.step] = float(tf.make_ndarray(value.tensor))
-  return points
 
 
 def checkpoint_values(prefix):
@@ -187,8 +167,8 @@ def test_distiller_loss_on_real_records_matches_numpy(stage4_file):
       features["input_ids"], features["input_mask"], features["segment_ids"],
       features["masked_lm_positions"], training=False)
   p, k = MAX_PREDICTIONS, TRUNCATION_FACTOR
-  probs = features[records.TRUNCATED_PROBS].numpy().reshape(-1, p, k)
-  indices = features[records.TOP_K_INDICES].numpy().reshape(-1, p, k)
+  probs = features[record_format.TRUNCATED_PROBS].numpy().reshape(-1, p, k)
+  indices = features[record_format.TOP_K_INDICES].numpy().reshape(-1, p, k)
   weights = features["masked_lm_weights"].numpy()
   logits = mlm_logits.numpy()
   soft = np_soft_loss(logits, probs, weights, indices, 1.0, False)
@@ -312,7 +292,8 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
       "--log_every_n_steps", 50, "--keep_checkpoint_max", 2])
   print("trained %d steps in %.1f s" % (steps, time.time() - start))
 
-  before, after = read_eval_results(before_dir), read_eval_results(out)
+  before = results.read_eval_results(before_dir)
+  after = results.read_eval_results(out)
   for key in REQUIRED_EVAL_KEYS:
     assert key in after and key in before
   assert after["global_step"] == steps and before["global_step"] == 0
@@ -325,16 +306,16 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
   assert after["teacher_top1_agreement"] > 10 * before[
       "teacher_top1_agreement"]
   assert after["masked_lm_loss"] < 0.85 * before["masked_lm_loss"]
-  losses = read_scalars(out, "loss")
+  losses = results.read_scalars(out, "loss")
   assert sorted(losses) == list(range(50, steps + 1, 50))
   assert losses[steps] < losses[50]
-  assert set(read_scalars(out, "learning_rate")) == set(losses)
-  assert read_scalars(out, "examples_per_sec")
+  assert set(results.read_scalars(out, "learning_rate")) == set(losses)
+  assert results.read_scalars(out, "examples_per_sec")
 
   # Checkpoints: Google's names and shapes, optimizer slots, global_step;
   # the newest two kept; the index names the final one.
   config = student_config_dict()
-  final = modeling.latest_checkpoint(out)
+  final = checkpoints.latest_checkpoint(out)
   assert os.path.basename(final) == "model.ckpt-%d" % steps
   kept = sorted(f for f in os.listdir(out) if f.endswith(".index"))
   assert kept == ["model.ckpt-150.index", "model.ckpt-200.index"]
@@ -349,7 +330,8 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
 
   # The student loads into modeling as a whole model ...
   model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(config))
-  loaded, missing = modeling.load_checkpoint(model.variables_by_name(), final)
+  loaded, missing = checkpoints.load_checkpoint(model.variables_by_name(),
+                                                final)
   assert not missing and len(loaded) == len(google)
   # ... and works as a teacher in stage IV: labels from the student, then
   # the student evaluated against them agrees with itself.
@@ -366,7 +348,7 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
                                           self_dir), self_dir) +
              ["--do_eval", "--init_checkpoint", final,
               "--eval_batch_size", 64])
-  assert read_eval_results(self_dir)["teacher_top1_agreement"] > 0.99
+  assert results.read_eval_results(self_dir)["teacher_top1_agreement"] > 0.99
 
 
 # ---------------------------------------------------------------------------
@@ -399,7 +381,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, stage4_file,
     time.sleep(0.01)
   proc.kill()
   proc.wait()
-  interrupted_at = modeling.latest_checkpoint(broken)
+  interrupted_at = checkpoints.latest_checkpoint(broken)
   assert interrupted_at and not interrupted_at.endswith("-%d" % steps)
   result = subprocess.run(command(broken), cwd=REPO, env=script_env(),
                           capture_output=True, text=True, timeout=600)
@@ -444,9 +426,9 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
                                             is_training=False)))
   probs, indices = distiller.teacher_targets(features)
   k = TRUNCATION_FACTOR
-  stored_probs = features[records.TRUNCATED_PROBS].numpy().reshape(
+  stored_probs = features[record_format.TRUNCATED_PROBS].numpy().reshape(
       16, MAX_PREDICTIONS, k)
-  stored_indices = features[records.TOP_K_INDICES].numpy().reshape(
+  stored_indices = features[record_format.TOP_K_INDICES].numpy().reshape(
       16, MAX_PREDICTIONS, k)
   order = np.argsort(-stored_probs, axis=-1, kind="stable")
   np.testing.assert_allclose(probs.numpy(),
@@ -467,9 +449,9 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
                "--max_eval_steps", 2, "--use_xla",
                "--teacher_compute_dtype", "bfloat16"])
   assert "The teacher computes in bfloat16" in result.stderr
-  results = read_eval_results(out)
-  assert results["global_step"] == 5
-  assert 0.0 <= results["teacher_top1_agreement"] <= 1.0
+  metrics = results.read_eval_results(out)
+  assert metrics["global_step"] == 5
+  assert 0.0 <= metrics["teacher_top1_agreement"] <= 1.0
 
 
 def test_init_from_teacher_layers(teacher_dir, caplog):

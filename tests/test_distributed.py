@@ -11,7 +11,6 @@ rank<R>_records.txt and rank<R>_variables.npz there.
 """
 
 import collections
-import glob
 import json
 import os
 import re
@@ -25,11 +24,13 @@ import psutil
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import cli
 import conftest
 import distillation
 import modeling
 import records
+import results
 
 SCRIPT = "network_distillation_distributed_truncated.py"
 SINGLE_SCRIPT = "network_distillation_single_machine_truncated.py"
@@ -146,23 +147,6 @@ def read_rank_records(debug_dir, rank):
     return [line.rstrip("\n") for line in f]
 
 
-def read_scalars(event_dir, tag):
-  """step -> value of a TensorBoard scalar written directly in event_dir."""
-  points = {}
-  for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          points[event.step] = float(tf.make_ndarray(value.tensor))
-  return points
-
-
-def read_key_values(path):
-  with open(path) as f:
-    return dict(tuple(s.strip() for s in line.split("=", 1))
-                for line in f if "=" in line)
-
-
 def files_under(directory):
   return sorted(os.path.relpath(os.path.join(d, n), directory)
                 for d, _, names in os.walk(directory) for n in names)
@@ -207,15 +191,15 @@ def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
   files = files_under(out0)
   assert all(CHIEF_OUTPUT.match(f) for f in files), files
   assert "model.ckpt-%d.index" % steps_per_rank in files
-  results = read_key_values(out0 / "eval_results.txt")
-  assert int(results["global_step"]) == steps_per_rank
+  metrics = results.read_eval_results(str(out0))
+  assert int(metrics["global_step"]) == steps_per_rank
   assert "Horovod: 2 processes" in result.stderr
   assert tf.train.load_variable(
       str(out0 / ("model.ckpt-%d" % steps_per_rank)),
       "global_step") == steps_per_rank
 
   # TensorBoard scalars from rank 0, to the last step.
-  assert max(read_scalars(str(out0), "loss")) == steps_per_rank
+  assert max(results.read_scalars(str(out0), "loss")) == steps_per_rank
 
   # The loss went down: the untrained student (same seed, one process, no
   # mpirun) evaluated on the same records does worse.
@@ -223,12 +207,12 @@ def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
   conftest.run_script([SCRIPT] + eval_flags + ["--output_dir", before,
                                                 "--eval_untrained"],
                       env=mpi_env())
-  before = read_key_values(before / "eval_results.txt")
+  before = results.read_eval_results(str(before))
   assert int(before["global_step"]) == 0
-  assert (float(results["masked_lm_loss"]) <
-          0.9 * float(before["masked_lm_loss"])), (before, results)
-  assert (float(results["teacher_top1_agreement"]) >
-          float(before["teacher_top1_agreement"]) + 0.02), (before, results)
+  assert (float(metrics["masked_lm_loss"]) <
+          0.9 * float(before["masked_lm_loss"])), (before, metrics)
+  assert (float(metrics["teacher_top1_agreement"]) >
+          float(before["teacher_top1_agreement"]) + 0.02), (before, metrics)
 
   # Both ranks hold identical weights, optimizer slots and global_step.
   ranks = [np.load(debug_dir / ("rank%d_variables.npz" % r)) for r in (0, 1)]
@@ -351,7 +335,7 @@ def test_averaged_update_equals_single_process_update_on_the_union(
   model(tf.zeros([1, SEQ], tf.int32), tf.ones([1, SEQ], tf.int32),
         tf.zeros([1, SEQ], tf.int32), tf.zeros([1, PREDS], tf.int32))
   (tmp_path / "init").mkdir()
-  init = modeling.save_checkpoint(model.variables_by_name(),
+  init = checkpoints.save_checkpoint(model.variables_by_name(),
                                   str(tmp_path / "init" / "student.ckpt"))
 
   flags = common_flags(config_path, data) + [
@@ -424,7 +408,7 @@ def test_multinode_train_script_on_localhost(tmp_path, stage4_file):
   assert "-hostfile %s" % hosts in result.stdout
   # 6 steps in total over 2 processes: 3 per process.
   assert (out / "model.ckpt-3.index").exists()
-  assert int(read_key_values(out / "eval_results.txt")["global_step"]) == 3
+  assert int(results.read_eval_results(str(out))["global_step"]) == 3
 
   # Wrong arguments: a usage message and exit status 2, nothing started.
   for args, message in (([], "missing TOTAL_GPUS"),

@@ -26,6 +26,7 @@ import tensorflow as tf
 from conftest import check_error_runs, run_script
 from hf_reference import HfBert, log_softmax
 import convert_hf_bert_checkpoint as convert
+import checkpoints
 import exporter
 import modeling
 
@@ -78,10 +79,10 @@ def student(tmp_path_factory, teacher_dir):
   arrays = read_checkpoint(os.path.join(teacher_dir, "bert_model.ckpt"))
   older = {n: v * 0.5 for n, v in arrays.items()}
   for step, values in ((1, older), (2, arrays)):
-    prefix = modeling.save_checkpoint(
+    prefix = checkpoints.save_checkpoint(
         with_training_state(values, step),
         os.path.join(out, "model.ckpt-%d" % step))
-    modeling.write_checkpoint_index(out, prefix)
+    checkpoints.write_checkpoint_index(out, prefix)
   shutil.copy(os.path.join(teacher_dir, "bert_config.json"), out)
   config = modeling.BertConfig.from_json_file(
       os.path.join(out, "bert_config.json"))
@@ -106,7 +107,7 @@ def tiny_checkpoint(directory, head):
     value = rng.normal(0.0, 0.2, shape).astype(np.float32)
     arrays[name] = value + 1.0 if name.endswith("gamma") else value
   os.makedirs(directory)
-  modeling.save_checkpoint(with_training_state(arrays, 30),
+  checkpoints.save_checkpoint(with_training_state(arrays, 30),
                            os.path.join(directory, "model.ckpt-30"))
   with open(os.path.join(directory, "bert_config.json"), "w") as f:
     json.dump(TINY, f)
@@ -175,7 +176,7 @@ def test_hf_arrays_give_our_outputs(student, hf_export):
   want_logits = reference.mlm_logits(want_seq, positions)
 
   model = modeling.BertPretrainingModel(config)
-  modeling.load_checkpoint(model.variables_by_name(), folder)
+  checkpoints.load_checkpoint(model.variables_by_name(), folder)
   seq, _ = model.bert(ids, mask, segments)
   logits, _ = model(ids, mask, segments, positions)
   real = mask.astype(bool)
@@ -211,7 +212,7 @@ def test_hf_task_heads(task_checkpoints, tmp_path):
                            else sequence, hf_head)
     # Google's heads on Google's arrays, over modeling.py's encoder.
     model = modeling.BertModel(config)
-    modeling.load_checkpoint(model.variables_by_name(), folder)
+    checkpoints.load_checkpoint(model.variables_by_name(), folder)
     ours_seq, ours_pooled = [t.numpy() for t in
                              model(ids, mask, segments)]
     if head == "classifier":
@@ -283,7 +284,7 @@ def test_saved_model_in_a_fresh_process(student, task_checkpoints,
   outputs = dict(np.load(tmp_path / "outputs.npz"))
 
   model = modeling.BertPretrainingModel(config)
-  modeling.load_checkpoint(model.variables_by_name(), folder)
+  checkpoints.load_checkpoint(model.variables_by_name(), folder)
   mlm, nsp = model(ids, mask, segments, positions)
   seq, pooled = model.bert(ids, mask, segments)
   want = {"pretraining": {
@@ -293,7 +294,7 @@ def test_saved_model_in_a_fresh_process(student, task_checkpoints,
   for head in ("classifier", "squad"):
     folder, tiny_config, arrays = task_checkpoints[head]
     encoder = modeling.BertModel(tiny_config)
-    modeling.load_checkpoint(encoder.variables_by_name(), folder)
+    checkpoints.load_checkpoint(encoder.variables_by_name(), folder)
     seq, pooled = [t.numpy() for t in encoder(ids, mask, segments)]
     want[head] = {"sequence_output": seq, "pooled_output": pooled}
     if head == "classifier":
@@ -324,10 +325,10 @@ def test_saved_model_in_a_fresh_process(student, task_checkpoints,
 
 def test_newest_checkpoint_of_a_folder_without_index(tmp_path):
   for step in (2, 10):  # 10 is newer, though "2" sorts after "10".
-    modeling.save_checkpoint(
+    checkpoints.save_checkpoint(
         {"global_step": np.int64(step)},
         str(tmp_path / ("model.ckpt-%d" % step)))
-  assert modeling.resolve_checkpoint(str(tmp_path)) == str(
+  assert checkpoints.resolve_checkpoint(str(tmp_path)) == str(
       tmp_path / "model.ckpt-10")
 
 
@@ -360,7 +361,7 @@ def test_bad_inputs(student, task_checkpoints, teacher_dir, tmp_path):
 
   # A head present in part.
   partial = str(tmp_path / "partial")
-  modeling.save_checkpoint(
+  checkpoints.save_checkpoint(
       {n: v for n, v in arrays.items() if n != "output_bias"},
       os.path.join(partial, "model.ckpt-1"))
   with pytest.raises(exporter.ExportError, match="incomplete classifier"):

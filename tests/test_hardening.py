@@ -19,6 +19,7 @@ from absl import flags
 import pytest
 
 import cli
+import outputs
 from conftest import REPO
 from conftest import run_script
 from conftest import script_env
@@ -369,6 +370,7 @@ def tiny_config(path, **changes):
 
 
 def test_damaged_records_name_the_file_and_record(tmp_path, small_stage4):
+  import errors  # pylint: disable=g-import-not-at-top
   import records  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   # Record i starts at the sum of the earlier records' frames (12 bytes of
@@ -385,11 +387,11 @@ def test_damaged_records_name_the_file_and_record(tmp_path, small_stage4):
   cut_index = 20
   corrupt = flip_byte(small_stage4, tmp_path / "crc.tfrecord",
                       starts[7] + 12 + 30)  # inside record 7's data
-  with pytest.raises(records.DamagedFileError,
+  with pytest.raises(errors.DamagedFileError,
                      match=r"cut\.tfrecord: record %d .*cut short" %
                      cut_index):
     records.count_records([small_stage4, cut])
-  with pytest.raises(records.DamagedFileError,
+  with pytest.raises(errors.DamagedFileError,
                      match=r"crc\.tfrecord: record 7 .*checksum"):
     records.check_records(corrupt)
   assert records.check_records(small_stage4) == len(sizes)
@@ -397,13 +399,13 @@ def test_damaged_records_name_the_file_and_record(tmp_path, small_stage4):
 
 def test_stage5_damaged_training_and_eval_files(tmp_path, small_stage4):
   import distillation  # pylint: disable=g-import-not-at-top
-  import records  # pylint: disable=g-import-not-at-top
+  import errors  # pylint: disable=g-import-not-at-top
   config = tiny_config(tmp_path / "student.json")
   cut = cut_file(small_stage4, tmp_path / "cut.tfrecord")
   # A damaged training file: named, whichever record the reader was at.
   opts = student_options(config, cut, tmp_path / "train_out",
                          num_train_steps=40)
-  with pytest.raises(records.DamagedFileError, match=r"cut\.tfrecord: "
+  with pytest.raises(errors.DamagedFileError, match=r"cut\.tfrecord: "
                      r"record \d+ .*cut short"):
     distillation.run(opts)
   # A damaged eval file: found before training (--check_inputs), so no
@@ -411,7 +413,7 @@ def test_stage5_damaged_training_and_eval_files(tmp_path, small_stage4):
   out = tmp_path / "eval_out"
   opts = student_options(config, small_stage4, out, do_eval=True,
                          eval_input_file=cut)
-  with pytest.raises(records.DamagedFileError, match=r"cut\.tfrecord"):
+  with pytest.raises(errors.DamagedFileError, match=r"cut\.tfrecord"):
     distillation.run(opts)
   assert not os.path.exists(out / "checkpoint")
 
@@ -496,7 +498,7 @@ def test_atomic_output_onto_a_folder_leaves_no_temporary(tmp_path):
   folder = tmp_path / "taken"
   folder.mkdir()
   with pytest.raises(OSError):
-    with cli.atomic_output(str(folder)) as tmp:
+    with outputs.atomic_output(str(folder)) as tmp:
       with open(tmp, "w") as f:
         f.write("x" * 1000)
   assert os.listdir(tmp_path) == ["taken"]
@@ -604,12 +606,12 @@ def test_stage3_ctrl_c_and_kill(big_text_dir, vocab_file, tmp_path):
 def test_temporaries_of_dead_processes_are_removed(tmp_path):
   dead = subprocess.Popen(["true"])
   dead.wait()
-  here = cli.temporary_name(str(tmp_path / "x.tfrecord"))
+  here = outputs.temporary_name(str(tmp_path / "x.tfrecord"))
   gone = here.replace("-%d" % os.getpid(), "-%d" % dead.pid)
   names = {
       "live": here,
       "dead": gone,
-      "dead_checkpoint": cli.temporary_name(str(tmp_path / "model.ckpt-5"))
+      "dead_checkpoint": outputs.temporary_name(str(tmp_path / "model.ckpt-5"))
                          .replace("-%d" % os.getpid(), "-%d" % dead.pid) +
                          ".data-00000-of-00001",
       "other_host": str(tmp_path / (".y.tmp-otherhost-%d" % dead.pid)),
@@ -660,13 +662,13 @@ def test_stage4_disk_full_leaves_nothing(tmp_path, stage3_dir, teacher_dir):
   final = str(out_dir / "wiki_k10.tfrecord")
   with open(final, "wb") as f:
     f.write(b"an earlier output")
-  os.symlink("/dev/full", cli.temporary_name(final))
+  os.symlink("/dev/full", outputs.temporary_name(final))
   config = modeling.BertConfig.from_json_file(
       os.path.join(teacher_dir, "bert_config.json"))
   labeler = teacher.TeacherLabeler(
       config, os.path.join(teacher_dir, "bert_model.ckpt"), K)
   with pytest.raises(Exception) as raised:
-    with cli.atomic_output(final) as tmp:
+    with outputs.atomic_output(final) as tmp:
       teacher.label_records(labeler, [small], tmp, SEQ, PREDS, 16)
   message, status = cli.error_line(raised.value)
   assert status == 1
@@ -776,10 +778,12 @@ def test_resume_checks_the_model_and_the_settings(tmp_path, small_stage4,
 
 def test_foreign_and_damaged_checkpoints(tmp_path, small_stage4,
                                          teacher_dir):
+  import checkpoints  # pylint: disable=g-import-not-at-top
   import distillation  # pylint: disable=g-import-not-at-top
+  import errors  # pylint: disable=g-import-not-at-top
   import modeling  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  foreign = modeling.save_checkpoint(
+  foreign = checkpoints.save_checkpoint(
       {"model/dense/kernel": np.zeros([3, 3], np.float32)},
       str(tmp_path / "foreign.ckpt"))
   opts = student_options(tiny_config(tmp_path / "s.json"), small_stage4,
@@ -795,9 +799,9 @@ def test_foreign_and_damaged_checkpoints(tmp_path, small_stage4,
   data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
   config = modeling.BertConfig.from_json_file(str(cut / "bert_config.json"))
   model = modeling.BertPretrainingModel(config)
-  with pytest.raises(modeling.CheckpointError, match=r"bert_model\.ckpt\."
+  with pytest.raises(errors.CheckpointError, match=r"bert_model\.ckpt\."
                      r"data-00000-of-00001 is damaged \(cut short"):
-    modeling.load_checkpoint(model.variables_by_name(),
+    checkpoints.load_checkpoint(model.variables_by_name(),
                              str(cut / "bert_model.ckpt"))
 
 

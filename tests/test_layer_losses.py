@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import cli
 import distillation
 import layer_losses
@@ -110,7 +111,7 @@ def random_distiller(tmp_path, student_dict, seed=0, **options):
   teacher_model = modeling.BertPretrainingModel(teacher_config)
   randomize(teacher_model, seed)
   prefix = str(tmp_path / "teacher.ckpt")
-  modeling.save_checkpoint(teacher_model.variables_by_name(), prefix)
+  checkpoints.save_checkpoint(teacher_model.variables_by_name(), prefix)
   labeler = teacher.TeacherLabeler(teacher_config, prefix, 5)
   opts = distillation.Options(
       truncation_factor=5, max_seq_length=10, max_predictions_per_seq=3,
@@ -300,14 +301,14 @@ def test_resume_with_layer_losses_is_exact(tmp_path, stage3_dir,
                                    "distillation/hidden_projection/bias")
                    for s in ("", "/adam_m", "/adam_v")}
   model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(config))
-  _, missing = modeling.load_checkpoint(model.variables_by_name(), final)
+  _, missing = checkpoints.load_checkpoint(model.variables_by_name(), final)
   assert not missing
 
   # "Killed" after step 3: only the step-3 checkpoint is left, then resumed.
   os.makedirs(broken)
   for path in tf.io.gfile.glob(os.path.join(whole, "model.ckpt-3.*")):
     shutil.copy(path, broken)
-  modeling.write_checkpoint_index(broken, os.path.join(broken,
+  checkpoints.write_checkpoint_index(broken, os.path.join(broken,
                                                        "model.ckpt-3"))
   distillation.run(layer_options(config_file, stage3, broken, teacher_dir))
   for suffix in ("", ".distillation"):

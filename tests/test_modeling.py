@@ -16,6 +16,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import google_variable_shapes
+import checkpoints
+import errors
 import modeling
 
 # ---------------------------------------------------------------------------
@@ -174,14 +176,15 @@ def small_checkpoint(tmp_path_factory):
   model = modeling.BertPretrainingModel(config)
   randomize(model, 0)
   prefix = str(tmp_path_factory.mktemp("small") / "model.ckpt-7")
-  assert modeling.save_checkpoint(model.variables_by_name(), prefix) == prefix
+  assert checkpoints.save_checkpoint(model.variables_by_name(),
+                                     prefix) == prefix
   return dict(SMALL), prefix
 
 
 def load_model(config_dict, prefix, **kwargs):
   model = modeling.BertPretrainingModel(
       modeling.BertConfig.from_dict(config_dict), **kwargs)
-  loaded, missing = modeling.load_checkpoint(model.variables_by_name(),
+  loaded, missing = checkpoints.load_checkpoint(model.variables_by_name(),
                                              prefix)
   assert missing == [] and len(loaded) == len(model.variables_by_name())
   return model
@@ -323,12 +326,13 @@ def test_save_load_round_trip(tmp_path, small_checkpoint):
   config, prefix = small_checkpoint
   model = load_model(config, prefix)
   other = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(config))
-  saved = modeling.save_checkpoint(model.variables_by_name(),
+  saved = checkpoints.save_checkpoint(model.variables_by_name(),
                                    str(tmp_path / "out" / "model.ckpt-3"))
   # Nothing but the checkpoint files (no temporary names) is left.
   assert sorted(os.listdir(tmp_path / "out")) == [
       "model.ckpt-3.data-00000-of-00001", "model.ckpt-3.index"]
-  loaded, missing = modeling.load_checkpoint(other.variables_by_name(), saved)
+  loaded, missing = checkpoints.load_checkpoint(other.variables_by_name(),
+                                                saved)
   assert sorted(loaded) == sorted(google_variable_shapes(config))
   assert missing == []
   for (name, a), b in zip(model.variables_by_name().items(),
@@ -343,14 +347,15 @@ def test_load_subset_and_superset(small_checkpoint):
   config, prefix = small_checkpoint
   one_layer = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(
       dict(config, num_hidden_layers=1)))
-  loaded, missing = modeling.load_checkpoint(one_layer.variables_by_name(),
+  loaded, missing = checkpoints.load_checkpoint(one_layer.variables_by_name(),
                                              prefix)
   assert missing == [] and not any("layer_1" in n for n in loaded)
   three = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(
       dict(config, num_hidden_layers=3)))
   before = three.variables_by_name()[
       "bert/encoder/layer_2/output/dense/kernel"].numpy()
-  loaded, missing = modeling.load_checkpoint(three.variables_by_name(), prefix)
+  loaded, missing = checkpoints.load_checkpoint(three.variables_by_name(),
+                                                prefix)
   assert missing and all(n.startswith("bert/encoder/layer_2/")
                          for n in missing)
   assert len(missing) == 16
@@ -364,8 +369,8 @@ def test_load_wrong_shape_is_one_clear_line(small_checkpoint):
   model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(
       dict(config, intermediate_size=41)))
   before = {n: v.numpy() for n, v in model.variables_by_name().items()}
-  with pytest.raises(modeling.CheckpointError) as info:
-    modeling.load_checkpoint(model.variables_by_name(), prefix)
+  with pytest.raises(errors.CheckpointError) as info:
+    checkpoints.load_checkpoint(model.variables_by_name(), prefix)
   message = str(info.value)
   assert "\n" not in message
   assert message == (
@@ -381,22 +386,22 @@ def test_load_wrong_shape_is_one_clear_line(small_checkpoint):
 def test_load_missing_checkpoint(tmp_path):
   model = modeling.BertModel(modeling.BertConfig.from_dict(SMALL))
   missing = str(tmp_path / "nope" / "model.ckpt-1")
-  with pytest.raises(modeling.CheckpointError, match="nope/model.ckpt-1"):
-    modeling.load_checkpoint(model.variables_by_name(), missing)
-  with pytest.raises(modeling.CheckpointError, match="no checkpoint"):
-    modeling.load_checkpoint(model.variables_by_name(), str(tmp_path))
+  with pytest.raises(errors.CheckpointError, match="nope/model.ckpt-1"):
+    checkpoints.load_checkpoint(model.variables_by_name(), missing)
+  with pytest.raises(errors.CheckpointError, match="no checkpoint"):
+    checkpoints.load_checkpoint(model.variables_by_name(), str(tmp_path))
 
 
 def test_checkpoint_index_file(tmp_path):
   directory = str(tmp_path)
-  assert modeling.latest_checkpoint(directory) is None
+  assert checkpoints.latest_checkpoint(directory) is None
   variables = {"w": tf.Variable([1.0, 2.0]),
                "global_step": tf.Variable(5, dtype=tf.int64)}
   for step in (10, 20, 30):
     prefix = os.path.join(directory, "model.ckpt-%d" % step)
-    modeling.save_checkpoint(variables, prefix)
-    modeling.write_checkpoint_index(directory, prefix)
-    assert modeling.latest_checkpoint(directory) == prefix
+    checkpoints.save_checkpoint(variables, prefix)
+    checkpoints.write_checkpoint_index(directory, prefix)
+    assert checkpoints.latest_checkpoint(directory) == prefix
   with open(os.path.join(directory, "checkpoint")) as f:
     assert f.read().splitlines() == [
         'model_checkpoint_path: "model.ckpt-30"',
@@ -413,20 +418,20 @@ def test_checkpoint_index_file(tmp_path):
   for path in tf.io.gfile.glob(os.path.join(directory, "model.ckpt-10.*")):
     os.remove(path)
   prefix = os.path.join(directory, "model.ckpt-40")
-  modeling.save_checkpoint(variables, prefix)
-  modeling.write_checkpoint_index(directory, prefix)
+  checkpoints.save_checkpoint(variables, prefix)
+  checkpoints.write_checkpoint_index(directory, prefix)
   assert [p for _, p in (l.split(": ") for l in open(
       os.path.join(directory, "checkpoint")).read().splitlines())] == [
           '"model.ckpt-40"', '"model.ckpt-20"', '"model.ckpt-30"',
           '"model.ckpt-40"']
   for path in tf.io.gfile.glob(prefix + ".*"):
     os.remove(path)
-  assert modeling.latest_checkpoint(directory) == os.path.join(
+  assert checkpoints.latest_checkpoint(directory) == os.path.join(
       directory, "model.ckpt-30")
   # Loading from the directory takes that newest checkpoint.
   target = {"w": tf.Variable([0.0, 0.0]),
             "global_step": tf.Variable(0, dtype=tf.int64)}
-  loaded, _ = modeling.load_checkpoint(target, directory)
+  loaded, _ = checkpoints.load_checkpoint(target, directory)
   assert sorted(loaded) == ["global_step", "w"]
   assert int(target["global_step"].numpy()) == 5
   assert dict(tf.train.list_variables(os.path.join(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import modeling
 import optimization
 import sample_data
@@ -211,7 +212,8 @@ def test_weight_decay_exclusion_and_checkpoint_names_on_bert(tmp_path):
 
   everything = collections.OrderedDict(variables)
   everything.update(optimizer.variables_by_name())
-  prefix = modeling.save_checkpoint(everything, str(tmp_path / "model.ckpt-1"))
+  prefix = checkpoints.save_checkpoint(everything,
+                                       str(tmp_path / "model.ckpt-1"))
   reader = tf.train.load_checkpoint(prefix)
   names = set(reader.get_variable_to_shape_map())
   assert names == ({"global_step"} | set(variables) |
@@ -224,7 +226,7 @@ def test_weight_decay_exclusion_and_checkpoint_names_on_bert(tmp_path):
   # A resumed optimizer picks up its step and slots from the checkpoint.
   again = optimization.create_optimizer(0.5, 10, 0)
   again.build(variables)
-  loaded, missing = modeling.load_checkpoint(again.variables_by_name(),
+  loaded, missing = checkpoints.load_checkpoint(again.variables_by_name(),
                                              prefix)
   assert missing == [] and int(again.global_step.numpy()) == 1
   with pytest.raises(ValueError, match="other variables"):

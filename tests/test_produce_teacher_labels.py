@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import cli
+import example_records
 import hardware
 import modeling
+import record_format
 import records
 import teacher
 from conftest import MAX_PREDICTIONS
@@ -237,7 +240,7 @@ def test_top_k_labels_equal_numpy_teacher(stage3_dir, stage4_file,
 
   # Every input feature is copied unchanged, in input order; the teacher
   # features are all that is added.
-  added = {records.TRUNCATED_PROBS, records.TOP_K_INDICES}
+  added = {record_format.TRUNCATED_PROBS, record_format.TOP_K_INDICES}
   for raw_in, raw_out in zip(inputs, outputs):
     fin, fout = feature_values(raw_in), feature_values(raw_out)
     assert set(fout) == set(fin) | added
@@ -250,8 +253,8 @@ def test_top_k_labels_equal_numpy_teacher(stage3_dir, stage4_file,
   reference = np_teacher_probs(checkpoint, config,
                                stage3_inputs([inputs[i] for i in checked]))
   written = [feature_values(outputs[i]) for i in checked]
-  probs = np.stack([f[records.TRUNCATED_PROBS][1] for f in written])
-  indices = np.stack([f[records.TOP_K_INDICES][1] for f in written])
+  probs = np.stack([f[record_format.TRUNCATED_PROBS][1] for f in written])
+  indices = np.stack([f[record_format.TOP_K_INDICES][1] for f in written])
   assert_top_k_matches(probs.reshape(-1, P, K), indices.reshape(-1, P, K),
                        reference)
 
@@ -265,11 +268,11 @@ def test_full_distribution_equals_numpy_teacher(tmp_path, small_input,
   inputs, outputs = read_raw([small_input]), read_raw([out])
   assert len(outputs) == len(inputs) == 20
   v = config["vocab_size"]
-  probs = np.stack([feature_values(r)[records.FULL_PROBS][1]
+  probs = np.stack([feature_values(r)[record_format.FULL_PROBS][1]
                     for r in outputs]).reshape(-1, P, v)
   for raw_in, raw_out in zip(inputs, outputs):
     fin, fout = feature_values(raw_in), feature_values(raw_out)
-    assert set(fout) == set(fin) | {records.FULL_PROBS}
+    assert set(fout) == set(fin) | {record_format.FULL_PROBS}
     for name, (_, values) in fin.items():
       np.testing.assert_array_equal(fout[name][1], values, err_msg=name)
   np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
@@ -319,19 +322,19 @@ def test_labeler_api_traces_once_and_matches_the_script(tmp_path, small_input,
   assert probs.shape == (3, P, 5) and indices.shape == (3, P, 5)
   for i in range(3):
     f = feature_values(outputs[i])
-    np.testing.assert_allclose(f[records.TRUNCATED_PROBS][1],
+    np.testing.assert_allclose(f[record_format.TRUNCATED_PROBS][1],
                                probs.numpy()[i].reshape(-1), atol=1e-6)
-    np.testing.assert_array_equal(f[records.TOP_K_INDICES][1],
+    np.testing.assert_array_equal(f[record_format.TOP_K_INDICES][1],
                                   indices.numpy()[i].reshape(-1))
 
 
 def test_checkpoint_without_mlm_head_is_refused(tmp_path, teacher_files):
   config, _, checkpoint = teacher_files
   model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(config))
-  modeling.load_checkpoint(model.variables_by_name(), checkpoint)
+  checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
   encoder_only = {n: v for n, v in model.variables_by_name().items()
                   if n.startswith("bert/")}
-  prefix = modeling.save_checkpoint(encoder_only,
+  prefix = checkpoints.save_checkpoint(encoder_only,
                                     str(tmp_path / "encoder.ckpt"))
   with pytest.raises(cli.UserError, match="lacks 5 of the teacher's "
                      "variables, e.g. cls/predictions/"):
@@ -339,14 +342,15 @@ def test_checkpoint_without_mlm_head_is_refused(tmp_path, teacher_files):
 
 
 def test_add_teacher_features_replaces_old_labels():
-  first = records.make_example({
-      "input_ids": [101, 7, 102], records.TRUNCATED_PROBS: [0.5, 0.25],
-      records.TOP_K_INDICES: [3, 4]})
+  first = example_records.make_example({
+      "input_ids": [101, 7, 102], record_format.TRUNCATED_PROBS: [0.5, 0.25],
+      record_format.TOP_K_INDICES: [3, 4]})
   probs = np.array([[0.75, 0.125]], np.float32)
   again = teacher.add_teacher_features(first, probs, np.array([[9, 8]]))
   f = feature_values(again)
-  np.testing.assert_array_equal(f[records.TRUNCATED_PROBS][1], [0.75, 0.125])
-  np.testing.assert_array_equal(f[records.TOP_K_INDICES][1], [9, 8])
+  np.testing.assert_array_equal(f[record_format.TRUNCATED_PROBS][1],
+                                [0.75, 0.125])
+  np.testing.assert_array_equal(f[record_format.TOP_K_INDICES][1], [9, 8])
   np.testing.assert_array_equal(f["input_ids"][1], [101, 7, 102])
 
 
@@ -384,8 +388,8 @@ def test_bfloat16_labels_agree_with_float32(stage4_file, teacher_files):
     assert probs.dtype == tf.float32
     p16.append(probs.numpy())
     i16.append(indices.numpy())
-    p32.append(batch[records.TRUNCATED_PROBS].numpy().reshape(-1, P, K))
-    i32.append(batch[records.TOP_K_INDICES].numpy().reshape(-1, P, K))
+    p32.append(batch[record_format.TRUNCATED_PROBS].numpy().reshape(-1, P, K))
+    i32.append(batch[record_format.TOP_K_INDICES].numpy().reshape(-1, P, K))
     real.append(batch["masked_lm_weights"].numpy() > 0)
   real = np.concatenate(real)
   p32, i32 = np.concatenate(p32)[real], np.concatenate(i32)[real]
@@ -418,9 +422,9 @@ def test_bfloat16_flag_writes_float32_labels(tmp_path, small_input,
   assert len(outputs) == len(inputs) == 20
   for raw_in, raw_out in zip(inputs, outputs):
     fin, fout = feature_values(raw_in), feature_values(raw_out)
-    assert fout[records.TRUNCATED_PROBS][0] == "float_list"
-    assert set(fout) == set(fin) | {records.TRUNCATED_PROBS,
-                                    records.TOP_K_INDICES}
+    assert fout[record_format.TRUNCATED_PROBS][0] == "float_list"
+    assert set(fout) == set(fin) | {record_format.TRUNCATED_PROBS,
+                                    record_format.TOP_K_INDICES}
     for name, (_, values) in fin.items():
       np.testing.assert_array_equal(fout[name][1], values, err_msg=name)
 

@@ -7,13 +7,17 @@ import pytest
 import tensorflow as tf
 
 import cli
+import errors
+import example_records
+import outputs
+import record_format
 import records
 
 
 def _write(path, examples):
   with tf.io.TFRecordWriter(str(path)) as w:
     for ex in examples:
-      w.write(records.make_example(ex))
+      w.write(example_records.make_example(ex))
 
 
 def _stage3_example(rng, seq=8, preds=3):
@@ -31,8 +35,8 @@ def _stage3_example(rng, seq=8, preds=3):
 def test_round_trip_through_parse(tmp_path):
   rng = np.random.default_rng(0)
   ex = _stage3_example(rng)
-  ex[records.TRUNCATED_PROBS] = rng.random(3 * 2).astype(np.float32)
-  ex[records.TOP_K_INDICES] = rng.integers(0, 100, 3 * 2)
+  ex[record_format.TRUNCATED_PROBS] = rng.random(3 * 2).astype(np.float32)
+  ex[record_format.TOP_K_INDICES] = rng.integers(0, 100, 3 * 2)
   path = tmp_path / "a.tfrecord"
   _write(path, [ex])
   lengths = records.stage4_lengths(8, 3, 2)
@@ -43,7 +47,7 @@ def test_round_trip_through_parse(tmp_path):
   for name, values in ex.items():
     got = batch[name].numpy()[0]
     np.testing.assert_allclose(got, np.asarray(values, got.dtype))
-    expected_dtype = (np.float32 if name in records.FLOAT_FEATURES
+    expected_dtype = (np.float32 if name in record_format.FLOAT_FEATURES
                       else np.int32)
     assert got.dtype == expected_dtype
 
@@ -52,19 +56,19 @@ def test_validate_names_file_and_mismatch(tmp_path):
   rng = np.random.default_rng(1)
   path = tmp_path / "s3.tfrecord"
   _write(path, [_stage3_example(rng)])
-  with pytest.raises(records.RecordMismatchError) as e:
+  with pytest.raises(errors.RecordMismatchError) as e:
     records.validate_file(str(path), records.stage3_lengths(16, 3),
                           {"max_seq_length": 16})
   msg = str(e.value)
   assert str(path) in msg and "input_ids has length 8, expected 16" in msg
   assert "--max_seq_length=16" in msg
-  with pytest.raises(records.RecordMismatchError) as e:
+  with pytest.raises(errors.RecordMismatchError) as e:
     records.validate_file(str(path), records.stage4_lengths(8, 3, 10))
   assert "stage-III records" in str(e.value)
   ex = _stage3_example(rng)
-  ex[records.FULL_PROBS] = np.zeros(3 * 5, np.float32)
+  ex[record_format.FULL_PROBS] = np.zeros(3 * 5, np.float32)
   _write(path, [ex])
-  with pytest.raises(records.RecordMismatchError) as e:
+  with pytest.raises(errors.RecordMismatchError) as e:
     records.validate_file(str(path), records.stage4_lengths(8, 3, 10),
                           {"truncation_factor": 10})
   assert "masked_lm_probs" in str(e.value)
@@ -74,7 +78,7 @@ def test_validate_names_file_and_mismatch(tmp_path):
 def test_validate_rejects_non_tfrecord(tmp_path):
   path = tmp_path / "junk.tfrecord"
   path.write_bytes(b"this is not a tfrecord file at all" * 10)
-  with pytest.raises(records.RecordMismatchError) as e:
+  with pytest.raises(errors.RecordMismatchError) as e:
     records.validate_file(str(path), records.stage3_lengths(8, 3))
   assert str(path) in str(e.value)
 
@@ -118,16 +122,35 @@ def test_resolve_input_files(tmp_path):
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
   final = tmp_path / "out.txt"
   with pytest.raises(RuntimeError):
-    with cli.atomic_output(str(final)) as tmp:
+    with outputs.atomic_output(str(final)) as tmp:
       with open(tmp, "w") as f:
         f.write("half")
       raise RuntimeError("boom")
   assert os.listdir(tmp_path) == []
-  with cli.atomic_output(str(final)) as tmp:
+  with outputs.atomic_output(str(final)) as tmp:
     with open(tmp, "w") as f:
       f.write("whole")
   assert final.read_text() == "whole"
   assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_only_the_projects_errors_become_one_line():
+  # A mistake the user can fix, from a script or from a library: one line,
+  # exit status 1; the flag is added where the script knows it.
+  assert cli.error_line(cli.UserError("--x: bad\n value")) == (
+      "--x: bad value", 1)
+  assert cli.error_line(errors.CheckpointError("a.ckpt: no")) == (
+      "a.ckpt: no", 1)
+  with pytest.raises(cli.UserError, match="^--init_checkpoint: a.ckpt: no$"):
+    with cli.blame_flag("--init_checkpoint"):
+      raise errors.CheckpointError("a.ckpt: no")
+  # Anything else is a bug (TensorFlow's tracing raises ValueError): it
+  # keeps its traceback, and blame_flag does not disguise it.
+  assert cli.error_line(ValueError("Tensor shapes differ")) is None
+  assert cli.error_line(KeyError("x")) is None
+  with pytest.raises(ValueError, match="Tensor shapes differ"):
+    with cli.blame_flag("--init_checkpoint"):
+      raise ValueError("Tensor shapes differ")
 
 
 def test_split_files_by_size_is_disjoint_complete_and_balanced(tmp_path):

@@ -48,6 +48,7 @@ from absl import logging
 import blingfire
 
 import cli
+import outputs
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -306,16 +307,16 @@ def remove_stale_outputs(output_dir, prefix, keep):
 def convert(dump, output_dir, num_files, max_bytes, processes, min_chars,
             prefix):
   """Converts a dump into text files in `output_dir`; returns a summary."""
-  tmp_dir = cli.temporary_name(os.path.join(output_dir, prefix))
+  tmp_dir = outputs.temporary_name(os.path.join(output_dir, prefix))
   os.makedirs(tmp_dir)
   try:
-    outputs = _OutputFiles(tmp_dir, prefix, num_files, max_bytes)
+    files = _OutputFiles(tmp_dir, prefix, num_files, max_bytes)
     progress = cli.Progress("wiki_to_text", unit="articles")
     kept = sentences = 0
     for article in extract_articles(dump, processes):
       doc = article_sentences(article, min_chars)
       if doc is not None:
-        outputs.add(doc)
+        files.add(doc)
         kept += 1
         sentences += len(doc)
       progress.update(1, extra="%d kept, %d sentences" % (kept, sentences))
@@ -333,16 +334,16 @@ def convert(dump, output_dir, num_files, max_bytes, processes, min_chars,
           "--input: none of the %d articles of %s has at least "
           "--min_article_chars=%d characters of text" %
           (progress.count, dump, min_chars))
-    paths = outputs.commit(output_dir)
+    paths = files.commit(output_dir)
   finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)
   remove_stale_outputs(output_dir, prefix, paths)
   progress.done(extra="%d kept, %d sentences" % (kept, sentences))
   return {"articles": progress.count, "kept": kept,
           "dropped": progress.count - kept, "sentences": sentences,
-          "files": len(paths), "bytes": sum(outputs.sizes),
-          "min_file_bytes": min(outputs.sizes),
-          "max_file_bytes": max(outputs.sizes)}
+          "files": len(paths), "bytes": sum(files.sizes),
+          "min_file_bytes": min(files.sizes),
+          "max_file_bytes": max(files.sizes)}
 
 
 def main(argv):

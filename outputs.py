@@ -1,0 +1,161 @@
+"""Outputs that never appear half-written under their final name.
+
+A file (or folder) is written under `temporary_name(final)`, in the same
+folder so that the rename is atomic, and renamed to `final` only when
+complete. The temporary's name carries the writer's host and pid, so a later
+run can remove what a killed run left (`remove_stale_temporaries`). No
+TensorFlow here: stage III's worker processes use it too; paths on other
+file systems (gs://, s3://) are handled by the callers through tf.io.gfile.
+
+  with atomic_output("out/eval_results.txt") as tmp:
+    write(tmp)            # out/eval_results.txt appears only now
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+
+from absl import logging
+
+
+def this_host():
+  """This machine's short host name (no dots), as used in file names."""
+  return socket.gethostname().split(".")[0] or "localhost"
+
+
+def temporary_name(final_path):
+  """The name a file is written under before it is complete.
+
+  `.NAME.tmp-HOST-PID` next to the final name (the same file system, so the
+  final rename is atomic); HOST and PID tell a later run whether the writer
+  is gone (`remove_stale_temporaries`).
+  """
+  head, tail = os.path.split(final_path)
+  return os.path.join(head, ".%s.tmp-%s-%d" % (tail, this_host(),
+                                              os.getpid()))
+
+
+# A temporary_name, possibly with a suffix its writer added (a checkpoint's
+# .index / .data-* files, TensorFlow's own .tempstate files).
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>[^./]*)-(?P<pid>\d+)(\..*)?$")
+
+
+def process_alive(host, pid):
+  """False only when process `pid` of this machine is known to be gone.
+
+  A process of another machine (a folder on shared storage) counts as alive.
+  """
+  if host != this_host():
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def remove_stale_temporaries(directory):
+  """Removes temporaries in `directory` whose writing process is gone.
+
+  A run killed with SIGKILL (or a lost machine) cannot remove its
+  temporaries; the next run writing to the same folder does.
+
+  Returns:
+    The names removed.
+  """
+  removed = []
+  try:
+    names = sorted(os.listdir(directory))
+  except OSError:
+    return removed
+  for name in names:
+    m = _TEMPORARY.match(name)
+    if not m or process_alive(m.group("host"), int(m.group("pid"))):
+      continue
+    path = os.path.join(directory, name)
+    try:
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
+    except FileNotFoundError:
+      continue
+    removed.append(name)
+  if removed:
+    logging.warning("Removed %d temporaries left in %s by runs that were "
+                    "killed: %s", len(removed), directory,
+                    ", ".join(removed))
+  return removed
+
+
+def _remove_quietly(path):
+  with contextlib.suppress(OSError):
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_output(final_path):
+  """Yields a temporary path; renames it to `final_path` only on success.
+
+  If the body raises (or the process dies), nothing appears under
+  `final_path` and an older file there is left as it was; the temporary is
+  removed on an exception.
+  """
+  with atomic_outputs([final_path]) as (tmp,):
+    yield tmp
+
+
+@contextlib.contextmanager
+def atomic_outputs(final_paths):
+  """`atomic_output` for several files that belong together.
+
+  Yields their temporary paths. Only when the body has written all of them
+  are they renamed to their final names, in the given order (put the file
+  that marks the set complete last); if the body raises, every temporary
+  is removed and the files under the final names are left as they were (a
+  disk that fills up while writing cannot destroy an older version).
+  """
+  final_paths = list(final_paths)
+  tmps = [temporary_name(p) for p in final_paths]
+  try:
+    yield tmps
+    for tmp, final in zip(tmps, final_paths):
+      os.replace(tmp, final)
+  except BaseException:
+    for tmp in tmps:
+      _remove_quietly(tmp)
+    raise
+
+
+@contextlib.contextmanager
+def atomic_output_dir(final_dir):
+  """Yields a temporary folder next to `final_dir`; renames it on success.
+
+  An existing `final_dir` is replaced only once the new one is complete; on
+  an exception the temporary folder is removed and `final_dir` is kept.
+  """
+  final_dir = os.path.normpath(final_dir)
+  parent = os.path.dirname(os.path.abspath(final_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = temporary_name(final_dir)
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    yield tmp
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  old = None
+  if os.path.isdir(final_dir) and os.listdir(final_dir):
+    old = tmp + ".old"
+    os.rename(final_dir, old)
+  os.replace(tmp, final_dir)  # Replaces an empty folder.
+  if old:
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""The layering of the code, as a checked rule.
+
+  scripts (flags, thin)  ->  stage modules  ->  libraries
+
+A library imports neither `cli` (the scripts' side) nor a stage module nor
+a script; a stage module imports no script. Imports are read from the
+source (AST), those inside functions included. Every top-level module is
+either a script (it has a `__main__` block) or named in one of the lists
+below, so a new module has to be placed in a layer.
+"""
+
+import ast
+import glob
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LIBRARIES = {
+    "checkpoints", "errors", "glue", "hardware", "hf_bert", "layer_losses",
+    "modeling", "optimization", "outputs", "record_format", "records",
+    "results", "squad", "tokenization",
+}
+# The work of one stage, under its script(s).
+STAGE_MODULES = {
+    "classifier", "distillation", "exporter", "finetuning",
+    "horovod_distribution", "pretraining_data", "question_answering",
+    "teacher",
+}
+# The scripts' side that is not a script itself.
+SCRIPT_SIDE = {"cli"}
+
+
+def _source(path):
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def _modules():
+  """name -> path of the top-level modules and of the scripts in folders."""
+  paths = glob.glob(os.path.join(REPO, "*.py"))
+  paths += glob.glob(os.path.join(REPO, "wikiextractor", "*.py"))
+  paths += glob.glob(os.path.join(REPO, "scripts", "*.py"))
+  return {os.path.splitext(os.path.basename(p))[0]: p for p in paths}
+
+
+def _is_script(path):
+  tree = ast.parse(_source(path), path)
+  for node in tree.body:
+    if (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and
+        isinstance(node.test.left, ast.Name) and
+        node.test.left.id == "__name__"):
+      return True
+  return False
+
+
+def imported_modules(path):
+  """The top-level names of every module `path` imports, at any depth."""
+  names = set()
+  for node in ast.walk(ast.parse(_source(path), path)):
+    if isinstance(node, ast.Import):
+      names.update(alias.name.split(".")[0] for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      names.add(node.module.split(".")[0])
+  return names
+
+
+MODULES = _modules()
+SCRIPTS = {name for name, path in MODULES.items() if _is_script(path)}
+
+
+def test_every_module_has_a_layer():
+  layered = LIBRARIES | STAGE_MODULES | SCRIPT_SIDE
+  assert len(layered) == len(LIBRARIES) + len(STAGE_MODULES) + len(
+      SCRIPT_SIDE), "a module is in two layers"
+  assert layered <= set(MODULES), sorted(layered - set(MODULES))
+  assert not SCRIPTS & layered, sorted(SCRIPTS & layered)
+  unplaced = set(MODULES) - SCRIPTS - layered
+  assert not unplaced, ("modules in no layer (add them to a list in this "
+                        "test): %s" % ", ".join(sorted(unplaced)))
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARIES))
+def test_library_imports_no_cli_stage_or_script(name):
+  forbidden = SCRIPTS | STAGE_MODULES | SCRIPT_SIDE | {"tests", "bench"}
+  bad = imported_modules(MODULES[name]) & forbidden
+  assert not bad, "%s.py imports %s" % (name, ", ".join(sorted(bad)))
+
+
+@pytest.mark.parametrize("name", sorted(STAGE_MODULES))
+def test_stage_module_imports_no_script(name):
+  bad = imported_modules(MODULES[name]) & (SCRIPTS | {"tests", "bench"})
+  assert not bad, "%s.py imports %s" % (name, ", ".join(sorted(bad)))
+
+
+def test_the_reader_sees_every_kind_of_import(tmp_path):
+  path = tmp_path / "m.py"
+  path.write_text("import os\nimport a.b as c\n\n\ndef f():\n"
+                  "  from cli import UserError\n  import teacher as t\n"
+                  "  from . import relative\n")
+  assert imported_modules(str(path)) == {"os", "a", "cli", "teacher"}
+  script = tmp_path / "s.py"
+  script.write_text("x = 1\nif __name__ == \"__main__\":\n  print(x)\n")
+  assert _is_script(str(script)) and not _is_script(str(path))
