@@ -494,10 +494,18 @@ class BertModel(tf.Module):
         dropout_seed=dropout_seed)
     return sequence_output, pooled_output
 
+  def activation(self, x):
+    """The config's hidden_act applied to `x` (the masked-LM head uses it)."""
+    return self._activation(x)
+
   def run(self, input_ids, input_mask=None, token_type_ids=None,
           training=False, dropout_seed=None, dropout=None,
           return_internals=False):
     """Like `__call__`, also returning the list of every layer's output.
+
+    The steps, each a method below: `embeddings`, `attention_mask_adder`,
+    then `transformer_layer` for each layer (`attention_layer`, then
+    `feed_forward`), then `pooler`.
 
     Args:
       input_ids, input_mask, token_type_ids, training, dropout_seed: as in
@@ -508,10 +516,10 @@ class BertModel(tf.Module):
 
     Returns:
       (sequence_output, pooled_output, all_encoder_layers), all float32;
-      with return_internals, a fourth element, the `EncoderInternals`.
+      all_encoder_layers holds num_hidden_layers tensors [batch_size,
+      seq_length, hidden_size]. With return_internals, a fourth element,
+      the `EncoderInternals`.
     """
-    config = self.config
-    dtype = self.compute_dtype
     if dropout is None:
       dropout = _Dropout(training, dropout_seed)
     input_ids = tf.convert_to_tensor(input_ids)
@@ -521,77 +529,172 @@ class BertModel(tf.Module):
       input_mask = tf.ones([batch_size, seq_length], tf.float32)
     if token_type_ids is None:
       token_type_ids = tf.zeros([batch_size, seq_length], tf.int32)
-    h = config.hidden_size
-    num_heads = config.num_attention_heads
-    head_size = h // num_heads
+    h = self.config.hidden_size
 
-    # Embeddings: word + token type + position, LayerNorm, dropout.
+    embeddings = self.embeddings(input_ids, token_type_ids, dropout)
+    adder = attention_mask_adder(input_mask)
+    internals = EncoderInternals([embeddings], [], [], [], []) if (
+        return_internals) else None
+    # The residual stream is kept 2-D [B*S, H] and float32.
+    layer_output = tf.reshape(embeddings, [-1, h])
+    all_layers = []
+    for layer in self._layers:
+      layer_output = self.transformer_layer(layer, layer_output, adder,
+                                            batch_size, seq_length, dropout,
+                                            internals)
+      all_layers.append(tf.reshape(layer_output,
+                                   [batch_size, seq_length, h]))
+    sequence_output = tf.reshape(layer_output, [batch_size, seq_length, h])
+    pooled_output = self.pooler(sequence_output)
+    if internals is not None:
+      internals.hidden_states.extend(all_layers)
+      return sequence_output, pooled_output, all_layers, internals
+    return sequence_output, pooled_output, all_layers
+
+  def embeddings(self, input_ids, token_type_ids, dropout):
+    """Word + token-type + position embeddings, LayerNorm, dropout.
+
+    Args:
+      input_ids: int Tensor [batch_size, seq_length].
+      token_type_ids: int Tensor [batch_size, seq_length].
+      dropout: a `_Dropout` (hidden_dropout_prob).
+
+    Returns:
+      float32 Tensor [batch_size, seq_length, hidden_size].
+    """
+    seq_length = tf.shape(input_ids)[1]
     embeddings = tf.gather(self.embedding_table, input_ids)
     embeddings += tf.gather(self.token_type_table, token_type_ids)
     embeddings += tf.expand_dims(self.position_table[:seq_length], 0)
     embeddings = layer_norm(embeddings, self.embedding_ln_gamma,
                             self.embedding_ln_beta)
-    embeddings = dropout(embeddings, config.hidden_dropout_prob)
+    return dropout(embeddings, self.config.hidden_dropout_prob)
 
-    # [B, 1, 1, S]: 0 where attention is allowed, -10000 at padding.
-    mask = tf.cast(tf.reshape(input_mask, [batch_size, 1, 1, seq_length]),
-                   tf.float32)
-    adder = (1.0 - mask) * ATTENTION_MASK_ADDER
-    scale = 1.0 / math.sqrt(float(head_size))
+  def attention_layer(self, layer, layer_input, adder, batch_size,
+                      seq_length, dropout, internals=None):
+    """Multi-headed self-attention of one layer (Google's `attention_layer`).
+
+    The input is projected to queries, keys and values of
+    num_attention_heads heads of size head_size = hidden_size /
+    num_attention_heads; each head's probabilities
+    softmax(Q K^T / sqrt(head_size) + adder) (in float32) weight its values;
+    the heads' contexts are concatenated.
+
+    Args:
+      layer: the `_TransformerLayer` holding the variables.
+      layer_input: float32 Tensor [batch_size * seq_length, hidden_size].
+      adder: float32 Tensor [batch_size, 1, 1, seq_length] from
+        `attention_mask_adder`.
+      batch_size, seq_length: scalars.
+      dropout: a `_Dropout` (attention_probs_dropout_prob on the
+        probabilities).
+      internals: (optional) an `EncoderInternals` to which this layer's
+        scores (before the adder) [batch_size, num_heads, seq_length,
+        seq_length] and queries, keys and values [batch_size, seq_length,
+        hidden_size] are appended, in float32.
+
+    Returns:
+      The context, compute dtype [batch_size * seq_length, hidden_size]
+      (before the attention output projection).
+    """
+    dtype = self.compute_dtype
+    h = self.config.hidden_size
+    num_heads = self.config.num_attention_heads
+    head_size = h // num_heads
 
     def split_heads(x):
+      # [B*S, H] -> [B, num_heads, S, head_size]
       x = tf.reshape(x, [batch_size, seq_length, num_heads, head_size])
       return tf.transpose(x, [0, 2, 1, 3])
 
-    # The residual stream is kept 2-D [B*S, H] and float32.
-    layer_input = tf.reshape(embeddings, [-1, h])
-    all_layers = []
-    internals = EncoderInternals([embeddings], [], [], [], []) if (
-        return_internals) else None
-    for layer in self._layers:
-      x = tf.cast(layer_input, dtype)
-      queries = _dense(x, layer.query_kernel, layer.query_bias, dtype)
-      keys = _dense(x, layer.key_kernel, layer.key_bias, dtype)
-      values = _dense(x, layer.value_kernel, layer.value_bias, dtype)
-      q, k, v = split_heads(queries), split_heads(keys), split_heads(values)
-      scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * scale
-      if internals is not None:
-        internals.attention_scores.append(scores)
-        for found, part in ((internals.queries, queries),
-                            (internals.keys, keys),
-                            (internals.values, values)):
-          found.append(tf.reshape(tf.cast(part, tf.float32),
-                                  [batch_size, seq_length, h]))
-      scores += adder
-      probs = tf.nn.softmax(scores, axis=-1)
-      probs = dropout(probs, config.attention_probs_dropout_prob)
-      context = tf.matmul(tf.cast(probs, dtype), v)
-      context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, h])
-      attention = _dense(context, layer.attention_output_kernel,
-                         layer.attention_output_bias, dtype)
-      attention = dropout(attention, config.hidden_dropout_prob)
-      attention = layer_norm(tf.cast(attention, tf.float32) + layer_input,
-                             layer.attention_ln_gamma, layer.attention_ln_beta)
-      intermediate = self._activation(
-          _dense(attention, layer.intermediate_kernel,
-                 layer.intermediate_bias, dtype))
-      output = _dense(intermediate, layer.output_kernel, layer.output_bias,
-                      dtype)
-      output = dropout(output, config.hidden_dropout_prob)
-      layer_input = layer_norm(tf.cast(output, tf.float32) + attention,
-                               layer.output_ln_gamma, layer.output_ln_beta)
-      all_layers.append(tf.reshape(layer_input, [batch_size, seq_length, h]))
-
-    sequence_output = (all_layers[-1] if all_layers else
-                       tf.reshape(layer_input, [batch_size, seq_length, h]))
-    first_token = sequence_output[:, 0, :]
-    pooled_output = tf.tanh(tf.cast(
-        _dense(first_token, self.pooler_kernel, self.pooler_bias, dtype),
-        tf.float32))
+    x = tf.cast(layer_input, dtype)
+    queries = _dense(x, layer.query_kernel, layer.query_bias, dtype)
+    keys = _dense(x, layer.key_kernel, layer.key_bias, dtype)
+    values = _dense(x, layer.value_kernel, layer.value_bias, dtype)
+    q, k, v = split_heads(queries), split_heads(keys), split_heads(values)
+    scale = 1.0 / math.sqrt(float(head_size))
+    scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * scale
     if internals is not None:
-      internals.hidden_states.extend(all_layers)
-      return sequence_output, pooled_output, all_layers, internals
-    return sequence_output, pooled_output, all_layers
+      internals.attention_scores.append(scores)
+      for found, part in ((internals.queries, queries),
+                          (internals.keys, keys),
+                          (internals.values, values)):
+        found.append(tf.reshape(tf.cast(part, tf.float32),
+                                [batch_size, seq_length, h]))
+    probs = tf.nn.softmax(scores + adder, axis=-1)
+    probs = dropout(probs, self.config.attention_probs_dropout_prob)
+    context = tf.matmul(tf.cast(probs, dtype), v)
+    return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, h])
+
+  def feed_forward(self, layer, attention_output):
+    """The layer's intermediate projection and activation.
+
+    Args:
+      layer: the `_TransformerLayer`.
+      attention_output: float32 Tensor [batch_size * seq_length,
+        hidden_size].
+
+    Returns:
+      Compute dtype Tensor [batch_size * seq_length, intermediate_size].
+    """
+    return self.activation(_dense(attention_output, layer.intermediate_kernel,
+                                  layer.intermediate_bias,
+                                  self.compute_dtype))
+
+  def transformer_layer(self, layer, layer_input, adder, batch_size,
+                        seq_length, dropout, internals=None):
+    """One encoder layer, as the loop body of Google's `transformer_model`.
+
+    attention = LayerNorm(layer_input + dropout(dense(attention_layer)))
+    output = LayerNorm(attention + dropout(dense(feed_forward(attention))))
+
+    Args:
+      layer: the `_TransformerLayer`.
+      layer_input: float32 Tensor [batch_size * seq_length, hidden_size].
+      adder, batch_size, seq_length, dropout, internals: as in
+        `attention_layer`.
+
+    Returns:
+      float32 Tensor [batch_size * seq_length, hidden_size].
+    """
+    dtype = self.compute_dtype
+    hidden_dropout = self.config.hidden_dropout_prob
+    context = self.attention_layer(layer, layer_input, adder, batch_size,
+                                   seq_length, dropout, internals)
+    attention = _dense(context, layer.attention_output_kernel,
+                       layer.attention_output_bias, dtype)
+    attention = dropout(attention, hidden_dropout)
+    attention = layer_norm(tf.cast(attention, tf.float32) + layer_input,
+                           layer.attention_ln_gamma, layer.attention_ln_beta)
+    intermediate = self.feed_forward(layer, attention)
+    output = _dense(intermediate, layer.output_kernel, layer.output_bias,
+                    dtype)
+    output = dropout(output, hidden_dropout)
+    return layer_norm(tf.cast(output, tf.float32) + attention,
+                      layer.output_ln_gamma, layer.output_ln_beta)
+
+  def pooler(self, sequence_output):
+    """tanh(dense(first token)): float32 [batch_size, hidden_size]."""
+    first_token = sequence_output[:, 0, :]
+    return tf.tanh(tf.cast(
+        _dense(first_token, self.pooler_kernel, self.pooler_bias,
+               self.compute_dtype), tf.float32))
+
+
+def attention_mask_adder(input_mask):
+  """What masking adds to the attention scores: 0 or -10000.
+
+  Args:
+    input_mask: int or float Tensor [batch_size, seq_length], 1 for real
+      tokens, 0 for padding.
+
+  Returns:
+    float32 Tensor [batch_size, 1, 1, seq_length]: 0 where attention is
+    allowed, ATTENTION_MASK_ADDER at padding (broadcast over heads and query
+    positions).
+  """
+  mask = tf.cast(input_mask, tf.float32)[:, tf.newaxis, tf.newaxis, :]
+  return (1.0 - mask) * ATTENTION_MASK_ADDER
 
 
 class BertPretrainingModel(tf.Module):
@@ -679,7 +782,7 @@ class BertPretrainingModel(tf.Module):
     gathered = tf.gather(sequence_output, positions, batch_dims=1)
     x = _dense(tf.reshape(gathered, [-1, h]), self.transform_kernel,
                self.transform_bias, dtype)
-    x = self.bert._activation(x)  # pylint: disable=protected-access
+    x = self.bert.activation(x)
     x = layer_norm(x, self.transform_ln_gamma, self.transform_ln_beta)
     logits = tf.matmul(tf.cast(x, dtype),
                        tf.cast(self.bert.embedding_table, dtype),
