@@ -225,6 +225,28 @@ def resolve_checkpoint(checkpoint):
   return checkpoint
 
 
+def open_checkpoint(checkpoint):
+  """Opens a checkpoint for reading (its variables' names, shapes, values).
+
+  Args:
+    checkpoint: a checkpoint prefix, or a directory (its newest checkpoint).
+
+  Returns:
+    (prefix, reader): TensorFlow's CheckpointReader of the prefix.
+
+  Raises:
+    errors.CheckpointError: no checkpoint there, or it cannot be read.
+  """
+  prefix = resolve_checkpoint(checkpoint)
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    reader.get_variable_to_shape_map()
+  except (tf.errors.OpError, ValueError) as exc:
+    raise errors.CheckpointError("%s: cannot read checkpoint: %s" % (
+        prefix, getattr(exc, "message", exc)))
+  return prefix, reader
+
+
 def load_checkpoint(variables_by_name, checkpoint):
   """Assigns the variables found in a checkpoint, by name.
 
@@ -243,14 +265,9 @@ def load_checkpoint(variables_by_name, checkpoint):
     errors.CheckpointError: one line, on a missing or unreadable checkpoint,
       or a variable whose shape (or kind of dtype) differs from the model's.
   """
-  prefix = resolve_checkpoint(checkpoint)
-  try:
-    reader = tf.train.load_checkpoint(prefix)
-    shapes = reader.get_variable_to_shape_map()
-    dtypes = reader.get_variable_to_dtype_map()
-  except (tf.errors.OpError, ValueError) as exc:
-    raise errors.CheckpointError("%s: cannot read checkpoint: %s" % (
-        prefix, getattr(exc, "message", exc)))
+  prefix, reader = open_checkpoint(checkpoint)
+  shapes = reader.get_variable_to_shape_map()
+  dtypes = reader.get_variable_to_dtype_map()
   initialized, not_initialized = [], []
   for name, var in variables_by_name.items():
     if name not in shapes:

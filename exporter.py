@@ -151,17 +151,12 @@ def read_bert_checkpoint(checkpoint, config):
     A `BertWeights`.
 
   Raises:
-    ExportError (or errors.CheckpointError): no checkpoint, an encoder
-      variable missing, a shape that disagrees with `config`, or a head
-      present only in part.
+    errors.CheckpointError: no checkpoint, or an unreadable one.
+    ExportError: an encoder variable missing, a shape that disagrees with
+      `config`, or a head present only in part.
   """
-  prefix = checkpoints.resolve_checkpoint(checkpoint)
-  try:
-    reader = tf.train.load_checkpoint(prefix)
-    shapes = reader.get_variable_to_shape_map()
-  except (tf.errors.OpError, ValueError) as exc:
-    raise ExportError("%s: cannot read checkpoint: %s" % (
-        prefix, getattr(exc, "message", exc)))
+  prefix, reader = checkpoints.open_checkpoint(checkpoint)
+  shapes = reader.get_variable_to_shape_map()
   expected, num_labels = _expected_shapes(config, shapes)
   encoder = [n for n in expected
              if n.startswith("bert/") and n not in hf_bert.POOLER]
