@@ -30,6 +30,7 @@ from absl import flags
 from absl import logging
 
 import cli
+import errors
 import pretraining_data
 import tokenization
 
@@ -118,7 +119,7 @@ def main(argv):
         tokenizer, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
         FLAGS.masked_lm_prob, FLAGS.short_seq_prob, FLAGS.dupe_factor,
         FLAGS.random_seed, FLAGS.do_whole_word_mask)
-  except ValueError as exc:
+  except errors.InputError as exc:
     raise cli.UserError("--vocab_file: %s: %s" % (FLAGS.vocab_file, exc))
   cli.ensure_writable_dir(FLAGS.output_dir)
   num_workers = min(FLAGS.num_workers, len(input_files))

@@ -32,6 +32,7 @@ from absl import logging
 import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import errors
 import outputs
 import records
 import teacher
@@ -127,7 +128,7 @@ def complete_output(path, total, config):
   try:
     records.validate_file(path, lengths)
     count = records.check_records(path)
-  except ValueError as exc:
+  except (errors.RecordMismatchError, errors.DamagedFileError) as exc:
     logging.warning("%s exists but is not a complete output of this run "
                     "(%s): labelling again", path, exc)
     return False
