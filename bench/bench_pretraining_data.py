@@ -8,7 +8,7 @@ the same flags (max_seq_length 128, max_predictions_per_seq 20, dupe_factor
   ours  create_pretraining_data.py --input_dir DIR --num_workers N
         (default 2: the cores of the machine the target was set for);
   peer  Google's original create_pretraining_data.py (TF1 script, run as is
-        on TensorFlow 2.21's tf.compat.v1; see bench/original_bert.py), one
+        on TensorFlow 2.21's tf.compat.v1; see tests/original_bert.py), one
         process, all files as its comma-separated --input_file.
 
 Each run is a whole process, timed from start to exit (start-up, TensorFlow
@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from bench import common
-from bench import original_bert
+from tests import helpers
+from tests import original_bert
 import records
 import sample_data
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -80,7 +81,7 @@ def make_text(work):
                     "--input", sample_data.fetch("wikipedia"),
                     "--output_dir", source, "--num_files",
                     str(FLAGS.num_files), "--processes", "2"],
-                   cwd=REPO, env=common.script_env(), check=True,
+                   cwd=REPO, env=helpers.script_env(), check=True,
                    capture_output=True)
   files = sorted(os.path.join(source, n) for n in os.listdir(source)
                  if not n.startswith("."))
@@ -122,7 +123,7 @@ def main(argv):
           (len(inputs), text_bytes, common_flags))
     ours_times, peer_times = [], []
     for r in range(FLAGS.rounds):
-      ours_env = common.script_env()
+      ours_env = helpers.script_env()
       ours_times.append(timed(ours_cmd, ours_env))
       peer_times.append(timed(peer_cmd, original_bert.reference_env(ours_env)))
       print("round %d: ours %.2f s, original %.2f s" %

@@ -10,17 +10,6 @@ import json
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def script_env():
-  """Environment for running the project's scripts in a subprocess."""
-  env = dict(os.environ)
-  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  env.setdefault("CUDA_VISIBLE_DEVICES", "")
-  return env
-
 
 def describe_hardware():
   """One line: the CPU (or GPU) and its bfloat16 units, and the core count."""

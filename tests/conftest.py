@@ -16,7 +16,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.common import script_env  # pylint: disable=wrong-import-position
+from helpers import script_env  # pylint: disable=wrong-import-position
 import sample_data  # pylint: disable=wrong-import-position
 
 # Small sizes for tests (the real ones are 128 / 20).

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bench import original_bert
+import original_bert
 from conftest import MAX_PREDICTIONS, MAX_SEQ_LENGTH, run_script
 import example_records
 import pretraining_data

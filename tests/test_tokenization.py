@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from bench import original_bert
+import original_bert
 import tokenization
 
 # A small vocabulary for the hand-checked cases.
