@@ -27,7 +27,6 @@ import collections
 import dataclasses
 import os
 
-from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow as tf
@@ -44,33 +43,13 @@ TEST_RESULTS_FILE = "test_results.tsv"
 HEAD_INITIALIZER_STDDEV = 0.02
 
 
-_flags_defined = False
-
-
-def define_flags():
-  """Defines the classifier scripts' flags (the shared ones too; idempotent)."""
-  global _flags_defined
-  if _flags_defined:
-    return
-  _flags_defined = True
-  finetuning.define_flags()
-  flags.DEFINE_string(
-      "data_dir", None,
-      "The input data dir. Should contain the .tsv files (or other data "
-      "files) for the task.")
-  flags.DEFINE_string("task_name", None, "The name of the task to train: "
-                      "%s." % ", ".join(glue.TASKS))
-  flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
-  flags.DEFINE_integer("eval_batch_size", 8, "Total batch size for eval.")
-
-
 @dataclasses.dataclass
 class ClassifierOptions(finetuning.Options):
-  """Fine-tuning options plus the classifier's own flags."""
-  task_name: str = None
-  data_dir: str = None
-  do_eval: bool = False
-  eval_batch_size: int = 8
+  """Fine-tuning options plus the classifier's flags (classifier_flags.py)."""
+  task_name: str
+  data_dir: str
+  do_eval: bool
+  eval_batch_size: int
 
 
 class ClassifierHead(tf.Module):

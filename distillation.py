@@ -2,9 +2,10 @@
 
 The one training / evaluation loop shared by
 `network_distillation_single_machine_truncated.py` (one process) and
-`network_distillation_distributed_truncated.py` (Horovod). A script defines
-the flags with `define_flags()`, turns them into an `Options` with
-`options_from_flags()`, and calls `run(options, distribution)`.
+`network_distillation_distributed_truncated.py` (Horovod). A script imports
+the flags (distillation_flags.py), turns them into an `Options` with
+`distillation_flags.options_from_flags()`, and calls `run(options,
+distribution)`.
 
 The loss, as in the original scripts (which follow `get_masked_lm_output` of
 Google's run_pretraining.py, with the one-hot labels replaced by the
@@ -49,7 +50,6 @@ import re
 import signal
 import time
 
-from absl import flags
 from absl import logging
 import tensorflow as tf
 
@@ -65,14 +65,6 @@ import records
 import results
 import teacher
 
-FLAGS = flags.FLAGS
-
-# Flags of the original scripts that only made sense on Cloud TPUs, with
-# their original defaults. They are accepted so that old command lines parse,
-# and rejected with a clear message when given another value.
-TPU_FLAG_DEFAULTS = collections.OrderedDict([
-    ("use_tpu", False), ("tpu_name", None), ("tpu_zone", None),
-    ("gcp_project", None), ("master", None), ("num_tpu_cores", 8)])
 
 # The layer-wise losses: weight option -> name of the loss (in the outputs of
 # Distiller and in eval_results.txt).
@@ -84,225 +76,23 @@ LAYER_LOSS_WEIGHTS = collections.OrderedDict([
 # get_masked_lm_output does (it keeps an all-padding batch finite).
 LOSS_DENOMINATOR_EPSILON = 1e-5
 
-_flags_defined = False
-
-
-def define_flags():
-  """Defines the flags shared by both distillation scripts (idempotent)."""
-  global _flags_defined
-  if _flags_defined:
-    return
-  _flags_defined = True
-
-  # Flags of the original scripts, with the original defaults.
-  flags.DEFINE_string(
-      "bert_config_file", None,
-      "The config json file of the student BERT model. This specifies the "
-      "model architecture.")
-  flags.DEFINE_string(
-      "input_file", None,
-      "Input TFRecord files (a glob or comma-separated list) written by "
-      "produce_teacher_labels.py (stage IV), or by create_pretraining_data.py "
-      "(stage III) when the teacher runs online.")
-  flags.DEFINE_string(
-      "output_dir", None,
-      "The output directory where the model checkpoints, eval_results.txt "
-      "and TensorBoard events will be written. A run resumes from the newest "
-      "checkpoint found here.")
-  flags.DEFINE_string(
-      "init_checkpoint", None,
-      "Initial checkpoint of the student (Google's variable names). Ignored "
-      "when output_dir already holds a checkpoint to resume from.")
-  flags.DEFINE_integer(
-      "truncation_factor", 10,
-      "K: number of the teacher's most probable words stored per masked "
-      "position (features truncated_masked_lm_probs and top_k_indices). 0: "
-      "the teacher's whole distribution (feature masked_lm_probs).")
-  records.define_length_flags()
-  flags.adopt_module_key_flags(records)  # list them in --help
-  flags.DEFINE_bool("do_train", False, "Whether to run training.")
-  flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
-  flags.DEFINE_integer("train_batch_size", 32, "Batch size for training.")
-  flags.DEFINE_integer("eval_batch_size", 8, "Batch size for eval.")
-  flags.DEFINE_float("learning_rate", 5e-5,
-                     "The initial learning rate for Adam.")
-  flags.DEFINE_integer("num_train_steps", 100000, "Number of training steps.")
-  flags.DEFINE_integer("num_warmup_steps", 10000, "Number of warmup steps.")
-  flags.DEFINE_integer("save_checkpoints_steps", 1000,
-                       "How often to save the model checkpoint.")
-  flags.DEFINE_integer(
-      "iterations_per_loop", 1000,
-      "How many steps run inside one device loop (one tf.function call) "
-      "before control returns to Python. Loops also end at logging and "
-      "checkpoint steps.")
-  flags.DEFINE_integer("max_eval_steps", 100, "Maximum number of eval steps.")
-  flags.DEFINE_bool("use_tpu", False,
-                    "Not supported (TPUEstimator is gone from TensorFlow 2); "
-                    "kept so that old command lines parse.")
-  flags.DEFINE_string("tpu_name", None, "Not supported; see --use_tpu.")
-  flags.DEFINE_string("tpu_zone", None, "Not supported; see --use_tpu.")
-  flags.DEFINE_string("gcp_project", None, "Not supported; see --use_tpu.")
-  flags.DEFINE_string("master", None, "Not supported; see --use_tpu.")
-  flags.DEFINE_integer("num_tpu_cores", 8, "Not supported; see --use_tpu.")
-
-  # Options beyond the original; the defaults keep the original's behaviour.
-  flags.DEFINE_string(
-      "eval_input_file", None,
-      "Held-out records for --do_eval (glob or comma list). Default: "
-      "--input_file, as the original (which evaluated on its training data).")
-  flags.DEFINE_float(
-      "temperature", 1.0,
-      "Distillation temperature T: the student's logits are divided by T, "
-      "the teacher's probabilities raised to 1/T and renormalised over the "
-      "stored entries, and the soft loss multiplied by T^2 (Hinton et al.). "
-      "1: the original's loss.")
-  flags.DEFINE_float(
-      "hard_label_weight", 0.0,
-      "Weight of the ordinary masked-LM cross-entropy on the true ids "
-      "(masked_lm_ids) added to the soft loss. 0: soft labels only, as the "
-      "original.")
-  flags.DEFINE_bool(
-      "renormalize_top_k", False,
-      "Rescale the teacher's K stored probabilities to sum to 1 at each "
-      "position. Off: the original (the truncated mass is left out).")
-  flags.DEFINE_string(
-      "teacher_bert_config_file", None,
-      "Online teacher: the teacher's bert_config.json. With "
-      "--teacher_init_checkpoint, the teacher runs inside each training step "
-      "on stage-III records (no stage-IV files needed).")
-  flags.DEFINE_string(
-      "teacher_init_checkpoint", None,
-      "The teacher's checkpoint, for the online teacher and for "
-      "--init_from_teacher_layers.")
-  flags.DEFINE_enum(
-      "teacher_compute_dtype", "float32", ["float32", "bfloat16"],
-      "Compute type of the online teacher: bfloat16 runs it in bfloat16 "
-      "(softmax and top-K in float32), faster on hardware with bfloat16 "
-      "units (as produce_teacher_labels.py --compute_dtype).")
-  flags.DEFINE_string(
-      "init_from_teacher_layers", None,
-      "Comma-separated teacher layer indices, one per student layer (e.g. "
-      "\"0,2,4,6,8,10\"): student layer i starts as teacher layer "
-      "indices[i], and the embeddings, pooler and heads are copied from the "
-      "teacher (as DistilBERT does). Needs --teacher_init_checkpoint and "
-      "matching sizes.")
-  flags.DEFINE_float(
-      "hidden_loss_weight", 0.0,
-      "Weight of the TinyBERT hidden-state loss: mean squared error between "
-      "the student's embeddings and layer outputs and the mapped teacher "
-      "ones (see --teacher_layer_map), through a learned linear projection "
-      "when the widths differ. Needs the online teacher. 0: off.")
-  flags.DEFINE_float(
-      "attention_loss_weight", 0.0,
-      "Weight of the TinyBERT attention loss: mean squared error between the "
-      "student's pre-softmax attention scores and the mapped teacher layer's, "
-      "head by head, padding excluded. Needs the online teacher and the same "
-      "number of heads. 0: off.")
-  flags.DEFINE_float(
-      "attention_relation_loss_weight", 0.0,
-      "Weight of the MiniLMv2 attention-relation loss: KL divergence between "
-      "the teacher's and the student's query-query, key-key and value-value "
-      "relations (--attention_relation_heads heads) of teacher layer "
-      "--attention_relation_teacher_layer and the student's last layer. Any "
-      "widths and head counts. Needs the online teacher. 0: off.")
-  flags.DEFINE_string(
-      "teacher_layer_map", None,
-      "For --hidden_loss_weight and --attention_loss_weight: comma-separated "
-      "0-based teacher layer indices, one per student layer (student layer i "
-      "is compared with teacher layer indices[i]; the embeddings with the "
-      "embeddings). Default: uniform, student layer i <- teacher layer "
-      "(i + 1) * L_teacher / L_student - 1, e.g. 1,3,5,7,9,11 for 6 of 12.")
-  flags.DEFINE_integer(
-      "attention_relation_teacher_layer", -1,
-      "The teacher layer (0-based; negative counts from the end, -1 the "
-      "last) whose relations --attention_relation_loss_weight distils into "
-      "the student's last layer.")
-  flags.DEFINE_integer(
-      "attention_relation_heads", 0,
-      "Number of relation heads of --attention_relation_loss_weight; must "
-      "divide both hidden sizes. 0: the teacher's num_attention_heads.")
-  flags.DEFINE_bool("use_xla", False,
-                    "Compile the forward and backward pass with XLA.")
-  flags.DEFINE_bool(
-      "use_mixed_precision", False,
-      "Compute in --mixed_precision_dtype, keeping float32 variables "
-      "(for GPUs).")
-  flags.DEFINE_enum(
-      "mixed_precision_dtype", "float16", ["float16", "bfloat16"],
-      "Compute type with --use_mixed_precision. float16 uses dynamic loss "
-      "scaling.")
-  flags.DEFINE_integer("log_every_n_steps", 100,
-                       "Log a progress line (step, loss, learning rate, "
-                       "examples/s, ETA) every this many steps.")
-  flags.DEFINE_integer(
-      "random_seed", 12345,
-      "Seed of the initialisation, the data order and the dropout masks. A "
-      "run restarted from its checkpoint with the same seed gives the same "
-      "result as an uninterrupted run.")
-  flags.DEFINE_integer("keep_checkpoint_max", 5,
-                       "How many recent checkpoints to keep in output_dir.")
-  flags.DEFINE_bool(
-      "eval_untrained", False,
-      "With --do_train=false and no checkpoint in --output_dir nor "
-      "--init_checkpoint: evaluate the student's random initialisation (a "
-      "baseline). Without this flag that is an error, the sign of a "
-      "mistyped --output_dir.")
-  flags.DEFINE_bool(
-      "check_inputs", True,
-      "With --do_train and --do_eval: read every record of the eval files "
-      "(framing and checksums) before training starts, so that a damaged "
-      "eval file stops the run before training instead of after it (0.12 s "
-      "for the 15 MB, 6848-record held-out file of the demo on a CPU "
-      "core).")
-
-
 @dataclasses.dataclass
-class Options(object):
-  """The settings of a distillation run (one field per flag)."""
-  bert_config_file: str = None
-  input_file: str = None
-  output_dir: str = None
-  init_checkpoint: str = None
-  truncation_factor: int = 10
-  max_seq_length: int = 128
-  max_predictions_per_seq: int = 20
-  do_train: bool = False
-  do_eval: bool = False
-  train_batch_size: int = 32
-  eval_batch_size: int = 8
-  learning_rate: float = 5e-5
-  num_train_steps: int = 100000
-  num_warmup_steps: int = 10000
-  save_checkpoints_steps: int = 1000
-  iterations_per_loop: int = 1000
-  max_eval_steps: int = 100
-  eval_input_file: str = None
-  temperature: float = 1.0
-  hard_label_weight: float = 0.0
-  renormalize_top_k: bool = False
-  teacher_bert_config_file: str = None
-  teacher_init_checkpoint: str = None
-  teacher_compute_dtype: str = "float32"
-  init_from_teacher_layers: str = None
-  hidden_loss_weight: float = 0.0
-  attention_loss_weight: float = 0.0
-  attention_relation_loss_weight: float = 0.0
-  teacher_layer_map: str = None
-  attention_relation_teacher_layer: int = -1
-  attention_relation_heads: int = 0
-  use_xla: bool = False
-  use_mixed_precision: bool = False
-  mixed_precision_dtype: str = "float16"
-  log_every_n_steps: int = 100
-  random_seed: int = 12345
-  keep_checkpoint_max: int = 5
-  check_inputs: bool = True
-  eval_untrained: bool = False
+class LossSettings(object):
+  """What the training objective (`Distiller`) reads: the loss settings.
 
-  @property
-  def online_teacher(self):
-    """True when the teacher runs inside the training step."""
-    return bool(self.teacher_bert_config_file)
+  Fields as the flags of the same names (distillation_flags.py).
+  """
+  truncation_factor: int
+  max_predictions_per_seq: int
+  temperature: float
+  hard_label_weight: float
+  renormalize_top_k: bool
+  hidden_loss_weight: float
+  attention_loss_weight: float
+  attention_relation_loss_weight: float
+  teacher_layer_map: str
+  attention_relation_teacher_layer: int
+  attention_relation_heads: int
 
   @property
   def layer_loss_weights(self):
@@ -312,31 +102,68 @@ class Options(object):
         if getattr(self, name))
 
 
-def reject_tpu_flags(flag_values):
-  """Raises cli.UserError if a TPU flag was given a non-default value.
+@dataclasses.dataclass
+class Options(object):
+  """The settings of a distillation run: one field per flag of the scripts.
 
-  Shared by every script that accepts the original's TPU flags (stages V-VIII).
+  The flags (distillation_flags.py) are the one source of their meaning and
+  defaults; this holds their values, for code that does not read flags.
   """
-  for name, default in TPU_FLAG_DEFAULTS.items():
-    value = flag_values[name].value
-    if value != default:
-      raise cli.UserError(
-          "--%s=%s: TPUs are not supported; this TensorFlow 2 version runs "
-          "on CPUs and GPUs (one machine here, Horovod for several GPUs), "
-          "leave the TPU flags unset" % (name, value))
+  bert_config_file: str
+  input_file: str
+  output_dir: str
+  init_checkpoint: str
+  truncation_factor: int
+  max_seq_length: int
+  max_predictions_per_seq: int
+  do_train: bool
+  do_eval: bool
+  train_batch_size: int
+  eval_batch_size: int
+  learning_rate: float
+  num_train_steps: int
+  num_warmup_steps: int
+  save_checkpoints_steps: int
+  iterations_per_loop: int
+  max_eval_steps: int
+  eval_input_file: str
+  temperature: float
+  hard_label_weight: float
+  renormalize_top_k: bool
+  teacher_bert_config_file: str
+  teacher_init_checkpoint: str
+  teacher_compute_dtype: str
+  init_from_teacher_layers: str
+  hidden_loss_weight: float
+  attention_loss_weight: float
+  attention_relation_loss_weight: float
+  teacher_layer_map: str
+  attention_relation_teacher_layer: int
+  attention_relation_heads: int
+  use_xla: bool
+  use_mixed_precision: bool
+  mixed_precision_dtype: str
+  log_every_n_steps: int
+  random_seed: int
+  shuffle_buffer: int
+  keep_checkpoint_max: int
+  eval_untrained: bool
+  check_inputs: bool
 
+  @property
+  def online_teacher(self):
+    """True when the teacher runs inside the training step."""
+    return bool(self.teacher_bert_config_file)
 
-def options_from_flags(flag_values=None):
-  """Reads the flags into an `Options`, rejecting the original's TPU flags.
+  def loss_settings(self):
+    """The `LossSettings` of these options (what `Distiller` reads)."""
+    return LossSettings(**{field.name: getattr(self, field.name)
+                           for field in dataclasses.fields(LossSettings)})
 
-  Raises:
-    cli.UserError: a TPU flag was given a value other than its default.
-  """
-  flag_values = flag_values or FLAGS
-  reject_tpu_flags(flag_values)
-  values = {f.name: flag_values[f.name].value
-            for f in dataclasses.fields(Options)}
-  return Options(**values)
+  @property
+  def layer_loss_weights(self):
+    """Flag name -> weight of each layer-wise loss that is on."""
+    return self.loss_settings().layer_loss_weights
 
 
 class Distribution(object):
@@ -349,9 +176,6 @@ class Distribution(object):
     - `allreduce_gradients(grads)` inside the compiled training step, on the
       list of dense gradients (model variable order) of this rank's batch,
       before clipping and the update: return the average over ranks.
-    - `training_dataset(dataset)` on the batched, parsed training pipeline
-      (already sharded and positioned at global_step); returns the dataset
-      to train on (a hook, e.g. for logging what each rank reads);
     - `watch_training(global_step)`: a context manager around the training
       loop (a hook, e.g. for a watchdog that ends a job whose global_step
       stops advancing).
@@ -387,10 +211,6 @@ class Distribution(object):
   def broadcast_variables(self, variables):
     """Sets `variables` to the chief's values (one process: nothing to do)."""
     del variables
-
-  def training_dataset(self, dataset):
-    """The training tf.data pipeline of this process (a hook; unchanged)."""
-    return dataset
 
   def watch_training(self, global_step):
     """A context manager around the training loop (one process: nothing)."""
@@ -503,13 +323,13 @@ def teacher_top1(teacher_probs, teacher_indices=None):
 class Distiller(tf.Module):
   """The student, the optional online teacher, and the training objective.
 
-  With layer-wise losses on (Options.layer_loss_weights; they need the online
-  teacher), the objective adds each weighted loss of `layer_losses`, and the
+  With layer-wise losses on (LossSettings.layer_loss_weights; they need the
+  online teacher), the objective adds each weighted loss of `layer_losses`, and the
   hidden-state loss between models of different widths trains a projection
   (`extra_variables`) along with the student.
 
   Args:
-    options: Options.
+    settings: LossSettings (Options.loss_settings()).
     student_config: the student's modeling.BertConfig.
     teacher_labeler: a loaded teacher.TeacherLabeler to run the teacher
       online (in its compute dtype, inference mode), or None to read
@@ -521,20 +341,20 @@ class Distiller(tf.Module):
       `layer_loss_plan`).
   """
 
-  def __init__(self, options, student_config, teacher_labeler=None,
+  def __init__(self, settings, student_config, teacher_labeler=None,
                compute_dtype=tf.float32):
     super(Distiller, self).__init__(name="distiller")
-    self.options = options
+    self.settings = settings
     self.student = modeling.BertPretrainingModel(student_config,
                                                  compute_dtype=compute_dtype)
     self.teacher = teacher_labeler
     self.plan = None
     self.projection = None
-    if options.layer_loss_weights:
+    if settings.layer_loss_weights:
       if teacher_labeler is None:
         raise cli.UserError("%s needs the online teacher" %
-                            next(iter(options.layer_loss_weights)))
-      self.plan = layer_loss_plan(options, student_config,
+                            next(iter(settings.layer_loss_weights)))
+      self.plan = layer_loss_plan(settings, student_config,
                                   teacher_labeler.config)
       if self.plan.project_hidden:
         self.projection = layer_losses.HiddenProjection(
@@ -579,8 +399,8 @@ class Distiller(tf.Module):
       internals is the teacher's modeling.EncoderInternals (without
       gradient) when layer-wise losses are on, else None.
     """
-    k = self.options.truncation_factor
-    p = self.options.max_predictions_per_seq
+    k = self.settings.truncation_factor
+    p = self.settings.max_predictions_per_seq
     if self.teacher is None:
       if k > 0:
         probs = tf.reshape(features[record_format.TRUNCATED_PROBS],
@@ -611,21 +431,21 @@ class Distiller(tf.Module):
       student_internals, teacher_internals: modeling.EncoderInternals.
       input_mask: [B, S].
     """
-    opts, plan = self.options, self.plan
+    settings, plan = self.settings, self.plan
     losses = collections.OrderedDict()
-    if opts.hidden_loss_weight:
+    if settings.hidden_loss_weight:
       # The embeddings' output with the teacher's, then the mapped layers.
       teacher_states = [teacher_internals.hidden_states[0]] + [
           teacher_internals.hidden_states[i + 1] for i in plan.layer_map]
       losses["hidden_loss"] = layer_losses.hidden_state_loss(
           student_internals.hidden_states, teacher_states, input_mask,
           self.projection)
-    if opts.attention_loss_weight:
+    if settings.attention_loss_weight:
       losses["attention_loss"] = layer_losses.attention_score_loss(
           student_internals.attention_scores,
           [teacher_internals.attention_scores[i] for i in plan.layer_map],
           input_mask)
-    if opts.attention_relation_loss_weight:
+    if settings.attention_relation_loss_weight:
       t = plan.relation_teacher_layer
       losses["attention_relation_loss"] = (
           layer_losses.attention_relation_loss(
@@ -655,7 +475,7 @@ class Distiller(tf.Module):
       teacher_top1 ([B, P]); next_sentence_per_example,
       next_sentence_predictions ([B]).
     """
-    opts = self.options
+    settings = self.settings
     teacher_probs, teacher_indices = targets
     student_outputs = self.student(
         features["input_ids"], features["input_mask"],
@@ -666,14 +486,16 @@ class Distiller(tf.Module):
     weights = features["masked_lm_weights"]
     soft_loss, soft_per_position = soft_cross_entropy(
         mlm_logits, teacher_probs, weights, teacher_indices,
-        temperature=opts.temperature, renormalize=opts.renormalize_top_k)
+        temperature=settings.temperature,
+        renormalize=settings.renormalize_top_k)
     hard_loss, hard_per_position = hard_cross_entropy(
         mlm_logits, features["masked_lm_ids"], weights)
     masked_lm_loss = soft_loss
     masked_lm_per_position = soft_per_position
-    if opts.hard_label_weight:
-      masked_lm_loss += opts.hard_label_weight * hard_loss
-      masked_lm_per_position += opts.hard_label_weight * hard_per_position
+    if settings.hard_label_weight:
+      masked_lm_loss += settings.hard_label_weight * hard_loss
+      masked_lm_per_position += (settings.hard_label_weight *
+                                 hard_per_position)
     nsp_loss, nsp_per_example = next_sentence_cross_entropy(
         nsp_logits, features["next_sentence_labels"])
     loss = masked_lm_loss + nsp_loss
@@ -686,7 +508,7 @@ class Distiller(tf.Module):
           student_outputs[2], teacher_internals, features["input_mask"])
       for option, name in LAYER_LOSS_WEIGHTS.items():
         if name in extra_losses:
-          loss += getattr(opts, option) * extra_losses[name]
+          loss += getattr(settings, option) * extra_losses[name]
     return dict(extra_losses, **{
         "loss": loss,
         "masked_lm_loss": masked_lm_loss,
@@ -728,7 +550,7 @@ def check_options(opts):
               "save_checkpoints_steps", "iterations_per_loop",
               "log_every_n_steps", "keep_checkpoint_max"]
   if opts.do_train:
-    positive += ["train_batch_size", "num_train_steps"]
+    positive += ["train_batch_size", "num_train_steps", "shuffle_buffer"]
   if opts.do_eval:
     positive += ["eval_batch_size", "max_eval_steps"]
   for name in positive:
@@ -802,6 +624,9 @@ class LayerLossPlan(object):
 
 def layer_loss_plan(opts, student_config, teacher_config):
   """Checks the layer-loss flags against both models; returns a plan.
+
+  Args:
+    opts: LossSettings.
 
   Raises:
     cli.UserError: one line naming the flag: a layer map of the wrong length
@@ -1128,9 +953,10 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
   dataset = records.make_dataset(
       share.files, lengths, opts.train_batch_size, is_training=True,
       num_shards=share.record_shards,
-      shard_index=share.record_shard_index, seed=opts.random_seed,
+      shard_index=share.record_shard_index,
+      shuffle_buffer=opts.shuffle_buffer, seed=opts.random_seed,
       skip_batches=step)
-  iterator = iter(distribution.training_dataset(dataset))
+  iterator = iter(dataset)
   trainer = Trainer(distiller, optimizer, distribution, opts, loss_scale)
   examples_per_step = opts.train_batch_size * distribution.size
   logging.info("Training from step %d to %d, %d examples per step%s", step,
@@ -1302,7 +1128,7 @@ def run(opts, distribution=None):
     parse_layer_indices(opts.init_from_teacher_layers,
                         student_config.num_hidden_layers)
   if opts.layer_loss_weights:
-    layer_loss_plan(opts, student_config, teacher_config)
+    layer_loss_plan(opts.loss_settings(), student_config, teacher_config)
 
   lengths = record_lengths(opts, student_config.vocab_size)
   share = eval_files = None
@@ -1366,7 +1192,7 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
                                      compute_dtype=opts.teacher_compute_dtype)
   # The student's initialisation depends on the seed alone.
   tf.random.set_seed(opts.random_seed)
-  distiller = Distiller(opts, student_config, labeler, dtype)
+  distiller = Distiller(opts.loss_settings(), student_config, labeler, dtype)
   optimizer = optimization.create_optimizer(
       opts.learning_rate, opts.num_train_steps, opts.num_warmup_steps)
   model_variables = distiller.student_variables()

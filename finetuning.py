@@ -28,9 +28,8 @@ API
   if distribution.is_chief:
     outputs = tuner.predict(eval_features, batch_size, with_loss=True)
 
-Scripts: `define_flags()` (the shared flags, Google's names) and
-`options_from_flags(options_class)`; the Horovod scripts call
-`note_horovod_flags()` and run `horovod_main(options_class, run)`.
+Scripts: the flags are defined in finetuning_flags.py (the shared ones),
+classifier_flags.py and squad_flags.py.
 
 `features` are dicts of NumPy arrays with one row per example and at least
 `input_ids`, `input_mask`, `segment_ids` (int, [N, max_seq_length]), plus
@@ -72,7 +71,6 @@ import dataclasses
 import math
 import time
 
-from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow as tf
@@ -85,163 +83,31 @@ import optimization
 import results
 import tokenization
 
-FLAGS = flags.FLAGS
-
-_flags_defined = False
-
-
-def define_flags(max_seq_length=128, train_batch_size=32):
-  """Defines the flags every fine-tuning script shares (idempotent).
-
-  Args:
-    max_seq_length: the default of --max_seq_length (Google's: 128 for
-      run_classifier.py, 384 for run_squad.py).
-    train_batch_size: the default of --train_batch_size (32; run_squad: 12).
-  """
-  global _flags_defined
-  if _flags_defined:
-    return
-  _flags_defined = True
-  flags.DEFINE_string(
-      "bert_config_file", None,
-      "The config json file corresponding to the pre-trained BERT model. "
-      "This specifies the model architecture.")
-  flags.DEFINE_string("vocab_file", None,
-                      "The vocabulary file that the BERT model was trained on.")
-  flags.DEFINE_string(
-      "output_dir", None,
-      "The output directory where the model checkpoints and results will be "
-      "written. A run resumes from the newest checkpoint found here.")
-  flags.DEFINE_string(
-      "init_checkpoint", None,
-      "Initial checkpoint (usually from a pre-trained BERT model): Google's "
-      "release, a converted Hugging Face model or a distilled student. "
-      "Without it the model starts from random weights.")
-  flags.DEFINE_bool(
-      "do_lower_case", True,
-      "Whether to lower case the input text. Should be True for uncased "
-      "models and False for cased models.")
-  flags.DEFINE_integer(
-      "max_seq_length", max_seq_length,
-      "The maximum total input sequence length after WordPiece tokenization. "
-      "Sequences longer than this will be truncated, and sequences shorter "
-      "than this will be padded.")
-  flags.DEFINE_bool("do_train", False, "Whether to run training.")
-  flags.DEFINE_bool("do_predict", False,
-                    "Whether to run the model in inference mode on the test "
-                    "set.")
-  flags.DEFINE_integer("train_batch_size", train_batch_size,
-                       "Total batch size for training.")
-  flags.DEFINE_integer("predict_batch_size", 8, "Total batch size for "
-                       "predict.")
-  flags.DEFINE_float("learning_rate", 5e-5,
-                     "The initial learning rate for Adam.")
-  flags.DEFINE_float("num_train_epochs", 3.0,
-                     "Total number of training epochs to perform.")
-  flags.DEFINE_float(
-      "warmup_proportion", 0.1,
-      "Proportion of training to perform linear learning rate warmup for. "
-      "E.g., 0.1 = 10% of training.")
-  flags.DEFINE_integer("save_checkpoints_steps", 1000,
-                       "How often to save the model checkpoint.")
-  flags.DEFINE_integer(
-      "iterations_per_loop", 1000,
-      "How many steps run inside one device loop (one tf.function call) "
-      "before control returns to Python.")
-  flags.DEFINE_integer("keep_checkpoint_max", 5,
-                       "How many recent checkpoints to keep in output_dir.")
-  flags.DEFINE_integer("log_every_n_steps", 100,
-                       "Log a progress line (step, loss, learning rate, "
-                       "examples/s, ETA) every this many steps.")
-  flags.DEFINE_integer(
-      "random_seed", 12345,
-      "Seed of the head's (and a checkpoint-less model's) initialisation, "
-      "the data order and the dropout masks.")
-  for name, default in distillation.TPU_FLAG_DEFAULTS.items():
-    define = (flags.DEFINE_bool if isinstance(default, bool) else
-              flags.DEFINE_integer if isinstance(default, int) else
-              flags.DEFINE_string)
-    define(name, default, "Not supported (TPUEstimator is gone from "
-           "TensorFlow 2); kept so that old command lines parse.")
-
-
-def note_horovod_flags(unit="examples"):
-  """Adds to the --help of the flags whose meaning Horovod changes.
-
-  For the _distributed scripts, after their flags are defined.
-
-  Args:
-    unit: what a training batch holds ("examples", SQuAD's "windows").
-  """
-  FLAGS["learning_rate"].help += (
-      " Multiplied by the number of Horovod processes (hvd.size()).")
-  FLAGS["train_batch_size"].help += (
-      " Under Horovod this is per process: a step trains on "
-      "train_batch_size * hvd.size() %s." % unit)
-
-
-def horovod_main(options_class, run):
-  """The main of a Horovod fine-tuning script.
-
-  Args:
-    options_class: the task's Options dataclass (read from the flags).
-    run: the task's run(options, distribution).
-
-  Returns:
-    main(argv) for cli.run: starts Horovod (horovod_distribution.start),
-    logs the job's shape on rank 0 and calls `run`.
-  """
-
-  def main(argv):
-    del argv
-    # Imported here: the one-process scripts do not need Horovod installed.
-    import horovod_distribution  # pylint: disable=g-import-not-at-top
-    distribution, device = horovod_distribution.start()
-    options = options_from_flags(options_class, FLAGS)
-    logging.info(
-        "Horovod: %d processes, rank %d on %s; batch %d per process, "
-        "learning rate %g (x%d)", distribution.size, distribution.rank,
-        device, options.train_batch_size,
-        options.learning_rate * distribution.size, distribution.size)
-    run(options, distribution)
-
-  return main
-
-
 @dataclasses.dataclass
 class Options(object):
-  """The settings every fine-tuning run shares (one field per flag)."""
-  bert_config_file: str = None
-  vocab_file: str = None
-  output_dir: str = None
-  init_checkpoint: str = None
-  do_lower_case: bool = True
-  max_seq_length: int = 128
-  do_train: bool = False
-  do_predict: bool = False
-  train_batch_size: int = 32
-  predict_batch_size: int = 8
-  learning_rate: float = 5e-5
-  num_train_epochs: float = 3.0
-  warmup_proportion: float = 0.1
-  save_checkpoints_steps: int = 1000
-  iterations_per_loop: int = 1000
-  keep_checkpoint_max: int = 5
-  log_every_n_steps: int = 100
-  random_seed: int = 12345
+  """The settings every fine-tuning run shares: one field per flag.
 
-
-def options_from_flags(options_class=Options, flag_values=None):
-  """Reads the flags into `options_class` (a dataclass extending Options).
-
-  Raises:
-    cli.UserError: a TPU flag was given a value other than its default.
+  The flags (finetuning_flags.py) are the one source of their meaning and
+  defaults; this holds their values, for code that does not read flags.
   """
-  flag_values = flag_values or FLAGS
-  distillation.reject_tpu_flags(flag_values)
-  values = {f.name: flag_values[f.name].value
-            for f in dataclasses.fields(options_class)}
-  return options_class(**values)
+  bert_config_file: str
+  vocab_file: str
+  output_dir: str
+  init_checkpoint: str
+  do_lower_case: bool
+  max_seq_length: int
+  do_train: bool
+  do_predict: bool
+  train_batch_size: int
+  predict_batch_size: int
+  learning_rate: float
+  num_train_epochs: float
+  warmup_proportion: float
+  save_checkpoints_steps: int
+  iterations_per_loop: int
+  keep_checkpoint_max: int
+  log_every_n_steps: int
+  random_seed: int
 
 
 def check_options(opts):

@@ -37,18 +37,7 @@ A frozen or lost process would otherwise hang the job for good (the others
 wait in the next allreduce): see horovod_distribution.py for the two bounds
 (HOROVOD_STALL_CHECK_TIME_SECONDS, HOROVOD_STALL_SHUTDOWN_TIME_SECONDS) and
 the watchdog that names a stopped rank.
-
-Test hook: when the environment variable DISTILL_DEBUG_DIR names a folder
-(outside --output_dir), every rank writes there
-  rank<R>_records.txt    one line per training record it consumed, in order:
-                         "input_ids | masked_lm_positions | masked_lm_ids"
-                         (space-separated integers);
-  rank<R>_variables.npz  its final values of every variable it broadcast
-                         (model, optimizer slots, global_step), in order.
-Unset (the default), nothing is written outside --output_dir.
 """
-
-import os
 
 from absl import flags
 from absl import logging
@@ -56,18 +45,13 @@ from absl import logging
 import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np
-import tensorflow as tf
-
 import distillation
+import distillation_flags
 import horovod_distribution
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-distillation.define_flags()
-flags.adopt_module_key_flags(distillation)  # list them in --help
-
-DEBUG_DIR_ENV = "DISTILL_DEBUG_DIR"
+flags.adopt_module_key_flags(distillation_flags)  # list them in --help
 
 # Flags whose meaning changes under Horovod, as in the original script.
 FLAGS["learning_rate"].help += (
@@ -80,60 +64,6 @@ FLAGS["num_warmup_steps"].help += (
     " Divided by hvd.size() (integer division), as the original.")
 FLAGS["train_batch_size"].help += (
     " Per process: a step trains on train_batch_size * hvd.size() examples.")
-
-
-class DistillationDistribution(horovod_distribution.HorovodDistribution):
-  """Horovod for distillation.run, with the test hook (DISTILL_DEBUG_DIR)."""
-
-  def __init__(self, debug_dir=None):
-    super(DistillationDistribution, self).__init__()
-    self.debug_dir = debug_dir
-    self.broadcast_list = None
-
-  def broadcast_variables(self, variables):
-    """Sets every variable to rank 0's value (and remembers them)."""
-    self.broadcast_list = list(variables)
-    super(DistillationDistribution, self).broadcast_variables(
-        self.broadcast_list)
-
-  def training_dataset(self, dataset):
-    """Logs the records this rank consumes when DISTILL_DEBUG_DIR is set."""
-    if not self.debug_dir:
-      return dataset
-    path = os.path.join(self.debug_dir, "rank%d_records.txt" % self.rank)
-    open(path, "w").close()
-
-    def _log(input_ids, positions, label_ids):
-      with open(path, "a") as f:
-        for row in zip(input_ids.numpy(), positions.numpy(),
-                       label_ids.numpy()):
-          f.write(" | ".join(" ".join(str(int(x)) for x in part)
-                             for part in row) + "\n")
-      return np.int32(0)
-
-    def _log_batch(features):
-      done = tf.py_function(_log, [features["input_ids"],
-                                   features["masked_lm_positions"],
-                                   features["masked_lm_ids"]], tf.int32)
-      with tf.control_dependencies([done]):
-        return {k: tf.identity(v) for k, v in features.items()}
-
-    # A sequential map with nothing prefetching after it (tf.data would
-    # otherwise inject a prefetch): a batch is logged when it is consumed.
-    options = tf.data.Options()
-    options.experimental_optimization.inject_prefetch = False
-    options.experimental_optimization.map_parallelization = False
-    return dataset.map(_log_batch).with_options(options)
-
-  def write_debug_variables(self):
-    """Writes this rank's final variable values to DISTILL_DEBUG_DIR."""
-    if not self.debug_dir or self.broadcast_list is None:
-      return
-    values = {}
-    for i, var in enumerate(self.broadcast_list):
-      values["%03d:%s" % (i, var.name)] = var.numpy()
-    np.savez(os.path.join(self.debug_dir,
-                          "rank%d_variables.npz" % self.rank), **values)
 
 
 def scale_for_processes(options, size):
@@ -157,12 +87,8 @@ def scale_for_processes(options, size):
 
 def main(argv):
   del argv
-  debug_dir = os.environ.get(DEBUG_DIR_ENV) or None
-  if debug_dir:
-    os.makedirs(debug_dir, exist_ok=True)
-  distribution, device = horovod_distribution.start(
-      lambda: DistillationDistribution(debug_dir))
-  options = scale_for_processes(distillation.options_from_flags(FLAGS),
+  distribution, device = horovod_distribution.start()
+  options = scale_for_processes(distillation_flags.options_from_flags(FLAGS),
                                 distribution.size)
   logging.info(
       "Horovod: %d processes, rank %d on %s; per process: %d steps, batch "
@@ -170,7 +96,6 @@ def main(argv):
       device, options.num_train_steps, options.train_batch_size,
       options.learning_rate, distribution.size)
   distillation.run(options, distribution)
-  distribution.write_debug_variables()
 
 
 if __name__ == "__main__":

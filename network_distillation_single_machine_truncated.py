@@ -19,16 +19,18 @@ from absl import flags
 
 import cli
 cli.import_tensorflow_quietly()
-import distillation  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import distillation
+import distillation_flags
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-distillation.define_flags()
-flags.adopt_module_key_flags(distillation)  # list them in --help
+flags.adopt_module_key_flags(distillation_flags)  # list them in --help
 
 
 def main(argv):
   del argv
-  options = distillation.options_from_flags(FLAGS)
+  options = distillation_flags.options_from_flags(FLAGS)
   distillation.run(options, distillation.Distribution())
 
 

@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 
-from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow as tf
@@ -50,68 +49,18 @@ NULL_ODDS_FILE = "null_odds.json"
 # Google's span head initialiser (stddev 0.02, whatever the config).
 HEAD_INITIALIZER_STDDEV = 0.02
 
-_flags_defined = False
-
-
-def define_flags():
-  """Defines run_squad's flags (the shared ones too; idempotent)."""
-  global _flags_defined
-  if _flags_defined:
-    return
-  _flags_defined = True
-  finetuning.define_flags(max_seq_length=384, train_batch_size=12)
-  flags.DEFINE_string("train_file", None,
-                      "SQuAD json for training. E.g., train-v1.1.json")
-  flags.DEFINE_string(
-      "predict_file", None,
-      "SQuAD json for predictions. E.g., dev-v1.1.json or test-v1.1.json. "
-      "When its questions have answers, exact match and F1 are computed "
-      "and written to eval_results.txt.")
-  flags.DEFINE_integer(
-      "doc_stride", 128,
-      "When splitting up a long document into chunks, how much stride to "
-      "take between chunks.")
-  flags.DEFINE_integer(
-      "max_query_length", 64,
-      "The maximum number of tokens for the question. Questions longer than "
-      "this will be truncated to this length.")
-  flags.DEFINE_integer(
-      "n_best_size", 20,
-      "The total number of n-best predictions to generate in the "
-      "nbest_predictions.json output file.")
-  flags.DEFINE_integer(
-      "max_answer_length", 30,
-      "The maximum length of an answer that can be generated. This is needed "
-      "because the start and end predictions are not conditioned on one "
-      "another.")
-  flags.DEFINE_bool(
-      "verbose_logging", False,
-      "If true, all of the warnings related to data processing will be "
-      "printed: answers that could not be mapped back to the original "
-      "context exactly.")
-  flags.DEFINE_bool(
-      "version_2_with_negative", False,
-      "If true, the SQuAD examples contain some that do not have an answer.")
-  flags.DEFINE_float(
-      "null_score_diff_threshold", 0.0,
-      "If null_score - best_non_null is greater than the threshold predict "
-      "null.")
-
-
 @dataclasses.dataclass
 class SquadOptions(finetuning.Options):
-  """Fine-tuning options plus run_squad's own flags."""
-  max_seq_length: int = 384
-  train_batch_size: int = 12
-  train_file: str = None
-  predict_file: str = None
-  doc_stride: int = 128
-  max_query_length: int = 64
-  n_best_size: int = 20
-  max_answer_length: int = 30
-  verbose_logging: bool = False
-  version_2_with_negative: bool = False
-  null_score_diff_threshold: float = 0.0
+  """Fine-tuning options plus run_squad's own flags (squad_flags.py)."""
+  train_file: str
+  predict_file: str
+  doc_stride: int
+  max_query_length: int
+  n_best_size: int
+  max_answer_length: int
+  verbose_logging: bool
+  version_2_with_negative: bool
+  null_score_diff_threshold: float
 
 
 class SquadHead(tf.Module):

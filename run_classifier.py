@@ -23,19 +23,16 @@ import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import classifier
-import finetuning
+import classifier_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-classifier.define_flags()
-flags.adopt_module_key_flags(finetuning)  # list them in --help
-flags.adopt_module_key_flags(classifier)
+flags.adopt_module_key_flags(classifier_flags)  # list them in --help
+
 
 def main(argv):
   del argv
-  options = finetuning.options_from_flags(classifier.ClassifierOptions,
-                                          FLAGS)
-  classifier.run(options)
+  classifier.run(classifier_flags.options_from_flags(FLAGS))
 
 
 if __name__ == "__main__":

@@ -39,16 +39,15 @@ import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import classifier
-import finetuning
+import classifier_flags
+import finetuning_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-FLAGS = flags.FLAGS
-classifier.define_flags()
-flags.adopt_module_key_flags(finetuning)  # list them in --help
-flags.adopt_module_key_flags(classifier)
-finetuning.note_horovod_flags()
+flags.adopt_module_key_flags(classifier_flags)  # list them in --help
+finetuning_flags.note_horovod_flags()
+main = finetuning_flags.horovod_main(classifier_flags.options_from_flags,
+                                     classifier.run)
 
 
 if __name__ == "__main__":
-  cli.run(finetuning.horovod_main(classifier.ClassifierOptions,
-                                  classifier.run))
+  cli.run(main)

@@ -25,21 +25,17 @@ from absl import flags
 import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import finetuning
 import question_answering
+import squad_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
-question_answering.define_flags()
-flags.adopt_module_key_flags(finetuning)  # list them in --help
-flags.adopt_module_key_flags(question_answering)
+flags.adopt_module_key_flags(squad_flags)  # list them in --help
 
 
 def main(argv):
   del argv
-  options = finetuning.options_from_flags(question_answering.SquadOptions,
-                                          FLAGS)
-  question_answering.run(options)
+  question_answering.run(squad_flags.options_from_flags(FLAGS))
 
 
 if __name__ == "__main__":

@@ -36,17 +36,16 @@ from absl import flags
 import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import finetuning
+import finetuning_flags
 import question_answering
+import squad_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-FLAGS = flags.FLAGS
-question_answering.define_flags()
-flags.adopt_module_key_flags(finetuning)  # list them in --help
-flags.adopt_module_key_flags(question_answering)
-finetuning.note_horovod_flags(unit="windows")
+flags.adopt_module_key_flags(squad_flags)  # list them in --help
+finetuning_flags.note_horovod_flags(unit="windows")
+main = finetuning_flags.horovod_main(squad_flags.options_from_flags,
+                                     question_answering.run)
 
 
 if __name__ == "__main__":
-  cli.run(finetuning.horovod_main(question_answering.SquadOptions,
-                                  question_answering.run))
+  cli.run(main)

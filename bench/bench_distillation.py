@@ -45,6 +45,7 @@ Usage (keep it short on shared machines):
       --batch_size 8 --steps 2
 """
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -61,6 +62,9 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
 import distillation  # pylint: disable=g-import-not-at-top
+# Defines the scripts' flags: the benchmark's options start from their
+# defaults.
+import distillation_flags  # pylint: disable=g-import-not-at-top
 import layer_losses  # pylint: disable=g-import-not-at-top
 import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
@@ -75,8 +79,9 @@ common.define_model_flags("Student", num_layers=6)
 flags.DEFINE_integer("batch_size", 32, "Training batch size.")
 flags.DEFINE_integer("steps", 4, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 2, "Alternating measurement rounds.")
-flags.DEFINE_bool("use_xla", False,
-                  "Our step compiled with XLA (slower on this CPU).")
+# --use_xla is the distillation scripts' flag (distillation_flags.py): our
+# step compiled with XLA (slower on this CPU).
+flags.declare_key_flag("use_xla")
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
                   "Precisions to time, each on both sides: float32, "
                   "bfloat16, float16 (ours --use_mixed_precision, the peer "
@@ -154,8 +159,8 @@ class Ours(object):
       online = dict(teacher_bert_config_file="bench",
                     teacher_init_checkpoint=prefix, hidden_loss_weight=1.0,
                     attention_loss_weight=1.0)
-    opts = distillation.Options(
-        bert_config_file="", input_file=path, output_dir="", do_train=True,
+    opts = dataclasses.replace(
+        distillation_flags.options_from_flags(FLAGS), bert_config_file="", input_file=path, output_dir="", do_train=True,
         truncation_factor=FLAGS.k, max_seq_length=FLAGS.seq_length,
         max_predictions_per_seq=FLAGS.predictions,
         train_batch_size=FLAGS.batch_size, learning_rate=1e-4,
@@ -165,8 +170,8 @@ class Ours(object):
         mixed_precision_dtype=dtype if mixed else "float16", **online)
     config = student_config()
     dtype = distillation.compute_dtype(opts)
-    self.distiller = distillation.Distiller(opts, config, labeler,
-                                            compute_dtype=dtype)
+    self.distiller = distillation.Distiller(opts.loss_settings(), config,
+                                            labeler, compute_dtype=dtype)
     loss_scale = (distillation.DynamicLossScale()
                   if dtype == tf.float16 else None)
     optimizer = optimization.create_optimizer(

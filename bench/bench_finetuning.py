@@ -20,6 +20,7 @@ Usage (keep it short on shared machines):
   PYTHONPATH=. .venv/bin/python bench/bench_finetuning.py --batch_size 8
 """
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -36,6 +37,9 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
 import classifier  # pylint: disable=g-import-not-at-top
+# Defines run_classifier.py's flags: the benchmark's options start from their
+# defaults.
+import classifier_flags  # pylint: disable=g-import-not-at-top
 import finetuning  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
@@ -68,8 +72,8 @@ class Ours(object):
 
   def __init__(self, features, output_dir):
     config = common.bert_config_from_flags("gelu")
-    opts = classifier.ClassifierOptions(
-        output_dir=output_dir, do_train=True, max_seq_length=FLAGS.seq_length,
+    opts = dataclasses.replace(
+        classifier_flags.options_from_flags(FLAGS), output_dir=output_dir, do_train=True, max_seq_length=FLAGS.seq_length,
         train_batch_size=FLAGS.batch_size, learning_rate=2e-5,
         num_train_epochs=1000.0)
     head = classifier.ClassifierHead(config.hidden_size, FLAGS.num_labels,

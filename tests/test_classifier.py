@@ -23,6 +23,7 @@ import classifier
 import cli
 import conftest
 import glue
+import inprocess
 import modeling
 import results
 import sample_data
@@ -302,7 +303,7 @@ def _options(teacher_dir, data_dir, output_dir, **kwargs):
       eval_batch_size=100, predict_batch_size=64, learning_rate=2e-4,
       num_train_epochs=1.0, log_every_n_steps=20)
   values.update(kwargs)
-  return classifier.ClassifierOptions(**values)
+  return inprocess.options("classifier_flags", **values)
 
 
 @pytest.fixture(scope="module")
@@ -422,8 +423,8 @@ def test_mpirun_averages_gradients_exactly(tmp_path, teacher_dir):
           f for f in os.listdir(tmp_path / "hvd") if f.startswith("events")])
 
   single = tmp_path / "single"
-  classifier.run(classifier.ClassifierOptions(
-      task_name="sst-2", data_dir=str(data),
+  classifier.run(inprocess.options(
+      "classifier_flags", task_name="sst-2", data_dir=str(data),
       vocab_file=os.path.join(teacher_dir, "vocab.txt"),
       bert_config_file=str(config_path), max_seq_length=32, do_train=True,
       num_train_epochs=1.0, random_seed=5, train_batch_size=8,

@@ -20,6 +20,7 @@ import tensorflow as tf
 import checkpoints
 import cli
 import distillation
+import inprocess
 import modeling
 import record_format
 import records
@@ -155,13 +156,14 @@ def test_distiller_loss_on_real_records_matches_numpy(stage4_file):
                                    TRUNCATION_FACTOR)
   features = next(iter(records.make_dataset([stage4_file], lengths, 4,
                                             is_training=False)))
-  opts = distillation.Options(truncation_factor=TRUNCATION_FACTOR,
-                              max_seq_length=MAX_SEQ_LENGTH,
-                              max_predictions_per_seq=MAX_PREDICTIONS,
-                              hard_label_weight=0.5)
+  opts = inprocess.options("distillation_flags",
+                           truncation_factor=TRUNCATION_FACTOR,
+                           max_seq_length=MAX_SEQ_LENGTH,
+                           max_predictions_per_seq=MAX_PREDICTIONS,
+                           hard_label_weight=0.5)
   tf.random.set_seed(1)
   config = modeling.BertConfig.from_dict(student_config_dict())
-  distiller = distillation.Distiller(opts, config)
+  distiller = distillation.Distiller(opts.loss_settings(), config)
   outputs = distiller(features, distiller.teacher_targets(features))
   mlm_logits, nsp_logits = distiller.student(
       features["input_ids"], features["input_mask"], features["segment_ids"],
@@ -410,8 +412,8 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
                                               student_config_file):
   teacher_config = os.path.join(teacher_dir, "bert_config.json")
   teacher_ckpt = os.path.join(teacher_dir, "bert_model.ckpt")
-  opts = distillation.Options(
-      truncation_factor=TRUNCATION_FACTOR, max_seq_length=MAX_SEQ_LENGTH,
+  opts = inprocess.options(
+      "distillation_flags", truncation_factor=TRUNCATION_FACTOR, max_seq_length=MAX_SEQ_LENGTH,
       max_predictions_per_seq=MAX_PREDICTIONS,
       teacher_bert_config_file=teacher_config,
       teacher_init_checkpoint=teacher_ckpt)
@@ -419,7 +421,7 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
       modeling.BertConfig.from_json_file(teacher_config), teacher_ckpt,
       TRUNCATION_FACTOR)
   distiller = distillation.Distiller(
-      opts, modeling.BertConfig.from_dict(student_config_dict()), labeler)
+      opts.loss_settings(), modeling.BertConfig.from_dict(student_config_dict()), labeler)
   lengths = records.stage4_lengths(MAX_SEQ_LENGTH, MAX_PREDICTIONS,
                                    TRUNCATION_FACTOR)
   features = next(iter(records.make_dataset([stage4_file], lengths, 16,
@@ -506,14 +508,15 @@ def test_init_from_teacher_layers(teacher_dir, caplog):
 def test_float16_loss_scale_skips_overflowing_steps(stage4_file):
   """An overflowing float16 step changes no weight, halves the scale, and
   still counts (so data and dropout stay aligned with global_step)."""
-  opts = distillation.Options(
-      truncation_factor=TRUNCATION_FACTOR, max_seq_length=MAX_SEQ_LENGTH,
+  opts = inprocess.options(
+      "distillation_flags", truncation_factor=TRUNCATION_FACTOR, max_seq_length=MAX_SEQ_LENGTH,
       max_predictions_per_seq=MAX_PREDICTIONS, train_batch_size=4,
       use_mixed_precision=True, mixed_precision_dtype="float16",
       num_train_steps=10, num_warmup_steps=0, learning_rate=1e-3)
   config = modeling.BertConfig.from_dict(student_config_dict(
       num_hidden_layers=1))
-  distiller = distillation.Distiller(opts, config, compute_dtype=tf.float16)
+  distiller = distillation.Distiller(opts.loss_settings(), config,
+                                     compute_dtype=tf.float16)
   import optimization  # pylint: disable=g-import-not-at-top
   optimizer = optimization.create_optimizer(1e-3, 10, 0)
   optimizer.build(distiller.student_variables())

@@ -5,9 +5,9 @@ stage4_file: the real small BERT's top-10 labels); the student is tiny
 (2 layers, hidden 32). Each rank runs with one TensorFlow thread.
 
 What rank each record went to, and each rank's final variables, are read from
-the test hook of network_distillation_distributed_truncated.py: with
-DISTILL_DEBUG_DIR set (a folder outside --output_dir) every rank writes
-rank<R>_records.txt and rank<R>_variables.npz there.
+tests/horovod_debug_run.py, which runs the Horovod script's own main under
+mpirun and writes rank<R>_records.txt and rank<R>_variables.npz to the folder
+DISTILL_DEBUG_DIR names (outside --output_dir).
 """
 
 import collections
@@ -28,12 +28,16 @@ import checkpoints
 import cli
 import conftest
 import distillation
+import inprocess
 import modeling
 import records
 import results
 
 SCRIPT = "network_distillation_distributed_truncated.py"
 SINGLE_SCRIPT = "network_distillation_single_machine_truncated.py"
+# The Horovod script watched from outside (tests only): see its docstring.
+DEBUG_SCRIPT = "tests/horovod_debug_run.py"
+DEBUG_DIR_ENV = "DISTILL_DEBUG_DIR"
 SEQ = conftest.MAX_SEQ_LENGTH
 PREDS = conftest.MAX_PREDICTIONS
 K = conftest.TRUNCATION_FACTOR
@@ -58,43 +62,33 @@ def tiny_student_config(path, dropout=0.1):
 
 
 def mpi_env(debug_dir=None):
-  """The environment of an mpirun test job (one TF thread per rank)."""
-  env = conftest.script_env()
-  env.update(OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
-             TF_NUM_INTEROP_THREADS="1")
-  env.pop("DISTILL_DEBUG_DIR", None)
+  """The environment of an mpirun test job (one TF thread per rank); with
+  debug_dir, the folder where tests/horovod_debug_run.py writes."""
+  env = conftest.mpi_env()
+  env.pop(DEBUG_DIR_ENV, None)
   if debug_dir:
-    env["DISTILL_DEBUG_DIR"] = str(debug_dir)
+    env[DEBUG_DIR_ENV] = str(debug_dir)
   return env
 
 
-def mpirun_command(np_, app_args):
-  """mpirun on localhost; app_args: one argument list, or one per rank."""
-  cmd = ["mpirun"]
-  if os.getuid() == 0:
-    cmd.append("--allow-run-as-root")
-  cmd += ["-H", "localhost:%d" % np_, "-bind-to", "none", "-map-by", "slot",
-          "-mca", "pml", "ob1", "-mca", "btl", "^openib"]
-  for name in ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL",
-               "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
-               "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-               "DISTILL_DEBUG_DIR"):
-    cmd += ["-x", name]
-  if isinstance(app_args[0], (list, tuple)):  # MPMD: one command per rank
-    for i, args in enumerate(app_args):
-      cmd += ([":"] if i else []) + ["-np", "1", sys.executable, SCRIPT]
-      cmd += [str(a) for a in args]
-  else:
-    cmd += ["-np", str(np_), sys.executable, SCRIPT]
-    cmd += [str(a) for a in app_args]
-  return cmd
+def mpirun_command(np_, app_args, env=None):
+  """mpirun on localhost; app_args: one argument list, or one per rank.
+
+  Runs the Horovod script, or its watched wrapper (DEBUG_SCRIPT) when `env`
+  names a DISTILL_DEBUG_DIR.
+  """
+  if not isinstance(app_args[0], (list, tuple)):
+    app_args = [app_args] * np_
+  if env and env.get(DEBUG_DIR_ENV):
+    return conftest.mpirun_command(DEBUG_SCRIPT, app_args, (DEBUG_DIR_ENV,))
+  return conftest.mpirun_command(SCRIPT, app_args)
 
 
 def run_mpi(np_, app_args, env, timeout=300):
   """Runs an mpirun job; fails the test on a non-zero exit."""
-  result = subprocess.run(mpirun_command(np_, app_args), cwd=conftest.REPO,
-                          env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+  result = subprocess.run(mpirun_command(np_, app_args, env),
+                          cwd=conftest.REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
   if result.returncode != 0:
     pytest.fail("mpirun exited %d:\n%s" % (result.returncode,
                                            result.stderr[-5000:]))
@@ -108,7 +102,7 @@ def common_flags(config, input_file):
 
 
 def record_key(input_ids, positions, label_ids):
-  """The identity of a record, as the test hook writes it."""
+  """The identity of a record, as tests/horovod_debug_run.py writes it."""
   return " | ".join(" ".join(str(int(x)) for x in part)
                     for part in (input_ids, positions, label_ids))
 
@@ -507,30 +501,36 @@ def test_killed_rank_ends_the_job_and_a_restart_resumes(tmp_path,
     assert ints == [target]  # global_step
 
 
-class _RecordingDistribution(distillation.Distribution):
-  """Rank `rank` of `size` in this one process: notes the records it reads.
+def note_training_records(monkeypatch):
+  """The set that every record the training pipelines deliver is added to.
 
-  No Horovod: nothing is averaged, which does not matter to what one rank
-  reads.
+  records.make_dataset is wrapped (for this test only) so that each batch of
+  a training pipeline adds its records' keys (see record_key) to the set.
   """
+  seen = set()
+  make_dataset = records.make_dataset
 
-  def __init__(self, rank, size):
-    super(_RecordingDistribution, self).__init__(rank=rank, size=size)
-    self.seen = set()
+  def _note(input_ids, positions, label_ids):
+    seen.update(record_key(*row) for row in zip(
+        input_ids.numpy(), positions.numpy(), label_ids.numpy()))
+    return input_ids
 
-  def training_dataset(self, dataset):
-    def _note(input_ids, positions, label_ids):
-      self.seen.update(record_key(*row) for row in zip(
-          input_ids.numpy(), positions.numpy(), label_ids.numpy()))
-      return input_ids
-
+  def noting_make_dataset(paths, lengths, batch_size, is_training,
+                          **kwargs):
+    dataset = make_dataset(paths, lengths, batch_size, is_training, **kwargs)
+    if not is_training:
+      return dataset
     return dataset.map(lambda f: dict(f, input_ids=tf.ensure_shape(
         tf.py_function(_note, [f["input_ids"], f["masked_lm_positions"],
                                f["masked_lm_ids"]], tf.int32),
         f["input_ids"].shape)))
 
+  monkeypatch.setattr(records, "make_dataset", noting_make_dataset)
+  return seen
 
-def test_with_enough_files_a_rank_opens_only_its_own(tmp_path, stage4_file):
+
+def test_with_enough_files_a_rank_opens_only_its_own(tmp_path, stage4_file,
+                                                      monkeypatch):
   """4 files, 2 ranks: each rank trains on whole files of its own.
 
   One of the files is not a TFRecord file at all and is the largest, so the
@@ -554,16 +554,17 @@ def test_with_enough_files_a_rank_opens_only_its_own(tmp_path, stage4_file):
   good = 1 - owner
   assert sum(len(keys[p]) for p in shares[good]) == 64, shares
 
-  opts = distillation.Options(
+  opts = inprocess.options(
+      "distillation_flags",
       bert_config_file=tiny_student_config(tmp_path / "student.json"),
       input_file=",".join(paths), output_dir=str(tmp_path / "out"),
       truncation_factor=K, max_seq_length=SEQ, max_predictions_per_seq=PREDS,
       do_train=True, train_batch_size=16, num_train_steps=4,
       num_warmup_steps=0, save_checkpoints_steps=100, log_every_n_steps=4)
-  distribution = _RecordingDistribution(good, 2)
-  distillation.run(opts, distribution)
+  seen = note_training_records(monkeypatch)
+  distillation.run(opts, distillation.Distribution(rank=good, size=2))
   own = [r.key for p in shares[good] for r in keys[p]]
-  assert distribution.seen == set(own)
+  assert seen == set(own)
 
   with pytest.raises(cli.UserError, match=re.escape(files["bad"])):
-    distillation.run(opts, _RecordingDistribution(owner, 2))
+    distillation.run(opts, distillation.Distribution(rank=owner, size=2))

@@ -19,6 +19,7 @@ from absl import flags
 import pytest
 
 import cli
+import inprocess
 import outputs
 from conftest import REPO
 from conftest import run_script
@@ -338,7 +339,6 @@ def small_stage4(tmp_path_factory, stage4_file):
 
 
 def student_options(config_path, input_file, output_dir, **kwargs):
-  import distillation  # pylint: disable=g-import-not-at-top
   values = dict(
       bert_config_file=str(config_path), input_file=str(input_file),
       output_dir=str(output_dir), truncation_factor=K, max_seq_length=SEQ,
@@ -346,7 +346,7 @@ def student_options(config_path, input_file, output_dir, **kwargs):
       num_train_steps=2, num_warmup_steps=0, save_checkpoints_steps=2,
       log_every_n_steps=1, max_eval_steps=2, do_train=True)
   values.update(kwargs)
-  return distillation.Options(**values)
+  return inprocess.options("distillation_flags", **values)
 
 
 def tiny_config(path, **changes):

@@ -18,6 +18,7 @@ import tensorflow as tf
 import checkpoints
 import cli
 import distillation
+import inprocess
 import layer_losses
 import modeling
 import optimization
@@ -113,12 +114,12 @@ def random_distiller(tmp_path, student_dict, seed=0, **options):
   prefix = str(tmp_path / "teacher.ckpt")
   checkpoints.save_checkpoint(teacher_model.variables_by_name(), prefix)
   labeler = teacher.TeacherLabeler(teacher_config, prefix, 5)
-  opts = distillation.Options(
-      truncation_factor=5, max_seq_length=10, max_predictions_per_seq=3,
+  opts = inprocess.options(
+      "distillation_flags", truncation_factor=5, max_seq_length=10, max_predictions_per_seq=3,
       teacher_bert_config_file="teacher.json",
       teacher_init_checkpoint=prefix, **options)
   distiller = distillation.Distiller(
-      opts, modeling.BertConfig.from_dict(student_dict), labeler)
+      opts.loss_settings(), modeling.BertConfig.from_dict(student_dict), labeler)
   randomize(distiller.student, seed + 1)
   for var in distiller.extra_variables().values():
     var.assign(np.random.default_rng(seed + 2).normal(
@@ -251,7 +252,7 @@ def layer_options(student_config, stage3, out, teacher_dir, **overrides):
       hidden_loss_weight=1.0, attention_loss_weight=1.0,
       attention_relation_loss_weight=1.0)
   values.update(overrides)
-  return distillation.Options(**values)
+  return inprocess.options("distillation_flags", **values)
 
 
 def student_file(tmp_path, **overrides):

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import cli
 import conftest
+import inprocess
 import question_answering
 import sample_data
 import squad
@@ -385,7 +386,7 @@ def _options(teacher_dir, output_dir, **kwargs):
       predict_batch_size=64, learning_rate=3e-4, num_train_epochs=1.0,
       log_every_n_steps=50)
   values.update(kwargs)
-  return question_answering.SquadOptions(**values)
+  return inprocess.options("squad_flags", **values)
 
 
 def _version_2_file(path, source, num_answerable, num_impossible):

@@ -1,0 +1,121 @@
+"""The flags every fine-tuning script (stage VIII) shares, defined once.
+
+classifier_flags.py and squad_flags.py import this module: the shared flags
+are defined here at import, with Google's names and run_classifier.py's
+defaults (squad_flags.py sets run_squad.py's defaults of --max_seq_length and
+--train_batch_size), and are the one source of every shared setting and its
+default (finetuning.Options holds their values; tests/test_flags.py checks
+that the two stay in step).
+
+For the Horovod scripts: `note_horovod_flags()` adds to the --help of the
+flags whose meaning Horovod changes, and `horovod_main(options_from_flags,
+run)` is their main.
+"""
+
+from absl import flags
+from absl import logging
+
+import stage_flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "bert_config_file", None,
+    "The config json file corresponding to the pre-trained BERT model. "
+    "This specifies the model architecture.")
+flags.DEFINE_string("vocab_file", None,
+                    "The vocabulary file that the BERT model was trained on.")
+flags.DEFINE_string(
+    "output_dir", None,
+    "The output directory where the model checkpoints and results will be "
+    "written. A run resumes from the newest checkpoint found here.")
+flags.DEFINE_string(
+    "init_checkpoint", None,
+    "Initial checkpoint (usually from a pre-trained BERT model): Google's "
+    "release, a converted Hugging Face model or a distilled student. "
+    "Without it the model starts from random weights.")
+flags.DEFINE_bool(
+    "do_lower_case", True,
+    "Whether to lower case the input text. Should be True for uncased "
+    "models and False for cased models.")
+flags.DEFINE_integer(
+    "max_seq_length", 128,
+    "The maximum total input sequence length after WordPiece tokenization. "
+    "Sequences longer than this will be truncated, and sequences shorter "
+    "than this will be padded.")
+flags.DEFINE_bool("do_train", False, "Whether to run training.")
+flags.DEFINE_bool("do_predict", False,
+                  "Whether to run the model in inference mode on the test "
+                  "set.")
+flags.DEFINE_integer("train_batch_size", 32,
+                     "Total batch size for training.")
+flags.DEFINE_integer("predict_batch_size", 8, "Total batch size for "
+                     "predict.")
+flags.DEFINE_float("learning_rate", 5e-5,
+                   "The initial learning rate for Adam.")
+flags.DEFINE_float("num_train_epochs", 3.0,
+                   "Total number of training epochs to perform.")
+flags.DEFINE_float(
+    "warmup_proportion", 0.1,
+    "Proportion of training to perform linear learning rate warmup for. "
+    "E.g., 0.1 = 10% of training.")
+flags.DEFINE_integer("save_checkpoints_steps", 1000,
+                     "How often to save the model checkpoint.")
+flags.DEFINE_integer(
+    "iterations_per_loop", 1000,
+    "How many steps run inside one device loop (one tf.function call) "
+    "before control returns to Python.")
+flags.DEFINE_integer("keep_checkpoint_max", 5,
+                     "How many recent checkpoints to keep in output_dir.")
+flags.DEFINE_integer("log_every_n_steps", 100,
+                     "Log a progress line (step, loss, learning rate, "
+                     "examples/s, ETA) every this many steps.")
+flags.DEFINE_integer(
+    "random_seed", 12345,
+    "Seed of the head's (and a checkpoint-less model's) initialisation, "
+    "the data order and the dropout masks.")
+flags.adopt_module_key_flags(stage_flags)  # list them in --help
+
+
+def note_horovod_flags(unit="examples"):
+  """Adds to the --help of the flags whose meaning Horovod changes.
+
+  For the _distributed scripts, after their flags are defined.
+
+  Args:
+    unit: what a training batch holds ("examples", SQuAD's "windows").
+  """
+  FLAGS["learning_rate"].help += (
+      " Multiplied by the number of Horovod processes (hvd.size()).")
+  FLAGS["train_batch_size"].help += (
+      " Under Horovod this is per process: a step trains on "
+      "train_batch_size * hvd.size() %s." % unit)
+
+
+def horovod_main(options_from_flags, run):
+  """The main of a Horovod fine-tuning script.
+
+  Args:
+    options_from_flags: returns the task's options, read from FLAGS
+      (classifier_flags.options_from_flags, squad_flags.options_from_flags).
+    run: the task's run(options, distribution).
+
+  Returns:
+    main(argv) for cli.run: starts Horovod (horovod_distribution.start),
+    logs the job's shape on rank 0 and calls `run`.
+  """
+
+  def main(argv):
+    del argv
+    # Imported here: the one-process scripts do not need Horovod installed.
+    import horovod_distribution  # pylint: disable=g-import-not-at-top
+    distribution, device = horovod_distribution.start()
+    options = options_from_flags(FLAGS)
+    logging.info(
+        "Horovod: %d processes, rank %d on %s; batch %d per process, "
+        "learning rate %g (x%d)", distribution.size, distribution.rank,
+        device, options.train_batch_size,
+        options.learning_rate * distribution.size, distribution.size)
+    run(options, distribution)
+
+  return main

@@ -1,0 +1,107 @@
+"""Running a stage script's `main` inside the test process (tests only).
+
+A subprocess per command line costs a Python start and a TensorFlow import
+(seconds each on 2 cores); where the process itself is not what a test
+checks (exit status, mpirun, kill, signals), the tests call the script's
+`main` here instead.
+
+The scripts define their flags at import on absl's global FLAGS (through
+distillation_flags.py, classifier_flags.py, squad_flags.py...), and several
+define the same names (--output_dir, --max_seq_length, ...), so `load` first
+removes every flag a project module defined (TensorFlow's and absl's stay)
+and imports the script afresh: each call sees only that script's flags, with
+their defaults.
+"""
+
+import dataclasses
+import importlib
+import os
+import sys
+
+from absl import flags
+
+import cli
+
+FLAGS = flags.FLAGS
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WIKIEXTRACTOR = os.path.join(REPO, "wikiextractor")
+
+# Modules that define flags when imported: imported afresh by every `load`.
+FLAG_MODULES = ("stage_flags", "distillation_flags", "finetuning_flags",
+                "classifier_flags", "squad_flags")
+
+
+def _is_project_module(name):
+  module = sys.modules.get(name)
+  path = getattr(module, "__file__", None) or ""
+  return os.path.dirname(os.path.abspath(path)) in (REPO, WIKIEXTRACTOR)
+
+
+def project_flags():
+  """name -> Flag of every flag that a module of this project defined."""
+  return {flag.name: flag
+          for module_name, module_flags in FLAGS.flags_by_module_dict().items()
+          if _is_project_module(module_name) for flag in module_flags}
+
+
+def _forget_project_flags():
+  for name in project_flags():
+    if name in FLAGS:
+      delattr(FLAGS, name)
+
+
+def load(module_name):
+  """Imports `module_name` afresh with only its own flags (and absl's)."""
+  FLAGS.unparse_flags()
+  _forget_project_flags()
+  for name in (module_name,) + FLAG_MODULES:
+    sys.modules.pop(name, None)
+  return importlib.import_module(module_name)
+
+
+def options(flags_module_name, **values):
+  """The options a script gets from the flags of `flags_module_name` with
+  an empty command line (their defaults), with `values` replaced.
+
+  E.g. options("distillation_flags", do_train=True) is a distillation.Options.
+  """
+  module = load(flags_module_name)
+  return dataclasses.replace(module.options_from_flags(), **values)
+
+
+def run_main(module_name, args):
+  """Parses `args` as the command line of `module_name` and calls its main.
+
+  As `cli.run` does: boolean values written apart are joined first, and
+  words that are not flags are an error. Returns what main returns; the
+  errors that `cli.run` reports as one `error:` line propagate (see
+  `error_line`).
+  """
+  module = load(module_name)
+  argv = cli.join_boolean_values([module_name] + [str(a) for a in args])
+  remaining = FLAGS(argv)
+  try:
+    cli.check_no_arguments(remaining)
+    return module.main(remaining)
+  finally:
+    FLAGS.unparse_flags()
+
+
+def error_line(module_name, args, status=1):
+  """Runs a script's main in this process; it must fail with an error that
+  `cli.run` reports as one line and exit `status`: returns that line
+  ("error: ...").
+
+  (The process level of that contract, the exit status and no traceback on
+  stderr, is tested on processes.)
+  """
+  try:
+    run_main(module_name, args)
+  except BaseException as exc:  # pylint: disable=broad-except
+    reported = cli.error_line(exc)
+    if reported is None:
+      raise
+    message, exit_status = reported
+    assert exit_status == status, (exit_status, message)
+    return "error: " + message
+  raise AssertionError("%s %s ran without an error" % (module_name, args))
