@@ -324,8 +324,9 @@ class Distiller(tf.Module):
   """The student, the optional online teacher, and the training objective.
 
   With layer-wise losses on (LossSettings.layer_loss_weights; they need the
-  online teacher), the objective adds each weighted loss of `layer_losses`, and the
-  hidden-state loss between models of different widths trains a projection
+  online teacher), the objective adds each weighted loss of `layer_losses`,
+  and the hidden-state loss between models of different widths trains a
+  projection
   (`extra_variables`) along with the student.
 
   Args:
@@ -1098,7 +1099,7 @@ def run(opts, distribution=None):
   """Trains and/or evaluates a student as the options say.
 
   Args:
-    opts: Options (see options_from_flags).
+    opts: Options (see distillation_flags.options_from_flags).
     distribution: a Distribution (default: one process).
 
   Returns:

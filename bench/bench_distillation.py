@@ -160,7 +160,8 @@ class Ours(object):
                     teacher_init_checkpoint=prefix, hidden_loss_weight=1.0,
                     attention_loss_weight=1.0)
     opts = dataclasses.replace(
-        distillation_flags.options_from_flags(FLAGS), bert_config_file="", input_file=path, output_dir="", do_train=True,
+        distillation_flags.options_from_flags(FLAGS), bert_config_file="",
+        input_file=path, output_dir="", do_train=True,
         truncation_factor=FLAGS.k, max_seq_length=FLAGS.seq_length,
         max_predictions_per_seq=FLAGS.predictions,
         train_batch_size=FLAGS.batch_size, learning_rate=1e-4,

@@ -73,7 +73,8 @@ class Ours(object):
   def __init__(self, features, output_dir):
     config = common.bert_config_from_flags("gelu")
     opts = dataclasses.replace(
-        classifier_flags.options_from_flags(FLAGS), output_dir=output_dir, do_train=True, max_seq_length=FLAGS.seq_length,
+        classifier_flags.options_from_flags(FLAGS), output_dir=output_dir,
+        do_train=True, max_seq_length=FLAGS.seq_length,
         train_batch_size=FLAGS.batch_size, learning_rate=2e-5,
         num_train_epochs=1000.0)
     head = classifier.ClassifierHead(config.hidden_size, FLAGS.num_labels,

@@ -3,7 +3,9 @@
 Every fixture here uses real data: the English Wikipedia excerpt from the
 gensim wheel, the uncased BERT vocab, the small real BERT (converted to
 Google's format). Stage outputs are made once per test session by running the
-stage scripts exactly as a user would (subprocess, flags).
+stage scripts with a user's flags: stages II and III (no TensorFlow) as
+processes, the TensorFlow stages through their `main` in this process
+(tests/inprocess.py; it saves a TensorFlow start each).
 """
 
 import json
@@ -17,6 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from helpers import script_env  # pylint: disable=wrong-import-position
+import inprocess  # pylint: disable=wrong-import-position
 import sample_data  # pylint: disable=wrong-import-position
 
 # Small sizes for tests (the real ones are 128 / 20).
@@ -38,6 +41,16 @@ def run_script(args, check=True, timeout=900, **kwargs):
     pytest.fail("%s exited %d:\n%s" % (" ".join(cmd), result.returncode,
                                        result.stderr[-4000:]))
   return result
+
+
+def run_main(args):
+  """`run_script` for runs whose process is not what a test checks: the
+  script's `main` in this process (tests/inprocess.py; no Python start nor
+  TensorFlow import). args[0] is the script, e.g. "run_classifier.py".
+  """
+  script = str(args[0])
+  assert script.endswith(".py") and os.sep not in script, script
+  return inprocess.run_main(script[:-3], args[1:])
 
 
 def google_variable_shapes(config):
@@ -123,6 +136,27 @@ def check_error_runs(commands, timeout=300):
   return lines
 
 
+def check_main_errors(module_name, commands):
+  """Runs bad command lines of a script through its `main`, in this process.
+
+  For error messages, where the process is not what is tested: each must
+  fail with an error that `cli.run` reports as one `error:` line and exit
+  status 1 (inprocess.error_line); a script's process-level contract (exit
+  1, one line, no traceback) is checked with `check_error_runs`.
+
+  Args:
+    module_name: the script's module, e.g. "run_classifier".
+    commands: name -> (its flags, text that the `error:` line must contain).
+  Returns:
+    name -> that error line.
+  """
+  lines = {}
+  for name, (args, text) in commands.items():
+    lines[name] = inprocess.error_line(module_name, args)
+    assert text in lines[name], (name, lines[name])
+  return lines
+
+
 # What an mpirun test job passes to its ranks.
 MPI_ENV_NAMES = ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL",
                  "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
@@ -199,8 +233,8 @@ def stage3_dir(tmp_path_factory, wiki_text_dir, vocab_file):
 def teacher_dir(tmp_path_factory, small_bert_hf_dir):
   """The small real BERT converted to Google's format (config, vocab, ckpt)."""
   out = tmp_path_factory.mktemp("teacher")
-  run_script(["convert_hf_bert_checkpoint.py", "--hf_dir", small_bert_hf_dir,
-              "--output_dir", out])
+  inprocess.run_main("convert_hf_bert_checkpoint",
+                     ["--hf_dir", small_bert_hf_dir, "--output_dir", out])
   return str(out)
 
 
@@ -208,15 +242,13 @@ def teacher_dir(tmp_path_factory, small_bert_hf_dir):
 def stage4_file(tmp_path_factory, stage3_dir, teacher_dir):
   """Stage IV output: stage-III records + the real teacher's top-10 labels."""
   out = tmp_path_factory.mktemp("stage4") / "wiki_teacher_k10.tfrecord"
-  run_script(["produce_teacher_labels.py",
-              "--bert_config_file", os.path.join(teacher_dir,
-                                                 "bert_config.json"),
-              "--init_checkpoint", os.path.join(teacher_dir,
-                                                "bert_model.ckpt"),
-              "--input_file", os.path.join(stage3_dir, "wiki_*.tfrecord"),
-              "--output_file", out,
-              "--truncation_factor", TRUNCATION_FACTOR,
-              "--max_seq_length", MAX_SEQ_LENGTH,
-              "--max_predictions_per_seq", MAX_PREDICTIONS,
-              "--batch_size", 32])
+  inprocess.run_main("produce_teacher_labels", [
+      "--bert_config_file", os.path.join(teacher_dir, "bert_config.json"),
+      "--init_checkpoint", os.path.join(teacher_dir, "bert_model.ckpt"),
+      "--input_file", os.path.join(stage3_dir, "wiki_*.tfrecord"),
+      "--output_file", out,
+      "--truncation_factor", TRUNCATION_FACTOR,
+      "--max_seq_length", MAX_SEQ_LENGTH,
+      "--max_predictions_per_seq", MAX_PREDICTIONS,
+      "--batch_size", 32])
   return str(out)

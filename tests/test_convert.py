@@ -21,6 +21,7 @@ from conftest import google_variable_shapes, run_script
 from hf_reference import HfBert, log_softmax
 import convert_hf_bert_checkpoint as convert
 import checkpoints
+import inprocess
 import modeling
 
 GOOGLE_KEYS = ["attention_probs_dropout_prob", "hidden_act",
@@ -248,8 +249,9 @@ def test_cli_vocab_size_mismatch(small_bert_hf_dir, tmp_path):
   hf_dir = hf_variant(small_bert_hf_dir, str(tmp_path / "hf"),
                       vocab_lines=tokens)
   out = tmp_path / "out"
-  result = run_script(["convert_hf_bert_checkpoint.py", "--hf_dir", hf_dir,
-                       "--output_dir", out], check=False)
-  line = _error_line(result)
+  # The message through main in this process (test_cli_missing_dir checks
+  # the process: exit status, one last line).
+  line = inprocess.error_line("convert_hf_bert_checkpoint",
+                              ["--hf_dir", hf_dir, "--output_dir", out])
   assert "vocab.txt has 30521 tokens" in line and "30522" in line
   assert not os.path.exists(out / "bert_model.ckpt.index")

@@ -30,8 +30,10 @@ from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import REPO
 from conftest import check_error_runs
+from conftest import check_main_errors
 from conftest import google_variable_shapes
 from conftest import TRUNCATION_FACTOR
+from conftest import run_main
 from conftest import run_script
 from conftest import script_env
 
@@ -219,10 +221,15 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, stage3_dir, stage4_file,
           ["--teacher_compute_dtype", "bfloat16"],
           "--teacher_compute_dtype applies to the online teacher only"),
   }
-  errors = check_error_runs({
-      name: ([SCRIPT] + [str(a).replace("{out}", str(tmp_path / name))
-                         for a in args], text)
-      for name, (args, text) in cases.items()})
+  commands = {name: ([str(a).replace("{out}", str(tmp_path / name))
+                      for a in args], text)
+              for name, (args, text) in cases.items()}
+  # The process (exit 1, one line, no traceback) once; the messages through
+  # the script's main in this process.
+  errors = check_error_runs({"tpu": ([SCRIPT] + commands["tpu"][0],
+                                     commands["tpu"][1])})
+  del commands["tpu"]
+  errors.update(check_main_errors(SCRIPT[:-3], commands))
   for name in cases:
     out = tmp_path / name
     assert not out.exists() or not os.listdir(out), (name, os.listdir(out))
@@ -284,10 +291,10 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
   common = common_flags(student_config_file, stage4_file, "{out}") + [
       "--eval_batch_size", 64, "--max_eval_steps", 20, "--random_seed", 3]
   fill = lambda args, d: [str(a).replace("{out}", d) for a in args]
-  run_script([SCRIPT] + fill(common, before_dir) +
+  run_main([SCRIPT] + fill(common, before_dir) +
              ["--do_eval", "--eval_untrained"])
   start = time.time()
-  run_script([SCRIPT] + fill(common, out) + [
+  run_main([SCRIPT] + fill(common, out) + [
       "--do_train", "--do_eval", "--train_batch_size", 32,
       "--learning_rate", 5e-3, "--num_train_steps", steps,
       "--num_warmup_steps", 20, "--save_checkpoints_steps", 50,
@@ -338,7 +345,7 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
   # ... and works as a teacher in stage IV: labels from the student, then
   # the student evaluated against them agrees with itself.
   labels = str(tmp_path / "student_labels.tfrecord")
-  run_script(["produce_teacher_labels.py", "--bert_config_file",
+  run_main(["produce_teacher_labels.py", "--bert_config_file",
               student_config_file, "--init_checkpoint", final,
               "--input_file", os.path.join(stage3_dir, "wiki_0.tfrecord"),
               "--output_file", labels, "--truncation_factor",
@@ -346,7 +353,7 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
               "--max_predictions_per_seq", MAX_PREDICTIONS,
               "--batch_size", 32])
   self_dir = str(tmp_path / "self_eval")
-  run_script([SCRIPT] + fill(common_flags(student_config_file, labels,
+  run_main([SCRIPT] + fill(common_flags(student_config_file, labels,
                                           self_dir), self_dir) +
              ["--do_eval", "--init_checkpoint", final,
               "--eval_batch_size", 64])
@@ -413,15 +420,16 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
   teacher_config = os.path.join(teacher_dir, "bert_config.json")
   teacher_ckpt = os.path.join(teacher_dir, "bert_model.ckpt")
   opts = inprocess.options(
-      "distillation_flags", truncation_factor=TRUNCATION_FACTOR, max_seq_length=MAX_SEQ_LENGTH,
-      max_predictions_per_seq=MAX_PREDICTIONS,
+      "distillation_flags", truncation_factor=TRUNCATION_FACTOR,
+      max_seq_length=MAX_SEQ_LENGTH, max_predictions_per_seq=MAX_PREDICTIONS,
       teacher_bert_config_file=teacher_config,
       teacher_init_checkpoint=teacher_ckpt)
   labeler = teacher.TeacherLabeler(
       modeling.BertConfig.from_json_file(teacher_config), teacher_ckpt,
       TRUNCATION_FACTOR)
   distiller = distillation.Distiller(
-      opts.loss_settings(), modeling.BertConfig.from_dict(student_config_dict()), labeler)
+      opts.loss_settings(),
+      modeling.BertConfig.from_dict(student_config_dict()), labeler)
   lengths = records.stage4_lengths(MAX_SEQ_LENGTH, MAX_PREDICTIONS,
                                    TRUNCATION_FACTOR)
   features = next(iter(records.make_dataset([stage4_file], lengths, 16,
@@ -509,8 +517,9 @@ def test_float16_loss_scale_skips_overflowing_steps(stage4_file):
   """An overflowing float16 step changes no weight, halves the scale, and
   still counts (so data and dropout stay aligned with global_step)."""
   opts = inprocess.options(
-      "distillation_flags", truncation_factor=TRUNCATION_FACTOR, max_seq_length=MAX_SEQ_LENGTH,
-      max_predictions_per_seq=MAX_PREDICTIONS, train_batch_size=4,
+      "distillation_flags", truncation_factor=TRUNCATION_FACTOR,
+      max_seq_length=MAX_SEQ_LENGTH, max_predictions_per_seq=MAX_PREDICTIONS,
+      train_batch_size=4,
       use_mixed_precision=True, mixed_precision_dtype="float16",
       num_train_steps=10, num_warmup_steps=0, learning_rate=1e-3)
   config = modeling.BertConfig.from_dict(student_config_dict(

@@ -115,11 +115,12 @@ def random_distiller(tmp_path, student_dict, seed=0, **options):
   checkpoints.save_checkpoint(teacher_model.variables_by_name(), prefix)
   labeler = teacher.TeacherLabeler(teacher_config, prefix, 5)
   opts = inprocess.options(
-      "distillation_flags", truncation_factor=5, max_seq_length=10, max_predictions_per_seq=3,
-      teacher_bert_config_file="teacher.json",
+      "distillation_flags", truncation_factor=5, max_seq_length=10,
+      max_predictions_per_seq=3, teacher_bert_config_file="teacher.json",
       teacher_init_checkpoint=prefix, **options)
   distiller = distillation.Distiller(
-      opts.loss_settings(), modeling.BertConfig.from_dict(student_dict), labeler)
+      opts.loss_settings(), modeling.BertConfig.from_dict(student_dict),
+      labeler)
   randomize(distiller.student, seed + 1)
   for var in distiller.extra_variables().values():
     var.assign(np.random.default_rng(seed + 2).normal(

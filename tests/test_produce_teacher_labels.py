@@ -27,6 +27,8 @@ from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import TRUNCATION_FACTOR
 from conftest import check_error_runs
+from conftest import check_main_errors
+from conftest import run_main
 from conftest import run_script
 
 SCRIPT = "produce_teacher_labels.py"
@@ -263,8 +265,8 @@ def test_full_distribution_equals_numpy_teacher(tmp_path, small_input,
                                                 teacher_files):
   config, config_file, checkpoint = teacher_files
   out = str(tmp_path / "full.tfrecord")
-  run_script(label_flags(config_file, checkpoint, small_input, out, 0,
-                         batch_size=8))
+  run_main(label_flags(config_file, checkpoint, small_input, out, 0,
+                       batch_size=8))
   inputs, outputs = read_raw([small_input]), read_raw([out])
   assert len(outputs) == len(inputs) == 20
   v = config["vocab_size"]
@@ -543,9 +545,14 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, small_input,
   }
   for name in cases:
     (tmp_path / name).mkdir()
-  check_error_runs({
+  commands = {
       name: (make_args(str(tmp_path / name / "labels.tfrecord")), text)
-      for name, (make_args, text) in cases.items()})
+      for name, (make_args, text) in cases.items()}
+  # The process (exit 1, one line, no traceback) once; the messages through
+  # the script's main in this process.
+  check_error_runs({"no_checkpoint": commands.pop("no_checkpoint")})
+  check_main_errors(SCRIPT[:-3], {name: (args[1:], text) for name, (
+      args, text) in commands.items()})
   for name in cases:
     assert not os.listdir(tmp_path / name), (name,
                                              os.listdir(tmp_path / name))
