@@ -1,9 +1,9 @@
 """The flags of run_classifier.py and run_classifier_distributed.py, defined
 once: the fine-tuning flags every stage VIII script shares
 (finetuning_flags.py) and the classifier's own, with Google's names and
-defaults. `options_from_flags` reads them into a `classifier.ClassifierOptions`
-(one field per flag, the TPU flags aside; tests/test_flags.py checks that the
-two stay in step).
+defaults. stage_flags.options_from_flags reads them into a
+`classifier.ClassifierOptions` (OPTIONS): one field per flag, the TPU flags
+aside; tests/test_flags.py checks that the two stay in step.
 """
 
 from absl import flags
@@ -11,7 +11,6 @@ from absl import flags
 import classifier
 import finetuning_flags
 import glue
-import stage_flags
 
 FLAGS = flags.FLAGS
 
@@ -26,12 +25,5 @@ flags.DEFINE_integer("eval_batch_size", 8, "Total batch size for eval.")
 
 flags.adopt_module_key_flags(finetuning_flags)  # list them in --help
 
-
-def options_from_flags(flag_values=FLAGS):
-  """Reads the flags into a `classifier.ClassifierOptions`.
-
-  Raises:
-    cli.UserError: a TPU flag was given a value other than its default.
-  """
-  return stage_flags.options_from_flags(classifier.ClassifierOptions,
-                                        flag_values)
+# What these flags fill (stage_flags.options_from_flags).
+OPTIONS = classifier.ClassifierOptions

@@ -103,8 +103,9 @@ class LossSettings(object):
 
 
 @dataclasses.dataclass
-class Options(object):
-  """The settings of a distillation run: one field per flag of the scripts.
+class Options(LossSettings):
+  """The settings of a distillation run: one field per flag of the scripts
+  (the loss settings, then the others).
 
   The flags (distillation_flags.py) are the one source of their meaning and
   defaults; this holds their values, for code that does not read flags.
@@ -113,9 +114,7 @@ class Options(object):
   input_file: str
   output_dir: str
   init_checkpoint: str
-  truncation_factor: int
   max_seq_length: int
-  max_predictions_per_seq: int
   do_train: bool
   do_eval: bool
   train_batch_size: int
@@ -127,19 +126,10 @@ class Options(object):
   iterations_per_loop: int
   max_eval_steps: int
   eval_input_file: str
-  temperature: float
-  hard_label_weight: float
-  renormalize_top_k: bool
   teacher_bert_config_file: str
   teacher_init_checkpoint: str
   teacher_compute_dtype: str
   init_from_teacher_layers: str
-  hidden_loss_weight: float
-  attention_loss_weight: float
-  attention_relation_loss_weight: float
-  teacher_layer_map: str
-  attention_relation_teacher_layer: int
-  attention_relation_heads: int
   use_xla: bool
   use_mixed_precision: bool
   mixed_precision_dtype: str
@@ -159,11 +149,6 @@ class Options(object):
     """The `LossSettings` of these options (what `Distiller` reads)."""
     return LossSettings(**{field.name: getattr(self, field.name)
                            for field in dataclasses.fields(LossSettings)})
-
-  @property
-  def layer_loss_weights(self):
-    """Flag name -> weight of each layer-wise loss that is on."""
-    return self.loss_settings().layer_loss_weights
 
 
 class Distribution(object):

@@ -3,10 +3,11 @@
 network_distillation_single_machine_truncated.py and
 network_distillation_distributed_truncated.py import this module: the flags
 are defined here at import, as the original scripts defined theirs, and are
-the one source of every setting and its default. `options_from_flags` turns
-their values into the `distillation.Options` the training loop reads (one
-field per flag, the TPU flags of stage_flags.py aside; tests/test_flags.py
-checks that the two stay in step).
+the one source of every setting and its default.
+stage_flags.options_from_flags turns their values into the
+`distillation.Options` (OPTIONS) the training loop reads: one field per
+flag, the TPU flags of stage_flags.py aside; tests/test_flags.py checks that
+the two stay in step.
 """
 
 from absl import flags
@@ -183,11 +184,5 @@ flags.DEFINE_bool(
 
 flags.adopt_module_key_flags(stage_flags)  # list them in --help
 
-
-def options_from_flags(flag_values=FLAGS):
-  """Reads the flags into a `distillation.Options`.
-
-  Raises:
-    cli.UserError: a TPU flag was given a value other than its default.
-  """
-  return stage_flags.options_from_flags(distillation.Options, flag_values)
+# What these flags fill (stage_flags.options_from_flags).
+OPTIONS = distillation.Options

@@ -8,8 +8,8 @@ default (finetuning.Options holds their values; tests/test_flags.py checks
 that the two stay in step).
 
 For the Horovod scripts: `note_horovod_flags()` adds to the --help of the
-flags whose meaning Horovod changes, and `horovod_main(options_from_flags,
-run)` is their main.
+flags whose meaning Horovod changes, and `horovod_main(options_class, run)`
+is their main.
 """
 
 from absl import flags
@@ -92,12 +92,11 @@ def note_horovod_flags(unit="examples"):
       "train_batch_size * hvd.size() %s." % unit)
 
 
-def horovod_main(options_from_flags, run):
+def horovod_main(options_class, run):
   """The main of a Horovod fine-tuning script.
 
   Args:
-    options_from_flags: returns the task's options, read from FLAGS
-      (classifier_flags.options_from_flags, squad_flags.options_from_flags).
+    options_class: the task's options dataclass, read from the flags.
     run: the task's run(options, distribution).
 
   Returns:
@@ -110,7 +109,7 @@ def horovod_main(options_from_flags, run):
     # Imported here: the one-process scripts do not need Horovod installed.
     import horovod_distribution  # pylint: disable=g-import-not-at-top
     distribution, device = horovod_distribution.start()
-    options = options_from_flags(FLAGS)
+    options = stage_flags.options_from_flags(options_class, FLAGS)
     logging.info(
         "Horovod: %d processes, rank %d on %s; batch %d per process, "
         "learning rate %g (x%d)", distribution.size, distribution.rank,

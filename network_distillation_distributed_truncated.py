@@ -48,6 +48,7 @@ cli.import_tensorflow_quietly()
 import distillation
 import distillation_flags
 import horovod_distribution
+import stage_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -88,8 +89,9 @@ def scale_for_processes(options, size):
 def main(argv):
   del argv
   distribution, device = horovod_distribution.start()
-  options = scale_for_processes(distillation_flags.options_from_flags(FLAGS),
-                                distribution.size)
+  options = scale_for_processes(
+      stage_flags.options_from_flags(distillation.Options, FLAGS),
+      distribution.size)
   logging.info(
       "Horovod: %d processes, rank %d on %s; per process: %d steps, batch "
       "%d; learning rate %g (x%d)", distribution.size, distribution.rank,

@@ -22,6 +22,7 @@ cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import distillation
 import distillation_flags
+import stage_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -30,7 +31,7 @@ flags.adopt_module_key_flags(distillation_flags)  # list them in --help
 
 def main(argv):
   del argv
-  options = distillation_flags.options_from_flags(FLAGS)
+  options = stage_flags.options_from_flags(distillation.Options, FLAGS)
   distillation.run(options, distillation.Distribution())
 
 

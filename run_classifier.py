@@ -24,6 +24,7 @@ cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import classifier
 import classifier_flags
+import stage_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -32,7 +33,8 @@ flags.adopt_module_key_flags(classifier_flags)  # list them in --help
 
 def main(argv):
   del argv
-  classifier.run(classifier_flags.options_from_flags(FLAGS))
+  classifier.run(stage_flags.options_from_flags(classifier.ClassifierOptions,
+                                                FLAGS))
 
 
 if __name__ == "__main__":

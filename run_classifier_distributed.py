@@ -45,7 +45,7 @@ import finetuning_flags
 
 flags.adopt_module_key_flags(classifier_flags)  # list them in --help
 finetuning_flags.note_horovod_flags()
-main = finetuning_flags.horovod_main(classifier_flags.options_from_flags,
+main = finetuning_flags.horovod_main(classifier.ClassifierOptions,
                                      classifier.run)
 
 

@@ -27,6 +27,7 @@ cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import question_answering
 import squad_flags
+import stage_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -35,7 +36,8 @@ flags.adopt_module_key_flags(squad_flags)  # list them in --help
 
 def main(argv):
   del argv
-  question_answering.run(squad_flags.options_from_flags(FLAGS))
+  question_answering.run(stage_flags.options_from_flags(
+      question_answering.SquadOptions, FLAGS))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ import squad_flags
 
 flags.adopt_module_key_flags(squad_flags)  # list them in --help
 finetuning_flags.note_horovod_flags(unit="windows")
-main = finetuning_flags.horovod_main(squad_flags.options_from_flags,
+main = finetuning_flags.horovod_main(question_answering.SquadOptions,
                                      question_answering.run)
 
 

@@ -1,15 +1,15 @@
 """The flags of run_squad.py and run_squad_distributed.py, defined once: the
 fine-tuning flags every stage VIII script shares (finetuning_flags.py) and
-run_squad's own, with Google's names and defaults. `options_from_flags` reads
-them into a `question_answering.SquadOptions` (one field per flag, the TPU
-flags aside; tests/test_flags.py checks that the two stay in step).
+run_squad's own, with Google's names and defaults. stage_flags.options_from_flags
+reads them into a `question_answering.SquadOptions` (OPTIONS): one field per
+flag, the TPU flags aside; tests/test_flags.py checks that the two stay in
+step.
 """
 
 from absl import flags
 
 import finetuning_flags
 import question_answering
-import stage_flags
 
 FLAGS = flags.FLAGS
 
@@ -57,12 +57,5 @@ flags.DEFINE_float(
 
 flags.adopt_module_key_flags(finetuning_flags)  # list them in --help
 
-
-def options_from_flags(flag_values=FLAGS):
-  """Reads the flags into a `question_answering.SquadOptions`.
-
-  Raises:
-    cli.UserError: a TPU flag was given a value other than its default.
-  """
-  return stage_flags.options_from_flags(question_answering.SquadOptions,
-                                        flag_values)
+# What these flags fill (stage_flags.options_from_flags).
+OPTIONS = question_answering.SquadOptions

@@ -64,13 +64,14 @@ from bench import common  # pylint: disable=g-import-not-at-top
 import distillation  # pylint: disable=g-import-not-at-top
 # Defines the scripts' flags: the benchmark's options start from their
 # defaults.
-import distillation_flags  # pylint: disable=g-import-not-at-top
+import distillation_flags  # pylint: disable=g-import-not-at-top,unused-import
 import layer_losses  # pylint: disable=g-import-not-at-top
 import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
 import optimization  # pylint: disable=g-import-not-at-top
 import record_format  # pylint: disable=g-import-not-at-top
 import records  # pylint: disable=g-import-not-at-top
+import stage_flags  # pylint: disable=g-import-not-at-top
 import teacher  # pylint: disable=g-import-not-at-top
 from tests import example_records  # pylint: disable=g-import-not-at-top
 
@@ -160,8 +161,8 @@ class Ours(object):
                     teacher_init_checkpoint=prefix, hidden_loss_weight=1.0,
                     attention_loss_weight=1.0)
     opts = dataclasses.replace(
-        distillation_flags.options_from_flags(FLAGS), bert_config_file="",
-        input_file=path, output_dir="", do_train=True,
+        stage_flags.options_from_flags(distillation.Options, FLAGS),
+        bert_config_file="", input_file=path, output_dir="", do_train=True,
         truncation_factor=FLAGS.k, max_seq_length=FLAGS.seq_length,
         max_predictions_per_seq=FLAGS.predictions,
         train_batch_size=FLAGS.batch_size, learning_rate=1e-4,

@@ -39,8 +39,9 @@ from bench import common  # pylint: disable=g-import-not-at-top
 import classifier  # pylint: disable=g-import-not-at-top
 # Defines run_classifier.py's flags: the benchmark's options start from their
 # defaults.
-import classifier_flags  # pylint: disable=g-import-not-at-top
+import classifier_flags  # pylint: disable=g-import-not-at-top,unused-import
 import finetuning  # pylint: disable=g-import-not-at-top
+import stage_flags  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 common.define_model_flags("Model", num_layers=12)
@@ -73,7 +74,8 @@ class Ours(object):
   def __init__(self, features, output_dir):
     config = common.bert_config_from_flags("gelu")
     opts = dataclasses.replace(
-        classifier_flags.options_from_flags(FLAGS), output_dir=output_dir,
+        stage_flags.options_from_flags(
+            classifier.ClassifierOptions, FLAGS), output_dir=output_dir,
         do_train=True, max_seq_length=FLAGS.seq_length,
         train_batch_size=FLAGS.batch_size, learning_rate=2e-5,
         num_train_epochs=1000.0)

@@ -66,7 +66,9 @@ def options(flags_module_name, **values):
   E.g. options("distillation_flags", do_train=True) is a distillation.Options.
   """
   module = load(flags_module_name)
-  return dataclasses.replace(module.options_from_flags(), **values)
+  import stage_flags  # pylint: disable=g-import-not-at-top
+  return dataclasses.replace(
+      stage_flags.options_from_flags(module.OPTIONS), **values)
 
 
 def run_main(module_name, args):

@@ -5,7 +5,7 @@ classifier_flags.py, squad_flags.py, with finetuning_flags.py and
 stage_flags.py), and its options dataclass holds their values without
 defaults of its own. These tests tie the two: every flag of a script is a
 field of its options and every field a flag, of the same type, and
-options_from_flags takes each flag's value (its default when the command line
+stage_flags.options_from_flags takes each flag's value (its default when the command line
 does not give it).
 """
 
@@ -57,8 +57,10 @@ def test_every_flag_is_an_option_and_every_option_a_flag(
   for name, field in fields.items():
     assert field.default is dataclasses.MISSING, name  # one set of defaults
     assert field.type is FIELD_TYPES[defined[name].flag_type()], name
-  opts = getattr(module, flags_module).options_from_flags()
-  assert isinstance(opts, options_class)
+  import stage_flags  # pylint: disable=g-import-not-at-top
+  assert getattr(module, flags_module).OPTIONS is options_class
+  opts = stage_flags.options_from_flags(options_class)
+  assert type(opts) is options_class
   for name in fields:
     assert getattr(opts, name) == defined[name].default, name
 
@@ -69,16 +71,17 @@ def test_options_take_the_command_line_and_reject_tpu_flags(flags_module):
   """A value given on the command line is the option's value; a TPU flag
   given another value than its default stops with one line naming it."""
   module = inprocess.load(flags_module)
+  import stage_flags  # pylint: disable=g-import-not-at-top
   FLAGS(["test", "--learning_rate", "0.25", "--do_train",
          "--random_seed", "7"])
   try:
-    opts = module.options_from_flags()
+    opts = stage_flags.options_from_flags(module.OPTIONS)
     assert (opts.learning_rate, opts.do_train, opts.random_seed) == (
         0.25, True, 7)
     FLAGS["num_tpu_cores"].value = 4
     with pytest.raises(cli.UserError, match=r"^--num_tpu_cores=4: TPUs are "
                        "not supported"):
-      module.options_from_flags()
+      stage_flags.options_from_flags(module.OPTIONS)
   finally:
     FLAGS.unparse_flags()
 
@@ -97,10 +100,11 @@ def test_distiller_gets_the_loss_settings_of_the_flags():
   """LossSettings (what Distiller reads) are options of the same names and
   values: --temperature on the command line reaches the objective."""
   import distillation  # pylint: disable=g-import-not-at-top
-  module = inprocess.load("distillation_flags")
+  inprocess.load("distillation_flags")
+  import stage_flags  # pylint: disable=g-import-not-at-top
   FLAGS(["test", "--temperature", "2.5", "--hard_label_weight", "0.5"])
   try:
-    opts = module.options_from_flags()
+    opts = stage_flags.options_from_flags(distillation.Options)
   finally:
     FLAGS.unparse_flags()
   settings = opts.loss_settings()
