@@ -13,12 +13,14 @@ and imports the script afresh: each call sees only that script's flags, with
 their defaults.
 """
 
+import contextlib
 import dataclasses
 import importlib
 import os
 import sys
 
 from absl import flags
+from absl import logging
 
 import cli
 
@@ -44,6 +46,16 @@ def project_flags():
           if _is_project_module(module_name) for flag in module_flags}
 
 
+def _unparse_flags():
+  """FLAGS.unparse_flags(), keeping absl's logger at its level (unparsing
+  --verbosity sets it to WARNING, which would hide the INFO logs that tests
+  read)."""
+  absl_logger = logging.get_absl_logger()
+  level = absl_logger.level
+  FLAGS.unparse_flags()
+  absl_logger.setLevel(level)
+
+
 def _forget_project_flags():
   for name in project_flags():
     if name in FLAGS:
@@ -52,7 +64,7 @@ def _forget_project_flags():
 
 def load(module_name):
   """Imports `module_name` afresh with only its own flags (and absl's)."""
-  FLAGS.unparse_flags()
+  _unparse_flags()
   _forget_project_flags()
   for name in (module_name,) + FLAG_MODULES:
     sys.modules.pop(name, None)
@@ -71,6 +83,27 @@ def options(flags_module_name, **values):
       stage_flags.options_from_flags(module.OPTIONS), **values)
 
 
+@contextlib.contextmanager
+def parsed(argv):
+  """absl's FLAGS parsed from `argv` (program name first) inside the block;
+  yields the words that are not flags.
+
+  As absl's app.run, an unset --verbosity means INFO. On leaving, the flags
+  are unparsed and absl's logger gets back its level (parsing --verbosity
+  sets it), so that the tests that read logs at INFO level see them.
+  """
+  absl_logger = logging.get_absl_logger()
+  level = absl_logger.level
+  try:
+    remaining = FLAGS(argv)
+    if FLAGS["verbosity"].using_default_value:
+      FLAGS.verbosity = 0  # INFO, as absl's app.run sets it
+    yield remaining
+  finally:
+    _unparse_flags()
+    absl_logger.setLevel(level)
+
+
 def run_main(module_name, args):
   """Parses `args` as the command line of `module_name` and calls its main.
 
@@ -81,12 +114,9 @@ def run_main(module_name, args):
   """
   module = load(module_name)
   argv = cli.join_boolean_values([module_name] + [str(a) for a in args])
-  remaining = FLAGS(argv)
-  try:
+  with parsed(argv) as remaining:
     cli.check_no_arguments(remaining)
     return module.main(remaining)
-  finally:
-    FLAGS.unparse_flags()
 
 
 def error_line(module_name, args, status=1):

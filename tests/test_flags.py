@@ -72,9 +72,8 @@ def test_options_take_the_command_line_and_reject_tpu_flags(flags_module):
   given another value than its default stops with one line naming it."""
   module = inprocess.load(flags_module)
   import stage_flags  # pylint: disable=g-import-not-at-top
-  FLAGS(["test", "--learning_rate", "0.25", "--do_train",
-         "--random_seed", "7"])
-  try:
+  with inprocess.parsed(["test", "--learning_rate", "0.25", "--do_train",
+                         "--random_seed", "7"]):
     opts = stage_flags.options_from_flags(module.OPTIONS)
     assert (opts.learning_rate, opts.do_train, opts.random_seed) == (
         0.25, True, 7)
@@ -82,8 +81,6 @@ def test_options_take_the_command_line_and_reject_tpu_flags(flags_module):
     with pytest.raises(cli.UserError, match=r"^--num_tpu_cores=4: TPUs are "
                        "not supported"):
       stage_flags.options_from_flags(module.OPTIONS)
-  finally:
-    FLAGS.unparse_flags()
 
 
 def test_run_squad_keeps_googles_defaults():
@@ -102,11 +99,9 @@ def test_distiller_gets_the_loss_settings_of_the_flags():
   import distillation  # pylint: disable=g-import-not-at-top
   inprocess.load("distillation_flags")
   import stage_flags  # pylint: disable=g-import-not-at-top
-  FLAGS(["test", "--temperature", "2.5", "--hard_label_weight", "0.5"])
-  try:
+  with inprocess.parsed(["test", "--temperature", "2.5",
+                         "--hard_label_weight", "0.5"]):
     opts = stage_flags.options_from_flags(distillation.Options)
-  finally:
-    FLAGS.unparse_flags()
   settings = opts.loss_settings()
   names = [f.name for f in dataclasses.fields(distillation.LossSettings)]
   assert set(names) < {f.name for f in dataclasses.fields(opts)}
