@@ -3,8 +3,8 @@
 The one training / evaluation loop shared by
 `network_distillation_single_machine_truncated.py` (one process) and
 `network_distillation_distributed_truncated.py` (Horovod). A script imports
-the flags (distillation_flags.py), turns them into an `Options` with
-`distillation_flags.options_from_flags()`, and calls `run(options,
+the flags (distillation_flags.py), reads them into an `Options` with
+`stage_flags.options_from_flags(Options)`, and calls `run(options,
 distribution)`.
 
 The loss, as in the original scripts (which follow `get_masked_lm_output` of
@@ -1084,7 +1084,7 @@ def run(opts, distribution=None):
   """Trains and/or evaluates a student as the options say.
 
   Args:
-    opts: Options (see distillation_flags.options_from_flags).
+    opts: Options (the flags' values: distillation_flags.py).
     distribution: a Distribution (default: one process).
 
   Returns:

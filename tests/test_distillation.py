@@ -254,13 +254,15 @@ def test_word_ids_beyond_the_student_vocabulary_stop_the_run_at_once(
     for raw in raws:
       writer.write(raw)
   train = ["--do_train", "--do_eval", "--num_train_steps", 2]
-  errors = check_error_runs({
-      "small_vocab": ([SCRIPT] + common_flags(small_vocab, stage4_file,
-                                              tmp_path / "a") + train,
+  # Through the script's main in this process (its exit status and one
+  # line are checked on a process in test_bad_inputs_fail_with_one_clear_line).
+  errors = check_main_errors(SCRIPT[:-3], {
+      "small_vocab": (common_flags(small_vocab, stage4_file,
+                                   tmp_path / "a") + train,
                       "outside [0, 20000) (vocab_size of the student, "
                       "--bert_config_file)"),
-      "bad_labels": ([SCRIPT] + common_flags(full_vocab, bad_labels,
-                                             tmp_path / "b") + train,
+      "bad_labels": (common_flags(full_vocab, bad_labels,
+                                  tmp_path / "b") + train,
                      "bad_labels.tfrecord: record 7 (counting from 0): "
                      "top_k_indices holds id 30600, outside [0, 30522)"),
   })
