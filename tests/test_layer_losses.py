@@ -107,7 +107,8 @@ def random_inputs(seed, batch=3, seq=10, vocab=97):
 
 
 def random_distiller(tmp_path, student_dict, seed=0, **options):
-  """A Distiller of a random student with a random online teacher."""
+  """(a Distiller of a random student with a random online teacher, the
+  distillation.Options it was made from)."""
   teacher_config = modeling.BertConfig.from_dict(TEACHER)
   teacher_model = modeling.BertPretrainingModel(teacher_config)
   randomize(teacher_model, seed)
@@ -125,7 +126,7 @@ def random_distiller(tmp_path, student_dict, seed=0, **options):
   for var in distiller.extra_variables().values():
     var.assign(np.random.default_rng(seed + 2).normal(
         0, 0.3, var.shape).astype(np.float32))
-  return distiller
+  return distiller, opts
 
 
 def weights_of(model):
@@ -141,7 +142,7 @@ def weights_of(model):
                       attention_relation_heads=2)),
 ], ids=["narrower_fewer_heads", "narrower_same_heads"])
 def test_each_loss_matches_numpy(tmp_path, student_dict, options):
-  distiller = random_distiller(tmp_path, student_dict, **options)
+  distiller, _ = random_distiller(tmp_path, student_dict, **options)
   plan = distiller.plan
   features = random_inputs(1)
   targets, internals = distiller.teacher_outputs(features)
@@ -197,7 +198,7 @@ def test_each_loss_matches_numpy(tmp_path, student_dict, options):
 
 
 def test_gradients_reach_projection_and_student_never_the_teacher(tmp_path):
-  distiller = random_distiller(tmp_path, SAME_HEADS, **ALL_LOSSES)
+  distiller, opts = random_distiller(tmp_path, SAME_HEADS, **ALL_LOSSES)
   features = random_inputs(2)
   trained = distiller.trainable_variables_by_name()
   targets, internals = distiller.teacher_outputs(features)
@@ -216,7 +217,6 @@ def test_gradients_reach_projection_and_student_never_the_teacher(tmp_path):
         tf.convert_to_tensor(grads[name]).numpy()).max() > 0, name
 
   # Training steps: the student and projection move, the teacher does not.
-  opts = distiller.options
   optimizer = optimization.create_optimizer(1e-2, 10, 0)
   optimizer.build(trained)
   trainer = distillation.Trainer(distiller, optimizer,
