@@ -28,8 +28,10 @@ STAGE_MODULES = {
     "horovod_distribution", "pretraining_data", "question_answering",
     "teacher",
 }
-# The scripts' side that is not a script itself.
-SCRIPT_SIDE = {"cli"}
+# The scripts' side that is not a script itself: the command line and the
+# flag modules (each script family's flags, defined once at import).
+SCRIPT_SIDE = {"cli", "stage_flags", "distillation_flags", "finetuning_flags",
+               "classifier_flags", "squad_flags"}
 
 
 def _source(path):
@@ -92,6 +94,12 @@ def test_library_imports_no_cli_stage_or_script(name):
 def test_stage_module_imports_no_script(name):
   bad = imported_modules(MODULES[name]) & (SCRIPTS | {"tests", "bench"})
   assert not bad, "%s.py imports %s" % (name, ", ".join(sorted(bad)))
+
+
+def test_tests_import_nothing_from_bench():
+  """Test glue lives in tests/ (bench/ may import it, not the reverse)."""
+  for path in glob.glob(os.path.join(REPO, "tests", "*.py")):
+    assert "bench" not in imported_modules(path), path
 
 
 def test_the_reader_sees_every_kind_of_import(tmp_path):
