@@ -215,7 +215,7 @@ def run(opts, distribution=None):
 def write_test_results(path, rows):
   """Writes one line per example: its values [N, C] tab-separated."""
   with outputs.atomic_output(path) as tmp:
-    with open(tmp, "w") as f:
+    with tf.io.gfile.GFile(tmp, "w") as f:
       for row in rows:
         f.write("\t".join("%.9g" % v for v in row) + "\n")
   logging.info("Wrote %d predictions to %s", len(rows), path)

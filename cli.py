@@ -218,8 +218,16 @@ def run(main):
     _exit("interrupted (Ctrl-C)", 128 + int(signal.SIGINT))
 
 
+def _tensorflow():
+  """TensorFlow, for paths with a scheme (gs://...); imported only then."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (keeps cli light)
+  return tf
+
+
 def resolve_input_files(spec, flag_name="--input_file"):
   """Expands a comma-separated list of paths and glob patterns.
+
+  Local paths, or any that tf.io.gfile reads (gs://bucket/x_*.tfrecord).
 
   Args:
     spec: e.g. "out/train_*.tfrecord,other/x.tfrecord".
@@ -239,8 +247,12 @@ def resolve_input_files(spec, flag_name="--input_file"):
     item = item.strip()
     if not item:
       continue
-    matches = sorted(glob.glob(item))
-    matches = [m for m in matches if os.path.isfile(m)]
+    if outputs.is_remote(item):
+      gfile = _tensorflow().io.gfile
+      matches = sorted(m for m in gfile.glob(item) if not gfile.isdir(m))
+    else:
+      matches = sorted(glob.glob(item))
+      matches = [m for m in matches if os.path.isfile(m)]
     if not matches:
       raise UserError("%s: no file matches %r" % (flag_name, item))
     for m in matches:
@@ -252,9 +264,18 @@ def resolve_input_files(spec, flag_name="--input_file"):
 
 
 def require_file(path, flag_name, what="file"):
-  """Raises a `UserError` unless `path` is a readable regular file."""
+  """Raises a `UserError` unless `path` is a readable regular file.
+
+  A path with a scheme (gs://...) is checked through tf.io.gfile: it must
+  exist and not be a folder (read permission shows only when it is read).
+  """
   if not path:
     raise UserError("%s is required" % flag_name)
+  if outputs.is_remote(path):
+    gfile = _tensorflow().io.gfile
+    if not gfile.exists(path) or gfile.isdir(path):
+      raise UserError("%s: %s not found: %s" % (flag_name, what, path))
+    return
   if not os.path.isfile(path):
     raise UserError("%s: %s not found: %s" % (flag_name, what, path))
   if not os.access(path, os.R_OK):
@@ -306,10 +327,17 @@ def ensure_writable_dir(path, flag_name="--output_dir"):
   """Creates `path` if needed and checks that files can be written in it.
 
   Temporaries that dead processes of earlier runs left there are removed
-  (see `outputs.remove_stale_temporaries`).
+  (see `outputs.remove_stale_temporaries`). A path with a scheme (gs://,
+  s3://, ram://...) is created through tf.io.gfile; whether it can be
+  written shows at the first write (object stores have no permission bits
+  to read beforehand).
   """
   if not path:
     raise UserError("%s is required" % flag_name)
+  if outputs.is_remote(path):
+    _ensure_remote_dir(path, flag_name)
+    outputs.remove_stale_temporaries(path)
+    return
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError("%s: %s exists and is not a folder" % (flag_name, path))
   try:
@@ -320,6 +348,17 @@ def ensure_writable_dir(path, flag_name="--output_dir"):
   if not os.access(path, os.W_OK | os.X_OK):
     raise UserError("%s: directory is not writable: %s" % (flag_name, path))
   outputs.remove_stale_temporaries(path)
+
+
+def _ensure_remote_dir(path, flag_name):
+  tf = _tensorflow()
+  if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+    raise UserError("%s: %s exists and is not a folder" % (flag_name, path))
+  try:
+    tf.io.gfile.makedirs(path)
+  except tf.errors.OpError as exc:
+    raise UserError("%s: cannot create %s: %s" % (flag_name, path,
+                                                  exc.message))
 
 
 def check_output_file(path, flag_name="--output_file"):
@@ -347,6 +386,12 @@ class DirectoryLock(object):
   owner. The kernel releases it when the owner exits in any way (SIGKILL
   included), so a lock left by a dead process never blocks a later run.
 
+  A folder with a scheme (gs://, s3://, hdfs://, ram://...) cannot be
+  locked so: an object store has no flock, and a lock file there would
+  outlive a killed run and block the next one. There no lock is taken and
+  one warning says so; keeping two runs out of the same remote folder is
+  the user's part.
+
   Usage:
     with cli.DirectoryLock(output_dir, "--output_dir"):
       ...  # write into output_dir
@@ -361,7 +406,17 @@ class DirectoryLock(object):
     self._fd = None
 
   def acquire(self):
-    """Takes the lock or raises a UserError naming the owner (pid, host)."""
+    """Takes the lock or raises a UserError naming the owner (pid, host).
+
+    On a remote folder: takes nothing and logs a warning (see above).
+    """
+    if outputs.is_remote(self.directory):
+      logging.warning(
+          "%s %s is not on a local file system: it is not locked, so a "
+          "second run writing there at the same time would mix its "
+          "checkpoints with this run's; start one run per folder",
+          self.flag_name, self.directory)
+      return self
     import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only)
     while True:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -1299,9 +1299,9 @@ def check_run_settings(opts, distribution, resuming):
               "num_train_steps": opts.num_train_steps,
               "num_warmup_steps": opts.num_warmup_steps,
               "processes": distribution.size}
-  if resuming and os.path.isfile(path):
+  if resuming and tf.io.gfile.exists(path):
     try:
-      with open(path) as f:
+      with tf.io.gfile.GFile(path) as f:
         before = json.load(f)
     except ValueError:
       before = {}
@@ -1312,7 +1312,7 @@ def check_run_settings(opts, distribution, resuming):
       logging.warning("Resuming %s with other settings than it was started "
                       "with: %s", opts.output_dir, ", ".join(changed))
   with outputs.atomic_output(path) as tmp:
-    with open(tmp, "w") as f:
+    with tf.io.gfile.GFile(tmp, "w") as f:
       json.dump(settings, f, indent=2, sort_keys=True)
       f.write("\n")
 

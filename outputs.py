@@ -3,9 +3,15 @@
 A file (or folder) is written under `temporary_name(final)`, in the same
 folder so that the rename is atomic, and renamed to `final` only when
 complete. The temporary's name carries the writer's host and pid, so a later
-run can remove what a killed run left (`remove_stale_temporaries`). No
-TensorFlow here: stage III's worker processes use it too; paths on other
-file systems (gs://, s3://) are handled by the callers through tf.io.gfile.
+run can remove what a killed run left (`remove_stale_temporaries`).
+
+A path with a scheme (gs://, s3://, hdfs://, ram://: `is_remote`) goes
+through tf.io.gfile, imported only then: stage III's worker processes use
+this module on local paths without TensorFlow. On an object store a rename
+is not atomic: gfile copies the object and deletes the source (gs:// and
+s3:// have no rename), so a reader can see the final name only once the
+copy is complete, but two writers racing for the same name are not told
+apart, and a folder "rename" copies its files one by one.
 
   with atomic_output("out/eval_results.txt") as tmp:
     write(tmp)            # out/eval_results.txt appears only now
@@ -18,6 +24,60 @@ import shutil
 import socket
 
 from absl import logging
+
+
+def is_remote(path):
+  """True for a path with a scheme (gs://..., s3://..., ram://...)."""
+  return "://" in str(path)
+
+
+def _tf():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (see above)
+  return tf
+
+
+def _listdir(directory):
+  """The names in `directory`; OSError (as os.listdir) when it is missing."""
+  if not is_remote(directory):
+    return os.listdir(directory)
+  tf = _tf()
+  try:
+    return [name.rstrip("/") for name in tf.io.gfile.listdir(directory)]
+  except tf.errors.NotFoundError as exc:
+    raise FileNotFoundError(str(exc)) from exc
+
+
+def _remove(path):
+  """Removes a file or a folder tree, on any file system.
+
+  Raises:
+    FileNotFoundError: `path` is gone (on a remote path too).
+  """
+  if is_remote(path):
+    tf = _tf()
+    try:
+      if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      else:
+        tf.io.gfile.remove(path)
+    except tf.errors.NotFoundError as exc:
+      raise FileNotFoundError(str(exc)) from exc
+  elif os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path)
+  else:
+    os.remove(path)
+
+
+def replace(source, final):
+  """Renames `source` to `final`, replacing a file there.
+
+  Atomic on a local file system; on an object store a copy and a delete
+  (see the module docstring).
+  """
+  if is_remote(final):
+    _tf().io.gfile.rename(source, final, overwrite=True)
+  else:
+    os.replace(source, final)
 
 
 def this_host():
@@ -69,7 +129,7 @@ def remove_stale_temporaries(directory):
   """
   removed = []
   try:
-    names = sorted(os.listdir(directory))
+    names = sorted(_listdir(directory))
   except OSError:
     return removed
   for name in names:
@@ -78,10 +138,7 @@ def remove_stale_temporaries(directory):
       continue
     path = os.path.join(directory, name)
     try:
-      if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-      else:
-        os.remove(path)
+      _remove(path)
     except FileNotFoundError:
       continue
     removed.append(name)
@@ -93,11 +150,12 @@ def remove_stale_temporaries(directory):
 
 
 def _remove_quietly(path):
-  with contextlib.suppress(OSError):
-    if os.path.isdir(path) and not os.path.islink(path):
-      shutil.rmtree(path)
-    else:
-      os.remove(path)
+  if is_remote(path):
+    with contextlib.suppress(OSError, _tf().errors.OpError):
+      _remove(path)
+  else:
+    with contextlib.suppress(OSError):
+      _remove(path)
 
 
 @contextlib.contextmanager
@@ -127,7 +185,7 @@ def atomic_outputs(final_paths):
   try:
     yield tmps
     for tmp, final in zip(tmps, final_paths):
-      os.replace(tmp, final)
+      replace(tmp, final)
   except BaseException:
     for tmp in tmps:
       _remove_quietly(tmp)

@@ -255,7 +255,8 @@ def run(opts, distribution=None):
 def write_json(path, value):
   """Writes `value` as indented JSON (UTF-8) under `path`, atomically."""
   with outputs.atomic_output(path) as tmp:
-    with open(tmp, "w", encoding="utf-8") as f:
+    # GFile writes UTF-8 (str in text mode).
+    with tf.io.gfile.GFile(tmp, "w") as f:
       json.dump(value, f, indent=4, ensure_ascii=False)
       f.write("\n")
   logging.info("Wrote %s", path)

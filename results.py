@@ -23,14 +23,15 @@ def write_eval_results(output_dir, results):
   """Writes output_dir/eval_results.txt (sorted `key = value` lines).
 
   The file appears complete or not at all (written under a temporary name,
-  then renamed); the values are logged too.
+  then renamed); the values are logged too. `output_dir` may be any path
+  tf.io.gfile writes (gs://..., s3://...).
 
   Returns:
     The path of the file.
   """
   path = os.path.join(output_dir, EVAL_RESULTS_FILE)
   with outputs.atomic_output(path) as tmp:
-    with open(tmp, "w") as f:
+    with tf.io.gfile.GFile(tmp, "w") as f:
       for key in sorted(results):
         f.write("%s = %s\n" % (key, results[key]))
   logging.info("***** Eval results (%s) *****", path)
