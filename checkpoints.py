@@ -177,7 +177,15 @@ def write_checkpoint_index(directory, prefix):
   # `checkpoint.tmp<random>` and renames it (a run killed in between
   # leaves that small file; it is not one of ours to clean up, see
   # outputs.remove_stale_temporaries). Paths that are not absolute are
-  # written as given (relative to `directory`).
+  # written relative to `directory`: as given when `directory` is absolute;
+  # when it is not (a relative local path, or a URL such as gs://b/out,
+  # which os.path.isabs does not count as absolute) TensorFlow takes them
+  # as relative to the working directory and rewrites them relative to
+  # `directory`, so they are given joined to it.
+  if not os.path.isabs(directory):
+    joined = lambda p: (p if os.path.isabs(p) or outputs.is_remote(p) else
+                        os.path.join(directory, p))
+    entry, kept = joined(entry), [joined(p) for p in kept]
   tf.__internal__.train.update_checkpoint_state(
       directory, entry, all_model_checkpoint_paths=kept,
       save_relative_paths=True)
@@ -196,6 +204,10 @@ def resolve_checkpoint(checkpoint):
   """
   if not checkpoint:
     raise errors.CheckpointError("no checkpoint given")
+  # A prefix first: a file system that lists names by prefix (ram://) also
+  # calls model.ckpt-4 a folder when model.ckpt-4.index is there.
+  if _exists(checkpoint):
+    return checkpoint
   if tf.io.gfile.isdir(checkpoint):
     found = latest_checkpoint(checkpoint)
     if found is None:
@@ -239,12 +251,24 @@ def open_checkpoint(checkpoint):
   """
   prefix = resolve_checkpoint(checkpoint)
   try:
-    reader = tf.train.load_checkpoint(prefix)
+    # The reader of the prefix itself: tf.train.load_checkpoint would ask
+    # again whether the prefix is a folder (see resolve_checkpoint).
+    reader = tf.compat.v1.train.NewCheckpointReader(prefix)
     reader.get_variable_to_shape_map()
   except (tf.errors.OpError, ValueError) as exc:
     raise errors.CheckpointError("%s: cannot read checkpoint: %s" % (
         prefix, getattr(exc, "message", exc)))
   return prefix, reader
+
+
+def variable_names(checkpoint):
+  """The names of the variables in a checkpoint (a prefix or a directory).
+
+  Raises:
+    errors.CheckpointError: as `open_checkpoint`.
+  """
+  _, reader = open_checkpoint(checkpoint)
+  return sorted(reader.get_variable_to_shape_map())
 
 
 def load_checkpoint(variables_by_name, checkpoint):
@@ -331,9 +355,8 @@ def init_from_teacher_layers(student_variables, layer_indices, checkpoint):
     errors.CheckpointError: no checkpoint, a layer the teacher lacks, or a
       shape mismatch (the student's sizes must be the teacher's).
   """
-  checkpoint = resolve_checkpoint(checkpoint)
   teacher_layers = set()
-  for name, _ in tf.train.list_variables(checkpoint):
+  for name in variable_names(checkpoint):
     m = _LAYER.match(name)
     if m:
       teacher_layers.add(int(m.group(1)))

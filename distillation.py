@@ -1261,7 +1261,7 @@ def check_same_model(checkpoint, model_variables):
   Raises:
     cli.UserError: one line naming the difference, both ways.
   """
-  saved = set(name for name, _ in tf.train.list_variables(checkpoint)
+  saved = set(name for name in checkpoints.variable_names(checkpoint)
               if not _TRAINING_STATE.search(name))
   model = set(model_variables)
   extra, lacking = sorted(saved - model), sorted(model - saved)

@@ -243,7 +243,7 @@ def initialize(model, optimizer, opts, all_variables):
     return "random"
   with cli.blame_flag("--init_checkpoint"):
     checkpoint = checkpoints.resolve_checkpoint(opts.init_checkpoint)
-    names = set(name for name, _ in tf.train.list_variables(checkpoint))
+    names = set(checkpoints.variable_names(checkpoint))
     encoder = model.bert.variables_by_name()
     missing = [n for n in encoder if n not in names]
     if missing:
