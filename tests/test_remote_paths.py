@@ -1,0 +1,133 @@
+"""Stage V with every path on a non-local file system (tf.io.gfile).
+
+TensorFlow's in-memory file system `ram://` stands for gs:// or s3:// here:
+it has a scheme, so the code takes the same tf.io.gfile paths as for an
+object store, and it needs no network. It lives inside one process, so the
+script's `main` runs in the test process, twice: a run, then its resume.
+(ram:// counts any path that begins another's name as a folder, e.g.
+out/model.ckpt-4 beside out/model.ckpt-4.index, which tf.train.load_checkpoint
+then takes for a folder: the checkpoints are read with TensorFlow's
+CheckpointReader of the prefix.)
+"""
+
+import contextlib
+import json
+import logging
+import os
+
+from absl import flags
+from absl import logging as absl_logging
+import numpy as np
+import tensorflow as tf
+
+import checkpoints
+import outputs
+import results
+from conftest import MAX_PREDICTIONS
+from conftest import MAX_SEQ_LENGTH
+from conftest import TRUNCATION_FACTOR
+
+FLAGS = flags.FLAGS
+
+
+def copy_to(local_path, remote_path):
+  tf.io.gfile.makedirs(os.path.dirname(remote_path))
+  tf.io.gfile.copy(local_path, remote_path, overwrite=True)
+  return remote_path
+
+
+@contextlib.contextmanager
+def parsed_flags(argv):
+  """absl's FLAGS parsed from argv for one in-process `main` call.
+
+  absl's logger keeps its level (unparsing --verbosity would set WARNING and
+  hide the INFO lines read here).
+  """
+  level = absl_logging.get_absl_logger().level
+  FLAGS(argv)
+  try:
+    yield argv
+  finally:
+    FLAGS.unparse_flags()
+    absl_logging.get_absl_logger().setLevel(level)
+
+
+def run_stage5(args):
+  import network_distillation_single_machine_truncated as script  # pylint: disable=g-import-not-at-top
+  argv = ["network_distillation_single_machine_truncated.py"] + [
+      str(a) for a in args]
+  with parsed_flags(argv):
+    script.main(argv)
+
+
+def test_stage5_runs_and_resumes_on_a_remote_output_dir(stage4_file,
+                                                        caplog):
+  root = "ram://remote_paths_test"
+  config = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 64,
+            "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1,
+            "max_position_embeddings": 128, "type_vocab_size": 2,
+            "initializer_range": 0.02}
+  config_file = root + "/student/bert_config.json"
+  tf.io.gfile.makedirs(root + "/student")
+  with tf.io.gfile.GFile(config_file, "w") as f:
+    json.dump(config, f)
+  records = copy_to(stage4_file, root + "/data/wiki_teacher.tfrecord")
+  out = root + "/out"
+  common = ["--bert_config_file", config_file,
+            "--input_file", root + "/data/*.tfrecord", "--output_dir", out,
+            "--truncation_factor", TRUNCATION_FACTOR,
+            "--max_seq_length", MAX_SEQ_LENGTH,
+            "--max_predictions_per_seq", MAX_PREDICTIONS,
+            "--do_train", "--do_eval", "--train_batch_size", 8,
+            "--eval_batch_size", 8, "--max_eval_steps", 2,
+            "--learning_rate", 1e-3, "--num_warmup_steps", 1,
+            "--save_checkpoints_steps", 2, "--log_every_n_steps", 2,
+            "--keep_checkpoint_max", 2, "--random_seed", 5]
+  assert tf.io.gfile.exists(records)
+
+  caplog.set_level(logging.INFO)
+  run_stage5(common + ["--num_train_steps", 4])
+  assert "is not on a local file system: it is not locked" in caplog.text
+  assert checkpoints.latest_checkpoint(out) == out + "/model.ckpt-4"
+  names = set(tf.io.gfile.listdir(out))
+  for name in ("checkpoint", "model.ckpt-4.index", "eval_results.txt",
+               "run_settings.json"):
+    assert name in names, sorted(names)
+  assert any(n.startswith("events.out.tfevents.") for n in names)
+  # Nothing was left under a temporary name.
+  assert not [n for n in names if ".tmp-" in n], sorted(names)
+  first = results.read_eval_results(out)
+  assert first["global_step"] == 4
+  assert set(results.read_scalars(out, "loss")) == {2, 4}
+  assert set(results.read_scalars(out + "/eval",
+                                  "masked_lm_accuracy")) == {4}
+  with tf.io.gfile.GFile(out + "/run_settings.json") as f:
+    assert json.load(f)["num_train_steps"] == 4
+  at_4 = tf.compat.v1.train.NewCheckpointReader(out + "/model.ckpt-4")
+  assert int(at_4.get_tensor("global_step")) == 4
+
+  # A killed writer's temporary (this host, a pid that cannot be alive) is
+  # removed by the next run.
+  stale = out + "/.eval_results.txt.tmp-%s-%d" % (outputs.this_host(),
+                                                  2 ** 22 + 1)
+  with tf.io.gfile.GFile(stale, "w") as f:
+    f.write("half")
+  caplog.clear()
+  run_stage5(common + ["--num_train_steps", 6])
+  assert "Resuming from %s/model.ckpt-4 (global_step 4)" % out in caplog.text
+  assert not tf.io.gfile.exists(stale)
+  assert checkpoints.latest_checkpoint(out) == out + "/model.ckpt-6"
+  # --keep_checkpoint_max 2: model.ckpt-2 went when model.ckpt-6 came.
+  kept = sorted(n for n in tf.io.gfile.listdir(out) if n.endswith(".index"))
+  assert kept == ["model.ckpt-4.index", "model.ckpt-6.index"], kept
+  second = results.read_eval_results(out)
+  assert second["global_step"] == 6
+  at_6 = tf.compat.v1.train.NewCheckpointReader(out + "/model.ckpt-6")
+  assert int(at_6.get_tensor("global_step")) == 6
+  # The resumed run trained on from the restored weights.
+  name = "bert/embeddings/LayerNorm/gamma"
+  assert not np.array_equal(at_4.get_tensor(name), at_6.get_tensor(name))
+  with tf.io.gfile.GFile(out + "/run_settings.json") as f:
+    assert json.load(f)["num_train_steps"] == 6
