@@ -131,3 +131,26 @@ def test_stage5_runs_and_resumes_on_a_remote_output_dir(stage4_file,
   assert not np.array_equal(at_4.get_tensor(name), at_6.get_tensor(name))
   with tf.io.gfile.GFile(out + "/run_settings.json") as f:
     assert json.load(f)["num_train_steps"] == 6
+
+
+def test_checkpoint_state_in_a_relative_or_remote_directory(tmp_path,
+                                                            monkeypatch):
+  # TensorFlow rewrites the state file's entries against a directory that
+  # os.path.isabs does not call absolute: a relative --output_dir and a URL.
+  monkeypatch.chdir(tmp_path)
+  values = {"w": tf.Variable([1.0, 2.0, 3.0])}
+  for directory in ("relative/out", "ram://state_test/out"):
+    for step in (1, 2):
+      prefix = directory + "/model.ckpt-%d" % step
+      checkpoints.save_checkpoint(values, prefix)
+      checkpoints.write_checkpoint_index(directory, prefix)
+    with tf.io.gfile.GFile(directory + "/checkpoint") as f:
+      assert f.read().splitlines() == [
+          'model_checkpoint_path: "model.ckpt-2"',
+          'all_model_checkpoint_paths: "model.ckpt-1"',
+          'all_model_checkpoint_paths: "model.ckpt-2"'], directory
+    assert checkpoints.latest_checkpoint(directory) == (
+        directory + "/model.ckpt-2")
+    assert checkpoints.resolve_checkpoint(directory + "/model.ckpt-1") == (
+        directory + "/model.ckpt-1")
+    assert checkpoints.variable_names(directory) == ["w"]
