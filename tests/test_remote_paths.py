@@ -154,3 +154,70 @@ def test_checkpoint_state_in_a_relative_or_remote_directory(tmp_path,
     assert checkpoints.resolve_checkpoint(directory + "/model.ckpt-1") == (
         directory + "/model.ckpt-1")
     assert checkpoints.variable_names(directory) == ["w"]
+
+
+# Ten SST-2 sentences (label 1: positive), written as GLUE's files are.
+SENTENCES = [("a warm , funny and moving film", 1),
+             ("the plot is thin and the jokes fall flat", 0),
+             ("one of the best pictures of the year", 1),
+             ("dull , slow and far too long", 0),
+             ("the actors are wonderful", 1),
+             ("a mess from start to finish", 0),
+             ("smart , sharp and full of life", 1),
+             ("i wanted my two hours back", 0),
+             ("a gentle and beautiful story", 1),
+             ("nothing here works", 0)]
+
+
+def run_stage8_classifier(**values):
+  import classifier  # pylint: disable=g-import-not-at-top
+  return classifier.run(classifier.ClassifierOptions(**values))
+
+
+def test_stage8_classifier_writes_and_resumes_on_a_remote_output_dir(
+    tmp_path, vocab_file, caplog):
+  data_dir = tmp_path / "sst2"
+  data_dir.mkdir()
+  rows = ["%s\t%d" % pair for pair in SENTENCES]
+  (data_dir / "train.tsv").write_text("\n".join(["sentence\tlabel"] + rows))
+  (data_dir / "dev.tsv").write_text("\n".join(["sentence\tlabel"] + rows[:4]))
+  (data_dir / "test.tsv").write_text("\n".join(
+      ["index\tsentence"] + ["%d\t%s" % (i, s)
+                             for i, (s, _) in enumerate(SENTENCES[:3])]))
+  root = "ram://remote_paths_classifier"
+  config_file = root + "/student/bert_config.json"
+  tf.io.gfile.makedirs(root + "/student")
+  with tf.io.gfile.GFile(config_file, "w") as f:
+    json.dump({"vocab_size": 30522, "hidden_size": 32,
+               "num_hidden_layers": 1, "num_attention_heads": 2,
+               "intermediate_size": 64, "hidden_act": "gelu",
+               "hidden_dropout_prob": 0.1,
+               "attention_probs_dropout_prob": 0.1,
+               "max_position_embeddings": 64, "type_vocab_size": 2,
+               "initializer_range": 0.02}, f)
+  out = root + "/out"
+  values = dict(task_name="sst-2", data_dir=str(data_dir),
+                vocab_file=vocab_file, bert_config_file=config_file,
+                output_dir=out, max_seq_length=16, train_batch_size=4,
+                eval_batch_size=4, predict_batch_size=4, learning_rate=1e-3,
+                save_checkpoints_steps=2, log_every_n_steps=1,
+                do_train=True, do_eval=True, do_predict=True)
+  caplog.set_level(logging.INFO)
+  first = run_stage8_classifier(num_train_epochs=1.0, **values)
+  # Google's step count: int(10 examples / batches of 4 * epochs): 2 here,
+  # 5 for 2 epochs below.
+  assert checkpoints.latest_checkpoint(out) == out + "/model.ckpt-2"
+  assert results.read_eval_results(out)["global_step"] == 2
+  assert first["global_step"] == 2
+  with tf.io.gfile.GFile(out + "/test_results.tsv") as f:
+    probabilities = [[float(v) for v in line.split("\t")] for line in f]
+  assert len(probabilities) == 3
+  np.testing.assert_allclose(np.sum(probabilities, axis=1), 1.0, atol=1e-5)
+  assert tf.io.gfile.glob(out + "/events.out.tfevents.*")
+  assert not [n for n in tf.io.gfile.listdir(out) if ".tmp-" in n]
+
+  caplog.clear()
+  run_stage8_classifier(num_train_epochs=2.0, **values)
+  assert "Resuming from %s/model.ckpt-2 (global_step 2)" % out in caplog.text
+  assert checkpoints.latest_checkpoint(out) == out + "/model.ckpt-5"
+  assert results.read_eval_results(out)["global_step"] == 5
