@@ -1,63 +1,39 @@
-"""Stage V with every path on a non-local file system (tf.io.gfile).
+"""Stages V and VIII with their paths on a non-local file system (tf.io.gfile).
 
 TensorFlow's in-memory file system `ram://` stands for gs:// or s3:// here:
 it has a scheme, so the code takes the same tf.io.gfile paths as for an
 object store, and it needs no network. It lives inside one process, so the
-script's `main` runs in the test process, twice: a run, then its resume.
+stage runs in the test process (tests/inprocess.py), twice: a run, then its
+resume.
 (ram:// counts any path that begins another's name as a folder, e.g.
 out/model.ckpt-4 beside out/model.ckpt-4.index, which tf.train.load_checkpoint
 then takes for a folder: the checkpoints are read with TensorFlow's
 CheckpointReader of the prefix.)
 """
 
-import contextlib
 import json
 import logging
 import os
 
-from absl import flags
-from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
 
 import checkpoints
+import inprocess
 import outputs
 import results
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import TRUNCATION_FACTOR
+from conftest import run_main
 
-FLAGS = flags.FLAGS
+SCRIPT = "network_distillation_single_machine_truncated.py"
 
 
 def copy_to(local_path, remote_path):
   tf.io.gfile.makedirs(os.path.dirname(remote_path))
   tf.io.gfile.copy(local_path, remote_path, overwrite=True)
   return remote_path
-
-
-@contextlib.contextmanager
-def parsed_flags(argv):
-  """absl's FLAGS parsed from argv for one in-process `main` call.
-
-  absl's logger keeps its level (unparsing --verbosity would set WARNING and
-  hide the INFO lines read here).
-  """
-  level = absl_logging.get_absl_logger().level
-  FLAGS(argv)
-  try:
-    yield argv
-  finally:
-    FLAGS.unparse_flags()
-    absl_logging.get_absl_logger().setLevel(level)
-
-
-def run_stage5(args):
-  import network_distillation_single_machine_truncated as script  # pylint: disable=g-import-not-at-top
-  argv = ["network_distillation_single_machine_truncated.py"] + [
-      str(a) for a in args]
-  with parsed_flags(argv):
-    script.main(argv)
 
 
 def test_stage5_runs_and_resumes_on_a_remote_output_dir(stage4_file,
@@ -88,7 +64,7 @@ def test_stage5_runs_and_resumes_on_a_remote_output_dir(stage4_file,
   assert tf.io.gfile.exists(records)
 
   caplog.set_level(logging.INFO)
-  run_stage5(common + ["--num_train_steps", 4])
+  run_main([SCRIPT] + common + ["--num_train_steps", 4])
   assert "is not on a local file system: it is not locked" in caplog.text
   assert checkpoints.latest_checkpoint(out) == out + "/model.ckpt-4"
   names = set(tf.io.gfile.listdir(out))
@@ -115,7 +91,7 @@ def test_stage5_runs_and_resumes_on_a_remote_output_dir(stage4_file,
   with tf.io.gfile.GFile(stale, "w") as f:
     f.write("half")
   caplog.clear()
-  run_stage5(common + ["--num_train_steps", 6])
+  run_main([SCRIPT] + common + ["--num_train_steps", 6])
   assert "Resuming from %s/model.ckpt-4 (global_step 4)" % out in caplog.text
   assert not tf.io.gfile.exists(stale)
   assert checkpoints.latest_checkpoint(out) == out + "/model.ckpt-6"
@@ -171,7 +147,7 @@ SENTENCES = [("a warm , funny and moving film", 1),
 
 def run_stage8_classifier(**values):
   import classifier  # pylint: disable=g-import-not-at-top
-  return classifier.run(classifier.ClassifierOptions(**values))
+  return classifier.run(inprocess.options("classifier_flags", **values))
 
 
 def test_stage8_classifier_writes_and_resumes_on_a_remote_output_dir(
