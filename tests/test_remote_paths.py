@@ -63,7 +63,9 @@ def test_stage5_runs_and_resumes_on_a_remote_output_dir(stage4_file,
             "--keep_checkpoint_max", 2, "--random_seed", 5]
   assert tf.io.gfile.exists(records)
 
-  caplog.set_level(logging.INFO)
+  # absl's logger keeps the level an earlier test left (WARNING after
+  # an unparsed --verbosity): INFO for this test, restored after it.
+  caplog.set_level(logging.INFO, logger="absl")
   run_main([SCRIPT] + common + ["--num_train_steps", 4])
   assert "is not on a local file system: it is not locked" in caplog.text
   assert checkpoints.latest_checkpoint(out) == out + "/model.ckpt-4"
@@ -178,7 +180,9 @@ def test_stage8_classifier_writes_and_resumes_on_a_remote_output_dir(
                 eval_batch_size=4, predict_batch_size=4, learning_rate=1e-3,
                 save_checkpoints_steps=2, log_every_n_steps=1,
                 do_train=True, do_eval=True, do_predict=True)
-  caplog.set_level(logging.INFO)
+  # absl's logger keeps the level an earlier test left (WARNING after
+  # an unparsed --verbosity): INFO for this test, restored after it.
+  caplog.set_level(logging.INFO, logger="absl")
   first = run_stage8_classifier(num_train_epochs=1.0, **values)
   # Google's step count: int(10 examples / batches of 4 * epochs): 2 here,
   # 5 for 2 epochs below.
