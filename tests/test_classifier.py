@@ -323,7 +323,7 @@ def polarity_subset(tmp_path_factory):
 def test_fine_tuning_the_real_teacher_on_polarity(tmp_path, teacher_dir,
                                                   polarity_subset, caplog):
   """Dev accuracy clearly above the majority class; outputs as Google's."""
-  caplog.set_level("INFO")
+  caplog.set_level("INFO", logger="absl")  # whatever level an earlier test left
   out = tmp_path / "out"
   opts = _options(teacher_dir, polarity_subset, out, do_train=True,
                   do_eval=True, do_predict=True)

@@ -474,7 +474,7 @@ def test_init_from_teacher_layers(teacher_dir, caplog):
                                                  num_hidden_layers=1))
   student = modeling.BertPretrainingModel(one_layer)
   variables = student.variables_by_name()
-  caplog.set_level("INFO")
+  caplog.set_level("INFO", logger="absl")  # whatever level an earlier test left
   distillation.init_from_teacher_layers(variables, "1", teacher_ckpt, 1)
   # Counts and a few names, no empty list of what the teacher lacked.
   line, = [r.getMessage() for r in caplog.records
