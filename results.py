@@ -83,7 +83,10 @@ def read_scalars(event_dir, tag):
   points = {}
   pattern = os.path.join(event_dir, "events.out.tfevents.*")
   for path in sorted(tf.io.gfile.glob(pattern)):
-    for event in tf.compat.v1.train.summary_iterator(path):
+    # The records read as tf.Event protos (summary_iterator would log a
+    # deprecation warning on every call).
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
       for value in event.summary.value:
         if value.tag != tag:
           continue
