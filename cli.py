@@ -218,12 +218,6 @@ def run(main):
     _exit("interrupted (Ctrl-C)", 128 + int(signal.SIGINT))
 
 
-def _tensorflow():
-  """TensorFlow, for paths with a scheme (gs://...); imported only then."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (keeps cli light)
-  return tf
-
-
 def resolve_input_files(spec, flag_name="--input_file"):
   """Expands a comma-separated list of paths and glob patterns.
 
@@ -248,7 +242,7 @@ def resolve_input_files(spec, flag_name="--input_file"):
     if not item:
       continue
     if outputs.is_remote(item):
-      gfile = _tensorflow().io.gfile
+      gfile = outputs.tensorflow().io.gfile
       matches = sorted(m for m in gfile.glob(item) if not gfile.isdir(m))
     else:
       matches = sorted(glob.glob(item))
@@ -272,7 +266,7 @@ def require_file(path, flag_name, what="file"):
   if not path:
     raise UserError("%s is required" % flag_name)
   if outputs.is_remote(path):
-    gfile = _tensorflow().io.gfile
+    gfile = outputs.tensorflow().io.gfile
     if not gfile.exists(path) or gfile.isdir(path):
       raise UserError("%s: %s not found: %s" % (flag_name, what, path))
     return
@@ -351,7 +345,7 @@ def ensure_writable_dir(path, flag_name="--output_dir"):
 
 
 def _ensure_remote_dir(path, flag_name):
-  tf = _tensorflow()
+  tf = outputs.tensorflow()
   if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
     raise UserError("%s: %s exists and is not a folder" % (flag_name, path))
   try:

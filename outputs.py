@@ -31,7 +31,9 @@ def is_remote(path):
   return "://" in str(path)
 
 
-def _tf():
+def tensorflow():
+  """TensorFlow, for paths with a scheme; imported only when one is used
+  (stage III's worker processes use this module without it)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (see above)
   return tf
 
@@ -40,7 +42,7 @@ def _listdir(directory):
   """The names in `directory`; OSError (as os.listdir) when it is missing."""
   if not is_remote(directory):
     return os.listdir(directory)
-  tf = _tf()
+  tf = tensorflow()
   try:
     return [name.rstrip("/") for name in tf.io.gfile.listdir(directory)]
   except tf.errors.NotFoundError as exc:
@@ -54,7 +56,7 @@ def _remove(path):
     FileNotFoundError: `path` is gone (on a remote path too).
   """
   if is_remote(path):
-    tf = _tf()
+    tf = tensorflow()
     try:
       if tf.io.gfile.isdir(path):
         tf.io.gfile.rmtree(path)
@@ -75,7 +77,7 @@ def replace(source, final):
   (see the module docstring).
   """
   if is_remote(final):
-    _tf().io.gfile.rename(source, final, overwrite=True)
+    tensorflow().io.gfile.rename(source, final, overwrite=True)
   else:
     os.replace(source, final)
 
@@ -151,7 +153,7 @@ def remove_stale_temporaries(directory):
 
 def _remove_quietly(path):
   if is_remote(path):
-    with contextlib.suppress(OSError, _tf().errors.OpError):
+    with contextlib.suppress(OSError, tensorflow().errors.OpError):
       _remove(path)
   else:
     with contextlib.suppress(OSError):
