@@ -100,7 +100,7 @@ def parsed(argv):
       FLAGS.verbosity = 0  # INFO, as absl's app.run sets it
     yield remaining
   finally:
-    _unparse_flags()
+    FLAGS.unparse_flags()
     absl_logger.setLevel(level)
 
 
