@@ -55,12 +55,25 @@ def wait_until(predicate, timeout, what):
   pytest.fail("timed out waiting for " + what)
 
 
+def _default_sigint():
+  """Ctrl-C's default action in a child about to start.
+
+  A shell without job control starts a background job (`make test &`) with
+  SIGINT ignored, and an ignored signal stays ignored across exec: Python
+  would then install no KeyboardInterrupt handler and a Ctrl-C test would
+  see the run finish instead.
+  """
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_session(args, **kwargs):
-  """Starts `python args...` as the leader of a new session."""
+  """Starts `python args...` as the leader of a new session, with Ctrl-C's
+  default action whatever the test runner's own (see _default_sigint)."""
   return subprocess.Popen([sys.executable] + [str(a) for a in args],
                           cwd=REPO, env=kwargs.pop("env", script_env()),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, start_new_session=True, **kwargs)
+                          text=True, start_new_session=True,
+                          preexec_fn=_default_sigint, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -822,7 +835,8 @@ def test_ctrl_c_in_training_saves_a_checkpoint(tmp_path, small_stage4):
         "--save_checkpoints_steps", 100000]
     proc = subprocess.Popen(
         [sys.executable] + [str(a) for a in args],
-        cwd=REPO, env=script_env(), stdout=log, stderr=subprocess.STDOUT)
+        cwd=REPO, env=script_env(), stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=_default_sigint)
   try:
     wait_until(lambda: "Training from step 0" in log_path.read_text() or
                proc.poll() is not None, 120, "training to start")
