@@ -20,7 +20,8 @@
 # replaced on each run. Usage: bash scripts/demo.sh   (or: make demo)
 # Smaller runs (the test suite's): DEMO_STEPS, DEMO_HOROVOD_STEPS,
 # DEMO_MAX_SEQ_LENGTH, DEMO_MAX_PREDICTIONS, DEMO_DUPE_FACTOR,
-# DEMO_FINETUNE_EPOCHS.
+# DEMO_FINETUNE_EPOCHS; DEMO_WIKI_DUMP runs stages II-VI on another Wikipedia
+# export (.xml, .xml.bz2 or .xml.gz) than the built-in excerpt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUTPUT:-demo_output}
@@ -58,7 +59,7 @@ run_stage() {
   printf '%s\t%s\t%s\n' "$name" "$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b - a}')" "$trained" >> "$OUT/stages.tsv"
 }
 
-WIKI_DUMP=$("$PY" sample_data.py wikipedia)
+WIKI_DUMP=${DEMO_WIKI_DUMP:-$("$PY" sample_data.py wikipedia)}
 HF_BERT=$("$PY" sample_data.py small_bert)
 
 run_stage "I convert teacher" "" \

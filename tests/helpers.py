@@ -4,8 +4,12 @@
   script_env()  the environment for running the project's scripts in a
                 subprocess (the repository on PYTHONPATH, TensorFlow quiet,
                 no GPU).
+  write_dump_pages(wiki_dump, path, pick)
+                a Wikipedia export made from the real one with other
+                pages.
 """
 
+import bz2
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,3 +22,17 @@ def script_env():
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   env.setdefault("CUDA_VISIBLE_DEVICES", "")
   return env
+
+
+def write_dump_pages(wiki_dump, path, pick):
+  """Writes the real export `wiki_dump` (.xml.bz2) to `path` (.xml) with its
+  pages replaced by pick(pages), where pages is the list of its `<page>`
+  elements (bytes) in file order; returns str(path).
+  """
+  data = bz2.open(wiki_dump).read()
+  start = data.index(b"<page>")
+  end = data.rindex(b"</page>") + len(b"</page>")
+  pages = [b"<page>" + p for p in data[start:end].split(b"<page>")[1:]]
+  with open(path, "wb") as f:
+    f.write(data[:start] + b"".join(pick(pages)) + data[end:])
+  return str(path)

@@ -24,6 +24,7 @@ import outputs
 from conftest import REPO
 from conftest import run_script
 from conftest import script_env
+from helpers import write_dump_pages
 
 WIKI = "wikiextractor/wiki_to_text.py"
 
@@ -80,12 +81,9 @@ def start_session(args, **kwargs):
 def big_dump(tmp_path_factory, wiki_dump):
   """The real excerpt with its pages repeated 4 times, uncompressed (.xml):
   an extraction that runs long enough to be interrupted."""
-  data = bz2.open(wiki_dump).read()
-  start = data.index(b"<page>")
-  end = data.rindex(b"</page>") + len(b"</page>")
-  path = tmp_path_factory.mktemp("dump") / "big.xml"
-  path.write_bytes(data[:start] + data[start:end] * 4 + data[end:])
-  return str(path)
+  return write_dump_pages(wiki_dump,
+                          tmp_path_factory.mktemp("dump") / "big.xml",
+                          lambda pages: pages * 4)
 
 
 # ---------------------------------------------------------------------------
