@@ -2,10 +2,11 @@
 
 Every stage runs as the demo runs it (a quarter of the articles of the real
 Wikipedia excerpt through DEMO_WIKI_DUMP, real small BERT teacher, mpirun -np 2
-for stage VI, real polarity sentences for stage VIII); the test then reads every output back: the teacher checkpoint, the text
-files, every record of stages III and IV (parsed with the feature names and
-lengths written out here), the students' checkpoints and eval results, the
-three fine-tuned models, the summary and its picture.
+for stage VI, real polarity sentences for stage VIII); the test then reads
+every output back: the teacher checkpoint, the text files, every record of
+stages III and IV (parsed with the feature names and lengths written out
+here), the students' checkpoints and eval results, the three fine-tuned
+models, the summary and its picture.
 """
 
 import glob
