@@ -380,8 +380,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, stage4_file,
             "--log_every_n_steps", "10", "--random_seed", "7"]
 
   whole, broken = str(tmp_path / "whole"), str(tmp_path / "broken")
-  subprocess.run(command(whole), cwd=REPO, env=script_env(), check=True,
-                 capture_output=True, timeout=600)
+  # The uninterrupted run: in this process (its process is not what is
+  # tested); the interrupted one and its resumption are processes.
+  run_main(command(whole)[1:])
   proc = subprocess.Popen(command(broken), cwd=REPO, env=script_env(),
                           stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
@@ -418,7 +419,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, stage4_file,
 
 def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
                                               stage4_file, teacher_dir,
-                                              student_config_file):
+                                              student_config_file, caplog):
   teacher_config = os.path.join(teacher_dir, "bert_config.json")
   teacher_ckpt = os.path.join(teacher_dir, "bert_model.ckpt")
   opts = inprocess.options(
@@ -453,14 +454,15 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
   # The script trains with the teacher online on stage-III records (here in
   # bfloat16: its labels are checked in test_produce_teacher_labels.py).
   out = str(tmp_path / "online")
-  result = run_script([SCRIPT] + [str(a) for a in common_flags(
+  caplog.set_level("INFO", logger="absl")
+  run_main([SCRIPT] + [str(a) for a in common_flags(
       student_config_file, os.path.join(stage3_dir, "wiki_*.tfrecord"),
       out)] + ["--teacher_bert_config_file", teacher_config,
                "--teacher_init_checkpoint", teacher_ckpt, "--do_train",
                "--do_eval", "--num_train_steps", 5, "--train_batch_size", 8,
                "--max_eval_steps", 2, "--use_xla",
                "--teacher_compute_dtype", "bfloat16"])
-  assert "The teacher computes in bfloat16" in result.stderr
+  assert "The teacher computes in bfloat16" in caplog.text
   metrics = results.read_eval_results(out)
   assert metrics["global_step"] == 5
   assert 0.0 <= metrics["teacher_top1_agreement"] <= 1.0

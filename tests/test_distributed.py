@@ -195,12 +195,11 @@ def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
   # TensorBoard scalars from rank 0, to the last step.
   assert max(results.read_scalars(str(out0), "loss")) == steps_per_rank
 
-  # The loss went down: the untrained student (same seed, one process, no
-  # mpirun) evaluated on the same records does worse.
+  # The loss went down: the untrained student (same seed, evaluated by the
+  # single-machine script in this process) does worse on the same records.
   before = tmp_path / "before"
-  conftest.run_script([SCRIPT] + eval_flags + ["--output_dir", before,
-                                                "--eval_untrained"],
-                      env=mpi_env())
+  conftest.run_main([SINGLE_SCRIPT] + eval_flags + ["--output_dir", before,
+                                                     "--eval_untrained"])
   before = results.read_eval_results(str(before))
   assert int(before["global_step"]) == 0
   assert (float(metrics["masked_lm_loss"]) <
@@ -341,9 +340,9 @@ def test_averaged_update_equals_single_process_update_on_the_union(
                       "--learning_rate", 1e-3, "--num_train_steps", 2],
           mpi_env(debug_dir))
   single_out = tmp_path / "single"
-  conftest.run_script([SINGLE_SCRIPT] + flags + [
+  conftest.run_main([SINGLE_SCRIPT] + flags + [
       "--output_dir", single_out, "--train_batch_size", 8,
-      "--learning_rate", 2e-3, "--num_train_steps", 1], env=mpi_env())
+      "--learning_rate", 2e-3, "--num_train_steps", 1])
 
   keys = [r.key for r in chosen]
   for r in (0, 1):

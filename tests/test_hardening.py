@@ -525,7 +525,7 @@ def labels_command(teacher_dir, input_file, output_file, *extra):
 
 
 def test_stage4_skips_a_complete_output_and_names_damaged_input(
-    tmp_path, stage3_dir, teacher_dir):
+    tmp_path, stage3_dir, teacher_dir, caplog):
   import records  # pylint: disable=g-import-not-at-top
   small = copy_records(os.path.join(stage3_dir, "wiki_0.tfrecord"),
                        tmp_path / "small.tfrecord", 40)
@@ -538,15 +538,19 @@ def test_stage4_skips_a_complete_output_and_names_damaged_input(
                 "Initialised from the checkpoint"):
     assert noise not in first_run.stderr, noise
   assert "teacher labels: done, 40 seq" in first_run.stderr
-  # A rerun keeps the complete output.
-  again = run_script(labels_command(teacher_dir, small, out))
+  # A rerun keeps the complete output (the reruns in this process).
+  caplog.set_level("INFO", logger="absl")
+  inprocess.run_main("produce_teacher_labels",
+                     labels_command(teacher_dir, small, out)[1:])
   assert re.search(r"small_k10\.tfrecord is complete \(40 records.*skipped",
-                   again.stderr), again.stderr[-2000:]
+                   caplog.text), caplog.text[-2000:]
   assert out.read_bytes() == first
   # A cut output (an interrupted copy) is labelled again, whole.
   cut_file(str(out), out)
-  redo = run_script(labels_command(teacher_dir, small, out))
-  assert "labelling again" in redo.stderr, redo.stderr[-2000:]
+  caplog.clear()
+  inprocess.run_main("produce_teacher_labels",
+                     labels_command(teacher_dir, small, out)[1:])
+  assert "labelling again" in caplog.text, caplog.text[-2000:]
   assert records.check_records(str(out)) == 40
   assert records.validate_file(str(out), records.stage4_lengths(SEQ, PREDS,
                                                                 K))
