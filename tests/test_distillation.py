@@ -34,7 +34,6 @@ from conftest import check_main_errors
 from conftest import google_variable_shapes
 from conftest import TRUNCATION_FACTOR
 from conftest import run_main
-from conftest import run_script
 from conftest import script_env
 
 SCRIPT = "network_distillation_single_machine_truncated.py"

@@ -19,7 +19,6 @@ import checkpoints
 import cli
 import distillation
 import inprocess
-import layer_losses
 import modeling
 import optimization
 import teacher

@@ -29,7 +29,6 @@ from conftest import TRUNCATION_FACTOR
 from conftest import check_error_runs
 from conftest import check_main_errors
 from conftest import run_main
-from conftest import run_script
 
 SCRIPT = "produce_teacher_labels.py"
 

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import unicodedata
 
 import numpy as np
