@@ -422,7 +422,7 @@ class ServingModel(tf.Module):
     return tf.function(
         lambda *args: self.outputs(*args),  # pylint: disable=unnecessary-lambda
         input_signature=[tf.TensorSpec([None, None], dtype, name=name)
-                         for name in names])
+                         for name in names], autograph=False)
 
 
 def write_saved_model(weights, architecture, config, vocab_file,

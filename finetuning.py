@@ -361,6 +361,8 @@ class FineTuner(object):
           opts.output_dir, self.all_variables, opts.keep_checkpoint_max)
       self.summary_writer = tf.summary.create_file_writer(opts.output_dir)
     self._variables = list(self.model_variables.values())
+    # As distillation.Trainer: AutoGraph converts the loop only (the code
+    # it calls is marked do_not_convert).
     self._train_loop = tf.function(self._train_loop_fn)
     self._predict_step = {}
     self.last_predict_rate = None
@@ -370,6 +372,7 @@ class FineTuner(object):
     """The number of training steps done (int)."""
     return int(self.optimizer.global_step.numpy())
 
+  @tf.autograph.experimental.do_not_convert
   def _loss_and_gradients(self, features, step):
     seed = distillation.dropout_seed_for_step(self.opts.random_seed, step,
                                               self.distribution)
@@ -522,8 +525,8 @@ class FineTuner(object):
           outputs["per_example_loss"] = self.model.head.loss(outputs, batch)
         return outputs
 
-      self._predict_step[with_loss] = tf.function(_step,
-                                                  reduce_retracing=True)
+      self._predict_step[with_loss] = tf.function(
+          _step, reduce_retracing=True, autograph=False)
     step = self._predict_step[with_loss]
     parts = collections.defaultdict(list)
     progress = cli.Progress(name, unit="examples", total=n)

@@ -60,6 +60,7 @@ class HorovodDistribution(distillation.Distribution):
     # (pid, host) of every rank, to name a stalled one.
     self.peers = hvd.allgather_object((os.getpid(), socket.gethostname()))
 
+  @tf.autograph.experimental.do_not_convert
   def allreduce_gradients(self, grads):
     """The average of each gradient over all processes (one fused call)."""
     if self.size == 1:

@@ -187,6 +187,7 @@ class AdamWeightDecayOptimizer(tf.Module):
       result[name + "/adam_v"] = v
     return result
 
+  @tf.autograph.experimental.do_not_convert
   def apply_gradients(self, grads, model_variables_by_name):
     """One update of every variable; then global_step += 1.
 

@@ -211,7 +211,8 @@ class TeacherLabeler(tf.Module):
         config, compute_dtype=self.compute_dtype,
         head_compute_dtype=tf.float32)
     load_teacher_checkpoint(self.model, checkpoint, flag_name)
-    self._label = tf.function(self._label_batch, jit_compile=use_xla)
+    self._label = tf.function(self._label_batch, jit_compile=use_xla,
+                              autograph=False)
 
   def _label_batch(self, input_ids, input_mask, segment_ids,
                    masked_lm_positions):
