@@ -13,7 +13,7 @@ the two stay in step.
 from absl import flags
 
 import distillation
-import records
+import record_flags
 import stage_flags
 
 FLAGS = flags.FLAGS
@@ -42,8 +42,7 @@ flags.DEFINE_integer(
     "K: number of the teacher's most probable words stored per masked "
     "position (features truncated_masked_lm_probs and top_k_indices). 0: "
     "the teacher's whole distribution (feature masked_lm_probs).")
-records.define_length_flags()
-flags.adopt_module_key_flags(records)  # list them in --help
+flags.adopt_module_key_flags(record_flags)  # list them in --help
 flags.DEFINE_bool("do_train", False, "Whether to run training.")
 flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
 flags.DEFINE_integer("train_batch_size", 32, "Batch size for training.")

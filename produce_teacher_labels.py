@@ -34,6 +34,7 @@ cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import errors
 import outputs
+import record_flags
 import records
 import teacher
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -60,8 +61,7 @@ flags.DEFINE_string(
     "init_checkpoint", None,
     "The teacher's checkpoint (usually from a pre-trained BERT model), a "
     "prefix such as .../bert_model.ckpt or a directory. Required.")
-records.define_length_flags()
-flags.adopt_module_key_flags(records)  # list them in --help
+flags.adopt_module_key_flags(record_flags)  # list them in --help
 flags.DEFINE_integer("batch_size", 32,
                      "Records per teacher batch (inference only).")
 flags.DEFINE_bool(

@@ -10,29 +10,11 @@ first, then those of position 1, and so on.
 import collections
 import re
 
-from absl import flags
 import numpy as np
 import tensorflow as tf
 
 import errors
 import record_format
-
-
-def define_length_flags():
-  """Defines --max_seq_length and --max_predictions_per_seq for the readers.
-
-  Stages IV to VI read records whose lengths were fixed by stage III; these
-  flags say what they expect (and are checked against the files). A script
-  lists them in its --help with flags.adopt_module_key_flags(records).
-  """
-  flags.DEFINE_integer(
-      "max_seq_length", 128,
-      "The maximum total input sequence length after WordPiece tokenization. "
-      "Must match data generation.")
-  flags.DEFINE_integer(
-      "max_predictions_per_seq", 20,
-      "Maximum number of masked LM predictions per sequence. Must match data "
-      "generation.")
 
 
 def stage3_lengths(max_seq_length, max_predictions_per_seq):

@@ -29,8 +29,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIKIEXTRACTOR = os.path.join(REPO, "wikiextractor")
 
 # Modules that define flags when imported: imported afresh by every `load`.
-FLAG_MODULES = ("stage_flags", "distillation_flags", "finetuning_flags",
-                "classifier_flags", "squad_flags")
+FLAG_MODULES = ("stage_flags", "record_flags", "distillation_flags",
+                "finetuning_flags", "classifier_flags", "squad_flags")
 
 
 def _is_project_module(name):

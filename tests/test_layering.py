@@ -30,8 +30,8 @@ STAGE_MODULES = {
 }
 # The scripts' side that is not a script itself: the command line and the
 # flag modules (each script family's flags, defined once at import).
-SCRIPT_SIDE = {"cli", "stage_flags", "distillation_flags", "finetuning_flags",
-               "classifier_flags", "squad_flags"}
+SCRIPT_SIDE = {"cli", "stage_flags", "record_flags", "distillation_flags",
+               "finetuning_flags", "classifier_flags", "squad_flags"}
 
 
 def _source(path):
