@@ -109,7 +109,8 @@ def fine_tuned_checkpoint_shapes(prefix, teacher_dir):
 
 
 def check_error_runs(commands, timeout=300):
-  """Runs bad command lines side by side; each must fail with one clear line.
+  """Runs bad command lines, two at a time (one per core of the 2-core test
+  machines); each must fail with one clear line.
 
   Args:
     commands: name -> (argv after the python executable, text that the
@@ -118,15 +119,19 @@ def check_error_runs(commands, timeout=300):
     name -> that error line. Fails the test unless each run exits 1 with
     exactly one `error:` line on stderr and no traceback.
   """
-  procs = {
-      name: subprocess.Popen([sys.executable] + [str(a) for a in args],
-                             cwd=REPO, env=script_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-      for name, (args, _) in commands.items()}
+  names = list(commands)
+  finished = {}
+  for i in range(0, len(names), 2):  # two at a time: one per core
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable] + [str(a) for a in commands[name][0]],
+            cwd=REPO, env=script_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        for name in names[i:i + 2]}
+    for name, proc in procs.items():
+      finished[name] = (proc, proc.communicate(timeout=timeout)[1])
   lines = {}
-  for name, proc in procs.items():
-    _, stderr = proc.communicate(timeout=timeout)
+  for name, (proc, stderr) in finished.items():
     errors = [l for l in stderr.splitlines() if l.startswith("error:")]
     assert proc.returncode == 1, (name, stderr[-2000:])
     assert len(errors) == 1, (name, stderr[-2000:])
