@@ -108,9 +108,26 @@ def fine_tuned_checkpoint_shapes(prefix, teacher_dir):
   return shapes, encoder
 
 
+def run_two_at_a_time(commands, env=None, cwd=REPO, timeout=300):
+  """Runs `python <argv>` for each argv of `commands`, two at a time (one
+  per core of the 2-core test machines); returns (exit status, stdout,
+  stderr) of each, in order. env: default `script_env()`.
+  """
+  results = []
+  for i in range(0, len(commands), 2):
+    procs = [subprocess.Popen([sys.executable] + [str(a) for a in args],
+                              cwd=cwd, env=env or script_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for args in commands[i:i + 2]]
+    for proc in procs:
+      stdout, stderr = proc.communicate(timeout=timeout)
+      results.append((proc.returncode, stdout, stderr))
+  return results
+
+
 def check_error_runs(commands, timeout=300):
-  """Runs bad command lines, two at a time (one per core of the 2-core test
-  machines); each must fail with one clear line.
+  """Runs bad command lines (run_two_at_a_time); each must fail with one
+  clear line.
 
   Args:
     commands: name -> (argv after the python executable, text that the
@@ -120,20 +137,12 @@ def check_error_runs(commands, timeout=300):
     exactly one `error:` line on stderr and no traceback.
   """
   names = list(commands)
-  finished = {}
-  for i in range(0, len(names), 2):  # two at a time: one per core
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable] + [str(a) for a in commands[name][0]],
-            cwd=REPO, env=script_env(), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
-        for name in names[i:i + 2]}
-    for name, proc in procs.items():
-      finished[name] = (proc, proc.communicate(timeout=timeout)[1])
+  results = run_two_at_a_time([commands[name][0] for name in names],
+                              timeout=timeout)
   lines = {}
-  for name, (proc, stderr) in finished.items():
+  for name, (status, _, stderr) in zip(names, results):
     errors = [l for l in stderr.splitlines() if l.startswith("error:")]
-    assert proc.returncode == 1, (name, stderr[-2000:])
+    assert status == 1, (name, stderr[-2000:])
     assert len(errors) == 1, (name, stderr[-2000:])
     assert commands[name][1] in errors[0], (name, errors[0])
     assert "Traceback" not in stderr, name

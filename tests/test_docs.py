@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO, script_env
+from conftest import REPO, run_two_at_a_time, script_env
 
 # Every script a user runs, relative to the repository root.
 SCRIPTS = (
@@ -27,27 +27,14 @@ SCRIPTS = (
     "scripts/demo_summary.py")
 
 
-def _help_outputs(scripts, env, cwd):
-  """script -> (exit status, stdout) of `python script --help`, 2 at a time."""
-  out = {}
-  for i in range(0, len(scripts), 2):
-    procs = {s: subprocess.Popen([sys.executable, os.path.join(REPO, s),
-                                  "--help"], cwd=cwd, env=env,
-                                 stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-             for s in scripts[i:i + 2]}
-    for script, proc in procs.items():
-      stdout, _ = proc.communicate(timeout=300)
-      out[script] = (proc.returncode, stdout)
-  return out
-
-
 def test_every_scripts_help_reads_as_written(tmp_path):
   # From another folder and without PYTHONPATH: each script finds its
   # modules itself.
   env = script_env()
   env.pop("PYTHONPATH", None)
-  outputs = _help_outputs(SCRIPTS, env, str(tmp_path))
+  outputs = {script: (status, stdout) for script, (status, stdout, _) in zip(
+      SCRIPTS, run_two_at_a_time([[os.path.join(REPO, s), "--help"]
+                                  for s in SCRIPTS], env, str(tmp_path)))}
   for script, (status, text) in outputs.items():
     # absl's --help exits with status 1 after printing the help.
     assert status in (0, 1) and text.strip(), (script, status, text[-2000:])

@@ -23,6 +23,7 @@ import inprocess
 import outputs
 from conftest import REPO
 from conftest import run_script
+from conftest import run_two_at_a_time
 from conftest import script_env
 from helpers import write_dump_pages
 
@@ -118,20 +119,6 @@ def test_leftover_words_are_an_error_naming_them(tmp_path):
   cli.check_no_arguments(["prog"])
 
 
-def run_pairwise(commands):
-  """Runs command lines (argv after python) two at a time; their results."""
-  results = []
-  for i in range(0, len(commands), 2):
-    procs = [subprocess.Popen([sys.executable] + [str(a) for a in args],
-                              cwd=REPO, env=script_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for args in commands[i:i + 2]]
-    for proc in procs:
-      _, stderr = proc.communicate(timeout=300)
-      results.append((proc.returncode, stderr))
-  return results
-
-
 def test_stages_4_to_6_reject_leftover_words_and_read_booleans(tmp_path):
   shards = []
   for i in range(2):
@@ -148,15 +135,15 @@ def test_stages_4_to_6_reject_leftover_words_and_read_booleans(tmp_path):
       # `--do_eval false` must mean false: no run is left to do.
       ["network_distillation_single_machine_truncated.py", "--do_train",
        "False", "--do_eval", "false", "--output_dir", tmp_path / "out"]]
-  results = run_pairwise(commands)
-  for status, stderr in results:
+  results = run_two_at_a_time(commands)
+  for status, _, stderr in results:
     errors = [l for l in stderr.splitlines() if l.startswith("error:")]
     assert status == 1 and len(errors) == 1, stderr[-2000:]
     assert "Traceback" not in stderr
-  for _, stderr in results[:3]:
+  for _, _, stderr in results[:3]:
     assert re.search(r"error: unexpected argument: \S*wiki_1\.tfrecord .*"
                      r"quote", stderr), stderr[-2000:]
-  assert "At least one of `do_train` or `do_eval`" in results[3][1]
+  assert "At least one of `do_train` or `do_eval`" in results[3][2]
   assert not os.path.exists(tmp_path / "out")
 
 
@@ -558,10 +545,10 @@ def test_stage4_skips_a_complete_output_and_names_damaged_input(
   # that is a folder: one line, before any work, nothing left in the cwd.
   cut = cut_file(small, tmp_path / "cut.tfrecord")
   before = set(os.listdir(REPO))
-  results = run_pairwise([
+  results = run_two_at_a_time([
       labels_command(teacher_dir, cut, tmp_path / "x.tfrecord"),
       labels_command(teacher_dir, small, tmp_path / "labels")])
-  for (status, stderr), message in zip(results, (
+  for (status, _, stderr), message in zip(results, (
       r"error: \S*cut\.tfrecord: record \d+ \(counting from 0\) is cut short",
       r"error: --output_file: \S*labels is a folder")):
     assert status == 1 and re.search(message, stderr), stderr[-2000:]
