@@ -128,10 +128,19 @@ def run_original(values, all_grads):
     loss = tf.add_n([tf.reduce_sum(p * g) for p, g in zip(params, feeds)])
     train_op = original.create_optimizer(loss, INIT_LR, TRAIN_STEPS,
                                          WARMUP_STEPS, use_tpu=False)
+    # The original groups the update with `global_step += 1` and puts no
+    # order between them: the learning rate reads global_step, and when the
+    # increment runs first (it did once on a loaded machine) the step uses
+    # the next step's rate. Run the two in the order the original means.
+    increment = [op for op in train_op.control_inputs
+                 if op.type == "AssignVariableOp"]
+    update = [op for op in train_op.control_inputs if op not in increment]
+    assert len(increment) == 1 and len(update) == 1, train_op.control_inputs
     with v1.Session() as session:
       session.run(v1.global_variables_initializer())
       for grads in all_grads:
-        session.run(train_op, dict(zip(feeds, grads)))
+        session.run(update, dict(zip(feeds, grads)))
+        session.run(increment)
       return {var.op.name: value for var, value in zip(
           v1.global_variables(), session.run(v1.global_variables()))}
 
