@@ -5,7 +5,7 @@ Reads what the demo wrote under --demo_dir: the stage timings
 and the students' checkpoints and eval_results.txt files, the
 TensorBoard events of the training runs, and the fine-tuning runs of stage
 VIII (with the polarity data of --polarity_dir). Prints the tables and writes
-<demo_dir>/summary.txt and <demo_dir>/distillation.png (training loss,
+<demo_dir>/summary.txt and <demo_dir>/distillation.svg (training loss,
 teacher agreement, fine-tuned dev accuracy).
 """
 
@@ -15,10 +15,9 @@ import sys
 
 from absl import flags
 from absl import logging
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
+
+import svg_chart  # beside this script
 
 # The project's modules are in the repository root, above this folder: the
 # script runs as `python scripts/demo_summary.py` with or without PYTHONPATH.
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import cli
 cli.import_tensorflow_quietly()
 import tensorflow as tf
+import outputs
 import records
 import results
 import sample_data
@@ -197,23 +197,17 @@ def finetune_table(demo_dir, num_sentences, dev_labels):
       ("",) + tuple(heading for heading, _, _ in runs), rows)
 
 
-def plot_finetuning(axis, runs, dev_labels):
+def finetuning_panel(runs, dev_labels):
   """Bars of the fine-tuned dev accuracies, with the majority-class line."""
-  colors = ["tab:green", "tab:blue", "tab:gray"]
-  names = [heading.replace(", ", "\n") for heading, _, _ in runs]
-  values = [r["eval_accuracy"] for _, r, _ in runs]
-  axis.bar(range(len(runs)), values, color=colors[:len(runs)])
-  for x, value in enumerate(values):
-    axis.text(x, value, "%.3f" % value, ha="center", va="bottom")
-  majority = max(np.mean(dev_labels), 1.0 - np.mean(dev_labels))
-  axis.axhline(majority, color="black", linestyle="--", linewidth=1)
-  axis.text(-0.45, majority + 0.005, "majority class", ha="left",
-            va="bottom", fontsize=9)
-  axis.set_xticks(list(range(len(runs))))
-  axis.set_xticklabels(names)
-  axis.set_ylim(0.4, 1.0)
-  axis.set_ylabel("dev accuracy")
-  axis.set_title("Fine-tuned on sentence polarity")
+  panel = svg_chart.Panel("Fine-tuned on sentence polarity",
+                          ylabel="dev accuracy")
+  panel.bars([heading.replace(", ", "\n") for heading, _, _ in runs],
+             [r["eval_accuracy"] for _, r, _ in runs],
+             ["green", "blue", "gray"][:len(runs)])
+  panel.reference_line(max(np.mean(dev_labels), 1.0 - np.mean(dev_labels)),
+                       "majority class")
+  panel.set_ylim(0.4, 1.0)
+  return panel
 
 
 def format_table(header, rows):
@@ -265,40 +259,31 @@ def main(argv):
   if finetuned:
     out += ["", table]
 
-  fig, axes = plt.subplots(1, 3 if finetuned else 2,
-                           figsize=(15 if finetuned else 10, 3.6))
-  runs = [("V single machine", student_dir, "tab:blue"),
-          ("VI mpirun -np 2", hvd_dir, "tab:orange")]
-  for label, run_dir, color in runs:
-    steps, losses = scalar_series(run_dir, "loss")
-    if steps:
-      axes[0].plot(steps, losses, marker=".", color=color, label=label)
-  axes[0].set_xlabel("step (32 sequences each)")
-  axes[0].set_ylabel("soft cross-entropy + NSP loss")
-  axes[0].set_title("Student training loss")
-  axes[0].legend()
+  loss = svg_chart.Panel("Student training loss",
+                         xlabel="step (32 sequences each)",
+                         ylabel="soft cross-entropy + NSP loss")
+  for label, run_dir, color in (("V single machine", student_dir, "blue"),
+                                ("VI mpirun -np 2", hvd_dir, "orange")):
+    loss.line(*scalar_series(run_dir, "loss"), color=color, label=label)
 
-  bars = [("untrained", before["teacher_top1_agreement"], "tab:gray"),
+  bars = [("untrained", before["teacher_top1_agreement"], "gray"),
           ("V: %d steps" % after["global_step"],
-           after["teacher_top1_agreement"], "tab:blue")]
+           after["teacher_top1_agreement"], "blue")]
   if os.path.exists(os.path.join(hvd_dir, results.EVAL_RESULTS_FILE)):
     bars.append(("VI: %d steps" % hvd["global_step"],
-                 hvd["teacher_top1_agreement"], "tab:orange"))
-  positions = range(len(bars))
-  axes[1].bar(positions, [b[1] for b in bars], color=[b[2] for b in bars])
-  for x, (_, value, _) in zip(positions, bars):
-    axes[1].text(x, value, "%.3f" % value, ha="center", va="bottom")
-  axes[1].set_xticks(list(positions))
-  axes[1].set_xticklabels([b[0] for b in bars])
-  axes[1].set_ylim(0, max(0.05, 1.25 * max(b[1] for b in bars)))
-  axes[1].set_ylabel("student top-1 = teacher top-1")
-  axes[1].set_title("Agreement with the teacher (held-out records)")
+                 hvd["teacher_top1_agreement"], "orange"))
+  agreement = svg_chart.Panel("Agreement with the teacher (held-out records)",
+                              ylabel="student top-1 = teacher top-1")
+  agreement.bars(*zip(*bars))
+  agreement.set_ylim(0, max(0.05, 1.25 * max(b[1] for b in bars)))
+  panels = [loss, agreement]
   if finetuned:
-    plot_finetuning(axes[2], finetuned, dev_labels)
-  fig.tight_layout()
-  png = os.path.join(d, "distillation.png")
-  fig.savefig(png, dpi=100)
-  out += ["", "Picture: %s" % png]
+    panels.append(finetuning_panel(finetuned, dev_labels))
+  picture = os.path.join(d, "distillation.svg")
+  with outputs.atomic_output(picture) as tmp:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(svg_chart.figure_svg(panels))
+  out += ["", "Picture: %s" % picture]
 
   text = "\n".join(out)
   print(text)

@@ -37,6 +37,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   else
     "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
   fi
+  # Earlier pins had matplotlib (the demo's picture is SVG now). Keras
+  # imports it at every TensorFlow start where it is installed (0.6 s a
+  # process), so a .venv made with those pins drops it.
+  "$VENV/bin/python" -m pip uninstall -y -q matplotlib >/dev/null 2>&1 || true
   echo "$want" > "$stamp"
 fi
 

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ HVD_STEPS = 4
 # Fine-tuning: int(7030 / 32 * 0.05) = 10 steps per model.
 FT_EPOCHS = 0.05
 FT_STEPS = 10
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +171,7 @@ def test_stage_outputs_exist_and_parse(demo_dir):
       out, "finetune_random")))
   assert np.abs(tuned - start).max() < 0.01 < np.abs(random_init - start).max()
 
-  # The summary: every stage timed, and the picture is a PNG.
+  # The summary: every stage timed.
   summary = open(os.path.join(out, "summary.txt")).read()
   for stage in ("I convert", "II wiki_to_text", "III create_pretraining_data",
                 "IV produce_teacher_labels", "V single machine",
@@ -179,7 +181,14 @@ def test_stage_outputs_exist_and_parse(demo_dir):
     assert stage in summary and stage in stdout
   assert "Fine-tuned on sentence polarity" in summary
   assert re.search(r"dev accuracy \(majority class 0\.5\d\d\)", summary)
-  with open(os.path.join(out, "distillation.png"), "rb") as f:
-    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  # The picture (SVG): a loss curve per training run, the three agreement
+  # bars (untrained, V, VI) and the three fine-tuned accuracies.
+  svg = ElementTree.parse(os.path.join(out, "distillation.svg")).getroot()
+  assert svg.tag == SVG + "svg"
+  assert len(svg.findall(".//%spolyline" % SVG)) == 2
+  assert len(svg.findall(".//%srect[@class='bar']" % SVG)) == 6
+  titles = {t.text for t in svg.iter(SVG + "text")}
+  assert {"Student training loss", "Fine-tuned on sentence polarity",
+          "Agreement with the teacher (held-out records)"} <= titles
 
 

@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARIES = {
     "checkpoints", "errors", "glue", "hardware", "hf_bert", "layer_losses",
     "modeling", "optimization", "outputs", "record_format", "records",
-    "results", "squad", "tokenization",
+    "results", "squad", "svg_chart", "tokenization",
 }
 # The work of one stage, under its script(s).
 STAGE_MODULES = {
