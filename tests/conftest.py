@@ -8,10 +8,13 @@ processes, the TensorFlow stages through their `main` in this process
 (tests/inprocess.py; it saves a TensorFlow start each).
 """
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -20,6 +23,7 @@ sys.path.insert(0, REPO)
 
 from helpers import script_env  # pylint: disable=wrong-import-position
 import inprocess  # pylint: disable=wrong-import-position
+import python_fork  # pylint: disable=wrong-import-position
 import sample_data  # pylint: disable=wrong-import-position
 
 # Small sizes for tests (the real ones are 128 / 20).
@@ -108,14 +112,38 @@ def fine_tuned_checkpoint_shapes(prefix, teacher_dir):
   return shapes, encoder
 
 
+_python_server = []
+
+
+def python_server():
+  """The tests' python_fork.Server, started on the first call (it stops
+  with the tests)."""
+  if not _python_server:
+    folder = tempfile.mkdtemp(prefix="python_fork")
+    _python_server.append(python_fork.Server(folder, script_env()))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    atexit.register(_python_server[0].stop)
+  return _python_server[0]
+
+
+def forked_python():
+  """The path of a `python` that runs scripts with TensorFlow imported
+  once (tests/python_fork.py), for processes whose start is not what a test
+  checks."""
+  return python_server().python
+
+
 def run_two_at_a_time(commands, env=None, cwd=REPO, timeout=300):
   """Runs `python <argv>` for each argv of `commands`, two at a time (one
   per core of the 2-core test machines); returns (exit status, stdout,
   stderr) of each, in order. env: default `script_env()`.
+
+  The runs go through `forked_python()`: what they check is a script's
+  output and exit status, not its interpreter's start.
   """
   results = []
   for i in range(0, len(commands), 2):
-    procs = [subprocess.Popen([sys.executable] + [str(a) for a in args],
+    procs = [subprocess.Popen([forked_python()] + [str(a) for a in args],
                               cwd=cwd, env=env or script_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for args in commands[i:i + 2]]

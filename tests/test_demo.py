@@ -2,11 +2,12 @@
 
 Every stage runs as the demo runs it (a quarter of the articles of the real
 Wikipedia excerpt through DEMO_WIKI_DUMP, real small BERT teacher, mpirun -np 2
-for stage VI, real polarity sentences for stage VIII); the test then reads
-every output back: the teacher checkpoint, the text files, every record of
-stages III and IV (parsed with the feature names and lengths written out
-here), the students' checkpoints and eval results, the three fine-tuned
-models, the summary and its picture.
+for stage VI, real polarity sentences for stage VIII; its PYTHON is
+tests/python_fork.py's, which saves a TensorFlow import per stage); the
+test then reads every output back: the teacher checkpoint, the text files,
+every record of stages III and IV (parsed with the feature names and
+lengths written out here), the students' checkpoints and eval results, the
+three fine-tuned models, the summary and its picture.
 """
 
 import glob
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, script_env
+from conftest import REPO, forked_python, script_env
 from helpers import write_dump_pages
 import results
 
@@ -47,7 +48,7 @@ def demo_dir(tmp_path_factory, wiki_dump):
              DEMO_HOROVOD_STEPS=str(HVD_STEPS), DEMO_MAX_SEQ_LENGTH=str(SEQ),
              DEMO_MAX_PREDICTIONS=str(PRED), DEMO_DUPE_FACTOR="1",
              DEMO_FINETUNE_EPOCHS=str(FT_EPOCHS),
-             PYTHON=sys.executable)
+             PYTHON=forked_python())
   result = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1500,
                           check=False)

@@ -5,7 +5,8 @@
   names the program (absl formats "% s" in a docstring into the name).
 - The README's sample track (the blocks marked `<!-- sample-track -->`) runs
   as written, in order, offline, from a folder that holds the repository's
-  files; its outputs are then read back.
+  files (its `python` is tests/python_fork.py's, which saves a TensorFlow
+  import per command); its outputs are then read back.
 """
 
 import os
@@ -13,7 +14,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO, run_two_at_a_time, script_env
+from conftest import REPO, forked_python, run_two_at_a_time, script_env
 
 # Every script a user runs, relative to the repository root.
 SCRIPTS = (
@@ -99,8 +100,11 @@ def test_readme_sample_track_runs_as_written(tmp_path):
   repository_view(str(work))
   env = script_env()
   env.pop("PYTHONPATH", None)
-  # `python` is the project's environment, as with .venv/bin/activate.
-  env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+  # `python` is the project's environment, as with .venv/bin/activate,
+  # through tests/python_fork.py (TensorFlow imported once).
+  env["PATH"] = os.pathsep.join([os.path.dirname(forked_python()),
+                                 os.path.dirname(sys.executable),
+                                 env["PATH"]])
   if os.getuid() == 0:
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
   script = "set -euo pipefail\n" + "\n".join(blocks)
