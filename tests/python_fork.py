@@ -9,7 +9,7 @@ forks a child per run; the child takes the caller's command line, working
 folder, environment and standard streams, runs the script as `__main__`,
 and its exit status becomes the caller's.
 
-  server = Server(folder)          # imports TensorFlow, listens
+  server = Server(folder, env)     # imports TensorFlow, listens
   env["PYTHON"] = server.python    # an executable: `python script.py ...`
   ...
   server.stop()
@@ -17,12 +17,15 @@ and its exit status becomes the caller's.
 What a run sees is what `python script.py args` gives it (sys.argv, sys.path
 from the script's folder and PYTHONPATH, os.environ, cwd, the three streams,
 atexit handlers, the exit status; SIGINT, SIGTERM and SIGHUP sent to the
-caller reach the run), except that TensorFlow is already imported (so its
-start-up notices are not on the run's stderr). Anything else goes to the
-real interpreter: `python -c ...`, `python -m ...`, and every rank that
-mpirun starts (Horovod needs a process of mpirun's own). Tests whose subject
-is the process itself (kill, Ctrl-C, exit codes of a crash) use the real
-interpreter.
+caller reach the run; a killed caller takes its run along), except that
+TensorFlow is already imported (so its start-up notices are not on the
+run's stderr) and a traceback shows runpy's frames above the script's.
+`python -c ...`, `python -m ...`, a script that is not there and every rank
+that mpirun starts (Horovod needs a process of mpirun's own) go to the real
+interpreter. Tests whose
+subject is the process itself (kill -9, Ctrl-C of a training run, a fresh
+interpreter) start the real one. tests/test_python_fork.py checks these
+promises against the real interpreter.
 """
 
 import json
@@ -56,7 +59,7 @@ def _int(conn):
 def client(socket_path):
   """The `python` executable's body: one run through the server."""
   argv = sys.argv[1:]
-  if (not argv or argv[0].startswith("-") or
+  if (not argv or argv[0].startswith("-") or not os.path.isfile(argv[0]) or
       any(name in os.environ for name in _MPI_RANK_VARIABLES)):
     os.execv(sys.executable, [sys.executable] + argv)
   for fd in (0, 1, 2):  # a closed standard stream reads as /dev/null
@@ -213,7 +216,9 @@ class Server(object):
     deadline = time.time() + 120
     while not os.path.exists(self.socket_path):
       if self._process.poll() is not None or time.time() > deadline:
-        raise RuntimeError("python_fork: the server did not start")
+        with open(os.path.join(folder, "server.log"), "rb") as log:
+          raise RuntimeError("python_fork: the server did not start:\n" +
+                             log.read()[-3000:].decode(errors="replace"))
       time.sleep(0.05)
 
   @property
