@@ -35,9 +35,11 @@ TRUNCATION_FACTOR = 10
 def run_script(args, check=True, timeout=900, **kwargs):
   """Runs `python <args...>` from the repository root; returns the result.
 
-  With check=True a non-zero exit fails the test, showing the stderr tail.
+  The python is `forked_python()`: these runs check a script's outputs and
+  exit status, not its interpreter's start. With check=True a non-zero exit
+  fails the test, showing the stderr tail.
   """
-  cmd = [sys.executable] + [str(a) for a in args]
+  cmd = [forked_python()] + [str(a) for a in args]
   result = subprocess.run(cmd, cwd=REPO, env=kwargs.pop("env", script_env()),
                           capture_output=True, text=True, timeout=timeout,
                           check=False, **kwargs)
