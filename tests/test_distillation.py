@@ -31,6 +31,7 @@ from conftest import MAX_SEQ_LENGTH
 from conftest import REPO
 from conftest import check_error_runs
 from conftest import check_main_errors
+from conftest import forked_python
 from conftest import google_variable_shapes
 from conftest import TRUNCATION_FACTOR
 from conftest import run_main
@@ -380,7 +381,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, stage4_file,
 
   whole, broken = str(tmp_path / "whole"), str(tmp_path / "broken")
   # The uninterrupted run: in this process (its process is not what is
-  # tested); the interrupted one and its resumption are processes.
+  # tested); the interrupted one (a real interpreter, killed) and its
+  # resumption are processes.
   run_main(command(whole)[1:])
   proc = subprocess.Popen(command(broken), cwd=REPO, env=script_env(),
                           stdout=subprocess.DEVNULL,
@@ -394,8 +396,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, stage4_file,
   proc.wait()
   interrupted_at = checkpoints.latest_checkpoint(broken)
   assert interrupted_at and not interrupted_at.endswith("-%d" % steps)
-  result = subprocess.run(command(broken), cwd=REPO, env=script_env(),
-                          capture_output=True, text=True, timeout=600)
+  # The resumption's process is not what is tested: forked_python.
+  result = subprocess.run([forked_python()] + command(broken)[1:], cwd=REPO,
+                          env=script_env(), capture_output=True, text=True,
+                          timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   resumed = re.search(r"Resuming from \S+-(\d+) \(global_step (\d+)\)",
                       result.stderr)
