@@ -14,11 +14,10 @@ when it is installed), out of the project.
 
 import math
 from xml.sax.saxutils import escape
-from xml.sax.saxutils import quoteattr
 
 # The colours of matplotlib's default cycle, so the picture looks familiar.
 COLORS = {"blue": "#1f77b4", "orange": "#ff7f0e", "green": "#2ca02c",
-          "gray": "#7f7f7f", "black": "#000000"}
+          "gray": "#7f7f7f"}
 
 PANEL_WIDTH = 500
 PANEL_HEIGHT = 360
@@ -111,12 +110,14 @@ class Panel(object):
     text = lambda x, y, s, anchor="middle", size=12, extra="": out.append(
         '<text x="%.1f" y="%.1f" text-anchor="%s" font-size="%d" %s%s>'
         '%s</text>' % (x, y, anchor, size, _FONT, extra, escape(s)))
+    line = lambda x_1, y_1, x_2, y_2, attributes: out.append(
+        '<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" %s/>' % (
+            x_1, y_1, x_2, y_2, attributes))
     # Ticks and grid on the y axis.
     ticks, step = nice_ticks(y0, y1, count=6)
     for value in ticks:
       y = py(value)
-      out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" '
-                 'stroke="#dddddd"/>' % (px(x0), y, px(x1), y))
+      line(px(x0), y, px(x1), y, 'stroke="#dddddd"')
       text(px(x0) - 6, y + 4, tick_label(value, step), anchor="end",
            size=11)
     # The x axis: categories under bars, round numbers under lines.
@@ -138,9 +139,8 @@ class Panel(object):
       text(px(i), top - 4, "%.3f" % value, size=11)
     if self.reference:
       y = py(self.reference[0])
-      out.append('<line class="reference" x1="%.1f" y1="%.1f" x2="%.1f" '
-                 'y2="%.1f" stroke="black" stroke-dasharray="5,4"/>' % (
-                     px(x0), y, px(x1), y))
+      line(px(x0), y, px(x1), y,
+           'class="reference" stroke="black" stroke-dasharray="5,4"')
       text(px(x0) + 4, y - 4, self.reference[1], anchor="start", size=10)
     for xs, ys, color, _ in self.lines:
       points = " ".join("%.1f,%.1f" % (px(x), py(y)) for x, y in zip(xs, ys))
@@ -162,9 +162,8 @@ class Panel(object):
              left + 16, _TOP + height / 2))
     for i, (_, _, color, label) in enumerate(self.lines):
       y = py(y1) + 16 + 16 * i
-      out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" '
-                 'stroke-width="2"/>' % (px(x1) - 150, y - 4, px(x1) - 128,
-                                         y - 4, COLORS[color]))
+      line(px(x1) - 150, y - 4, px(x1) - 128, y - 4,
+           'stroke="%s" stroke-width="2"' % COLORS[color])
       text(px(x1) - 122, y, label, anchor="start", size=11)
     out.append("</g>")
     return out
@@ -176,7 +175,7 @@ def figure_svg(panels):
   out = ['<?xml version="1.0" encoding="UTF-8"?>',
          '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
          'viewBox="0 0 %d %d">' % (width, PANEL_HEIGHT, width, PANEL_HEIGHT),
-         '<rect width="100%%" height="100%%" fill=%s/>' % quoteattr("white")]
+         '<rect width="100%" height="100%" fill="white"/>']
   for i, panel in enumerate(panels):
     out.extend(panel.svg(i * PANEL_WIDTH))
   out.append("</svg>")

@@ -200,7 +200,8 @@ class Server(object):
     self.socket_path = os.path.join(folder, "python.sock")
     env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
     # Its own output (TensorFlow's import notices) goes to a log there.
-    with open(os.path.join(folder, "server.log"), "wb") as log:
+    log_path = os.path.join(folder, "server.log")
+    with open(log_path, "wb") as log:
       self._process = subprocess.Popen(
           [sys.executable, os.path.abspath(__file__), self.socket_path,
            str(os.getpid())],
@@ -216,7 +217,7 @@ class Server(object):
     deadline = time.time() + 120
     while not os.path.exists(self.socket_path):
       if self._process.poll() is not None or time.time() > deadline:
-        with open(os.path.join(folder, "server.log"), "rb") as log:
+        with open(log_path, "rb") as log:
           raise RuntimeError("python_fork: the server did not start:\n" +
                              log.read()[-3000:].decode(errors="replace"))
       time.sleep(0.05)
