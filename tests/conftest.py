@@ -32,14 +32,16 @@ MAX_PREDICTIONS = 10
 TRUNCATION_FACTOR = 10
 
 
-def run_script(args, check=True, timeout=900, **kwargs):
+def run_script(args, check=True, timeout=900, fresh=False, **kwargs):
   """Runs `python <args...>` from the repository root; returns the result.
 
-  The python is `forked_python()`: these runs check a script's outputs and
-  exit status, not its interpreter's start. With check=True a non-zero exit
-  fails the test, showing the stderr tail.
+  The python is `forked_python()`, for runs that check a script's outputs
+  and exit status; fresh=True starts a fresh interpreter, for what only its
+  start shows (TensorFlow's import notices). With check=True a non-zero
+  exit fails the test, showing the stderr tail.
   """
-  cmd = [forked_python()] + [str(a) for a in args]
+  cmd = [sys.executable if fresh else forked_python()] + [str(a)
+                                                          for a in args]
   result = subprocess.run(cmd, cwd=REPO, env=kwargs.pop("env", script_env()),
                           capture_output=True, text=True, timeout=timeout,
                           check=False, **kwargs)

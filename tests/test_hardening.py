@@ -517,7 +517,8 @@ def test_stage4_skips_a_complete_output_and_names_damaged_input(
   small = copy_records(os.path.join(stage3_dir, "wiki_0.tfrecord"),
                        tmp_path / "small.tfrecord", 40)
   out = tmp_path / "labels" / "small_k10.tfrecord"
-  first_run = run_script(labels_command(teacher_dir, small, out))
+  # A fresh interpreter: its TensorFlow import is what the notices come from.
+  first_run = run_script(labels_command(teacher_dir, small, out), fresh=True)
   first = out.read_bytes()
   # Log noise: our lines, not TensorFlow's import notices nor the ~200
   # loaded variable names (those only with --verbosity=1).
