@@ -217,19 +217,22 @@ def mpi_env():
   return env
 
 
-def mpirun_command(script, per_rank_args, env_names=()):
+def mpirun_command(script, per_rank_args, env_names=(), python=None):
   """mpirun on localhost, one rank per item of per_rank_args.
 
   Rank r runs `python script per_rank_args[r]...`; MPI_ENV_NAMES and
-  env_names are passed to every rank.
+  env_names are passed to every rank. python: `forked_python()` unless
+  given (a test that signals a rank process gives sys.executable: a
+  forked rank's `python` process only passes signals on).
   """
+  python = python or forked_python()
   cmd = ["mpirun"] + (["--allow-run-as-root"] if os.getuid() == 0 else [])
   cmd += ["-H", "localhost:%d" % len(per_rank_args), "-bind-to", "none",
           "-map-by", "slot", "-mca", "pml", "ob1", "-mca", "btl", "^openib"]
   for name in MPI_ENV_NAMES + tuple(env_names):
     cmd += ["-x", name]
   for rank, args in enumerate(per_rank_args):
-    cmd += ([":"] if rank else []) + ["-np", "1", sys.executable, script]
+    cmd += ([":"] if rank else []) + ["-np", "1", python, script]
     cmd += [str(a) for a in args]
   return cmd
 

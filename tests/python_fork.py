@@ -20,12 +20,15 @@ atexit handlers, the exit status; SIGINT, SIGTERM and SIGHUP sent to the
 caller reach the run; a killed caller takes its run along), except that
 TensorFlow is already imported (so its start-up notices are not on the
 run's stderr) and a traceback shows runpy's frames above the script's.
-`python -c ...`, `python -m ...`, a script that is not there and every rank
-that mpirun starts (Horovod needs a process of mpirun's own) go to the real
-interpreter. Tests whose
-subject is the process itself (kill -9, Ctrl-C of a training run, a fresh
-interpreter) start the real one. tests/test_python_fork.py checks these
-promises against the real interpreter.
+`python -c ...`, `python -m ...` and a script that is not there go to the
+real interpreter. An mpirun rank started as this `python` is forked too: it
+gets mpirun's variables with the rest of the environment, and its
+`hvd.init()` joins the job as a rank that mpirun started would (mpirun
+signals and waits for the `python` process, which passes both on). Tests whose
+subject is the process itself (kill -9 or kill -STOP of a rank, Ctrl-C of a
+training run, a fresh interpreter) start the real one.
+tests/test_python_fork.py checks these promises against the real
+interpreter, an mpirun job included.
 """
 
 import json
@@ -37,10 +40,6 @@ import struct
 import subprocess
 import sys
 import time
-
-# Variables that mpirun sets for its ranks.
-_MPI_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
-
 
 def _recv_exact(conn, size):
   data = b""
@@ -59,8 +58,7 @@ def _int(conn):
 def client(socket_path):
   """The `python` executable's body: one run through the server."""
   argv = sys.argv[1:]
-  if (not argv or argv[0].startswith("-") or not os.path.isfile(argv[0]) or
-      any(name in os.environ for name in _MPI_RANK_VARIABLES)):
+  if not argv or argv[0].startswith("-") or not os.path.isfile(argv[0]):
     os.execv(sys.executable, [sys.executable] + argv)
   for fd in (0, 1, 2):  # a closed standard stream reads as /dev/null
     try:

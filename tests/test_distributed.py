@@ -71,17 +71,18 @@ def mpi_env(debug_dir=None):
   return env
 
 
-def mpirun_command(np_, app_args, env=None):
+def mpirun_command(np_, app_args, env=None, python=None):
   """mpirun on localhost; app_args: one argument list, or one per rank.
 
   Runs the Horovod script, or its watched wrapper (DEBUG_SCRIPT) when `env`
-  names a DISTILL_DEBUG_DIR.
+  names a DISTILL_DEBUG_DIR; python: see conftest.mpirun_command.
   """
   if not isinstance(app_args[0], (list, tuple)):
     app_args = [app_args] * np_
   if env and env.get(DEBUG_DIR_ENV):
-    return conftest.mpirun_command(DEBUG_SCRIPT, app_args, (DEBUG_DIR_ENV,))
-  return conftest.mpirun_command(SCRIPT, app_args)
+    return conftest.mpirun_command(DEBUG_SCRIPT, app_args, (DEBUG_DIR_ENV,),
+                                   python)
+  return conftest.mpirun_command(SCRIPT, app_args, python=python)
 
 
 def run_mpi(np_, app_args, env, timeout=300):
@@ -384,7 +385,7 @@ def test_multinode_train_script_on_localhost(tmp_path, stage4_file):
   out = tmp_path / "out"
   env = mpi_env()
   env.update(
-      HOSTS_FILE=str(hosts), PYTHON=sys.executable,
+      HOSTS_FILE=str(hosts), PYTHON=conftest.forked_python(),
       BERT_CONFIG=tiny_student_config(tmp_path / "student.json"),
       INPUT_FILE=stage4_file, OUTPUT_DIR=str(out), TRAIN_BATCH_SIZE="4",
       NUM_TRAIN_STEPS="6", NUM_WARMUP_STEPS="2", TRUNCATION_FACTOR=str(K),
@@ -451,7 +452,8 @@ def test_killed_rank_ends_the_job_and_a_restart_resumes(tmp_path,
       "--iterations_per_loop", 1, "--num_warmup_steps", 0]
   log = open(tmp_path / "first_run.log", "w")
   job = subprocess.Popen(
-      mpirun_command(2, flags + ["--num_train_steps", 100000]),
+      mpirun_command(2, flags + ["--num_train_steps", 100000],
+                     python=sys.executable),
       cwd=conftest.REPO, env=mpi_env(), stdout=log, stderr=subprocess.STDOUT)
   try:
     # Any checkpoint from step 6 on: with --keep_checkpoint_max 5 a fast run

@@ -5,8 +5,9 @@
   names the program (absl formats "% s" in a docstring into the name).
 - The README's sample track (the blocks marked `<!-- sample-track -->`) runs
   as written, in order, offline, from a folder that holds the repository's
-  files (its `python` is tests/python_fork.py's, which saves a TensorFlow
-  import per command); its outputs are then read back.
+  files (its `python` and `.venv/bin/python` are tests/python_fork.py's,
+  which saves a TensorFlow import per command and per mpirun rank); its
+  outputs are then read back.
 """
 
 import os
@@ -74,17 +75,20 @@ def sample_track_blocks():
     return _SAMPLE_BLOCK.findall(f.read())
 
 
-def repository_view(folder):
-  """`folder` made to hold the repository: a link to each top-level entry.
+def repository_view(folder, python):
+  """`folder` made to hold the repository: a link to each top-level entry,
+  except that its `.venv/bin/python` is `python`.
 
   Commands run there as from the repository folder, and their outputs
   (sample/) stay out of the repository.
   """
   for name in sorted(os.listdir(REPO)):
-    if name in (".git", ".pytest_cache", "sample") or name.endswith(
+    if name in (".git", ".pytest_cache", ".venv", "sample") or name.endswith(
         "_output"):
       continue
     os.symlink(os.path.join(REPO, name), os.path.join(folder, name))
+  os.makedirs(os.path.join(folder, ".venv", "bin"))
+  os.symlink(python, os.path.join(folder, ".venv", "bin", "python"))
 
 
 def read_results(path):
@@ -97,11 +101,11 @@ def test_readme_sample_track_runs_as_written(tmp_path):
   assert len(blocks) == 5, blocks
   work = tmp_path / "repo"
   work.mkdir()
-  repository_view(str(work))
+  # `python` and `.venv/bin/python` (mpirun's ranks) are the project's
+  # environment through tests/python_fork.py (TensorFlow imported once).
+  repository_view(str(work), forked_python())
   env = script_env()
   env.pop("PYTHONPATH", None)
-  # `python` is the project's environment, as with .venv/bin/activate,
-  # through tests/python_fork.py (TensorFlow imported once).
   env["PATH"] = os.pathsep.join([os.path.dirname(forked_python()),
                                  os.path.dirname(sys.executable),
                                  env["PATH"]])

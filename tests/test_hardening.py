@@ -223,7 +223,7 @@ def test_frozen_rank_ends_the_job_naming_it(tmp_path, stage4_file):
       "--num_warmup_steps", 0, "--num_train_steps", 100000]
   env = td.mpi_env()
   env["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] = "5"
-  cmd = td.mpirun_command(2, flags_)
+  cmd = td.mpirun_command(2, flags_, python=sys.executable)
   cmd[1:1] = ["-x", "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"]
   job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)

@@ -3,8 +3,8 @@
 Each small script runs through the forked `python` and through the real
 interpreter; what the tests rely on must be the same: exit status (also
 from an uncaught exception and from a signal), standard streams, argv, the
-working folder, sys.path, environment, Ctrl-C, and a killed caller taking
-its run with it.
+working folder, sys.path, environment, Ctrl-C, a killed caller taking
+its run with it, and ranks of an mpirun job joining one Horovod job.
 """
 
 import os
@@ -99,3 +99,26 @@ def test_ctrl_c_reaches_the_run_and_a_killed_caller_ends_it(tmp_path):
   while _children(server) and time.time() < deadline:
     time.sleep(0.05)
   assert not _children(server)
+
+
+def test_an_mpirun_job_is_the_same_as_with_the_real_interpreter(tmp_path):
+  """Two ranks join one Horovod job (rank, size, an allreduce between them),
+  and rank 1's exit status 3 ends the job as it does with real ranks."""
+  script = tmp_path / "ranks.py"
+  script.write_text(
+      "import sys\nimport horovod.tensorflow as hvd\nimport tensorflow as tf\n"
+      "hvd.init()\n"
+      "total = hvd.allreduce(tf.constant(hvd.rank() + 1.0), op=hvd.Sum)\n"
+      "print('rank %d of %d: %g' % (hvd.rank(), hvd.size(), total.numpy()),"
+      " flush=True)\n"
+      "sys.exit(3 if hvd.rank() == 1 else 0)\n")
+  runs = {}
+  for name, python in (("forked", forked_python()),
+                       ("real", sys.executable)):
+    result = subprocess.run(
+        conftest.mpirun_command(str(script), [[], []], python=python),
+        env=conftest.mpi_env(), cwd=str(tmp_path), capture_output=True,
+        text=True, timeout=120, check=False)
+    runs[name] = (result.returncode, sorted(result.stdout.splitlines()))
+  assert runs["real"] == (3, ["rank 0 of 2: 3", "rank 1 of 2: 3"])
+  assert runs["forked"] == runs["real"]
