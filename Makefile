@@ -9,8 +9,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 setup:
 	@bash scripts/setup.sh
 
+# Two pytest-xdist workers, one per core of a 2-core machine, each taking
+# whole files (tests/cores.py shares the cores out between them).
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 demo: setup
 	bash scripts/demo.sh

@@ -9,6 +9,7 @@ processes, the TensorFlow stages through their `main` in this process
 """
 
 import atexit
+import fcntl
 import json
 import os
 import shutil
@@ -21,10 +22,17 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+import cores  # pylint: disable=wrong-import-position
 from helpers import script_env  # pylint: disable=wrong-import-position
 import inprocess  # pylint: disable=wrong-import-position
 import python_fork  # pylint: disable=wrong-import-position
 import sample_data  # pylint: disable=wrong-import-position
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+  # A worker has one core (tests/cores.py): one TensorFlow thread for each
+  # op, in the tests and in the processes they start (before TensorFlow
+  # makes its thread pools).
+  os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 # Small sizes for tests (the real ones are 128 / 20).
 MAX_SEQ_LENGTH = 64
@@ -139,21 +147,24 @@ def forked_python():
 
 def run_two_at_a_time(commands, env=None, cwd=REPO, timeout=300):
   """Runs `python <argv>` for each argv of `commands`, two at a time (one
-  per core of the 2-core test machines); returns (exit status, stdout,
-  stderr) of each, in order. env: default `script_env()`.
+  per core of the 2-core test machines; under pytest-xdist only while the
+  other worker's core is free, see tests/cores.py); returns (exit status,
+  stdout, stderr) of each, in order. env: default `script_env()`.
 
   The runs go through `forked_python()`: what they check is a script's
   output and exit status, not its interpreter's start.
   """
   results = []
-  for i in range(0, len(commands), 2):
-    procs = [subprocess.Popen([forked_python()] + [str(a) for a in args],
-                              cwd=cwd, env=env or script_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for args in commands[i:i + 2]]
-    for proc in procs:
-      stdout, stderr = proc.communicate(timeout=timeout)
-      results.append((proc.returncode, stdout, stderr))
+  with cores.extra_core() as side_by_side:
+    for i in range(0, len(commands), side_by_side):
+      procs = [subprocess.Popen([forked_python()] + [str(a) for a in args],
+                                cwd=cwd, env=env or script_env(),
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+               for args in commands[i:i + side_by_side]]
+      for proc in procs:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        results.append((proc.returncode, stdout, stderr))
   return results
 
 
@@ -237,6 +248,73 @@ def mpirun_command(script, per_rank_args, env_names=(), python=None):
   return cmd
 
 
+_cores_folder = []
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "mpirun: starts mpirun jobs (tests/cores.py)")
+  if (getattr(config.option, "numprocesses", None) and
+      not hasattr(config, "workerinput")):
+    _cores_folder.append(cores.start_controller())
+
+
+def pytest_unconfigure(config):
+  del config  # unused
+  while _cores_folder:
+    cores.stop_controller(_cores_folder.pop())
+
+
+# Under pytest-xdist (`make test`: -n 2 --dist loadfile --no-loadscope-reorder)
+# each worker takes whole files, in this order first: the longest (measured
+# on the 2-core machine) and those with mpirun jobs early, so that the run
+# ends with short files on both workers; a pipeline test (mpirun) beside a
+# long file without mpirun, since one test at a time may start mpirun jobs.
+FILES_FIRST = ("test_demo.py", "test_distillation.py", "test_docs.py",
+               "test_squad.py", "test_hardening.py", "test_distributed.py",
+               "test_produce_teacher_labels.py", "test_layer_losses.py",
+               "test_export.py", "test_classifier.py")
+
+
+def pytest_collection_modifyitems(items):
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    rank = lambda item: (FILES_FIRST.index(item.path.name)
+                         if item.path.name in FILES_FIRST
+                         else len(FILES_FIRST))
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+  """Under pytest-xdist, each test holds its cores (tests/cores.py)."""
+  del nextitem  # unused
+  with cores.held(mpirun=item.get_closest_marker("mpirun") is not None):
+    yield
+
+
+def made_once(tmp_path_factory, name, make):
+  """The folder `name` after make(folder) ran in it, once per test run.
+
+  Under pytest-xdist the first worker that asks makes it in the folder that
+  the workers share (the others wait, then use it); in one process it is an
+  ordinary temporary folder.
+  """
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    folder = tmp_path_factory.mktemp(name)
+    make(folder)
+    return str(folder)
+  root = tmp_path_factory.getbasetemp().parent
+  folder, done = root / name, root / (name + ".done")
+  with open(str(root / (name + ".lock")), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      shutil.rmtree(str(folder), ignore_errors=True)
+      folder.mkdir()
+      make(folder)
+      done.touch()
+  return str(folder)
+
+
 @pytest.fixture(scope="session")
 def wiki_dump():
   """The real English Wikipedia XML export (.xml.bz2) from the gensim wheel."""
@@ -258,46 +336,43 @@ def small_bert_hf_dir():
 @pytest.fixture(scope="session")
 def wiki_text_dir(tmp_path_factory, wiki_dump):
   """Stage II output: sentence-per-line text files from the real dump."""
-  out = tmp_path_factory.mktemp("wiki_text")
-  run_script(["wikiextractor/wiki_to_text.py", "--input", wiki_dump,
-              "--output_dir", out, "--num_files", 4, "--processes", 2])
-  return str(out)
+  return made_once(tmp_path_factory, "wiki_text", lambda out: run_script([
+      "wikiextractor/wiki_to_text.py", "--input", wiki_dump, "--output_dir",
+      out, "--num_files", 4, "--processes", 2]))
 
 
 @pytest.fixture(scope="session")
 def stage3_dir(tmp_path_factory, wiki_text_dir, vocab_file):
   """Stage III output: masked-LM TFRecords (seq 64, 10 predictions)."""
-  out = tmp_path_factory.mktemp("stage3")
-  run_script(["create_pretraining_data.py", "--input_dir", wiki_text_dir,
-              "--output_dir", out, "--output_base_name", "wiki",
-              "--vocab_file", vocab_file, "--do_lower_case=true",
-              "--max_seq_length", MAX_SEQ_LENGTH,
-              "--max_predictions_per_seq", MAX_PREDICTIONS,
-              "--dupe_factor", 1, "--random_seed", 12345,
-              "--num_workers", 2])
-  return str(out)
+  return made_once(tmp_path_factory, "stage3", lambda out: run_script([
+      "create_pretraining_data.py", "--input_dir", wiki_text_dir,
+      "--output_dir", out, "--output_base_name", "wiki",
+      "--vocab_file", vocab_file, "--do_lower_case=true",
+      "--max_seq_length", MAX_SEQ_LENGTH,
+      "--max_predictions_per_seq", MAX_PREDICTIONS,
+      "--dupe_factor", 1, "--random_seed", 12345, "--num_workers", 2]))
 
 
 @pytest.fixture(scope="session")
 def teacher_dir(tmp_path_factory, small_bert_hf_dir):
   """The small real BERT converted to Google's format (config, vocab, ckpt)."""
-  out = tmp_path_factory.mktemp("teacher")
-  inprocess.run_main("convert_hf_bert_checkpoint",
-                     ["--hf_dir", small_bert_hf_dir, "--output_dir", out])
-  return str(out)
+  return made_once(tmp_path_factory, "teacher", lambda out: inprocess.run_main(
+      "convert_hf_bert_checkpoint",
+      ["--hf_dir", small_bert_hf_dir, "--output_dir", out]))
 
 
 @pytest.fixture(scope="session")
 def stage4_file(tmp_path_factory, stage3_dir, teacher_dir):
   """Stage IV output: stage-III records + the real teacher's top-10 labels."""
-  out = tmp_path_factory.mktemp("stage4") / "wiki_teacher_k10.tfrecord"
-  inprocess.run_main("produce_teacher_labels", [
-      "--bert_config_file", os.path.join(teacher_dir, "bert_config.json"),
-      "--init_checkpoint", os.path.join(teacher_dir, "bert_model.ckpt"),
-      "--input_file", os.path.join(stage3_dir, "wiki_*.tfrecord"),
-      "--output_file", out,
-      "--truncation_factor", TRUNCATION_FACTOR,
-      "--max_seq_length", MAX_SEQ_LENGTH,
-      "--max_predictions_per_seq", MAX_PREDICTIONS,
-      "--batch_size", 32])
-  return str(out)
+  name = "wiki_teacher_k10.tfrecord"
+  folder = made_once(tmp_path_factory, "stage4", lambda out: inprocess.run_main(
+      "produce_teacher_labels", [
+          "--bert_config_file", os.path.join(teacher_dir, "bert_config.json"),
+          "--init_checkpoint", os.path.join(teacher_dir, "bert_model.ckpt"),
+          "--input_file", os.path.join(stage3_dir, "wiki_*.tfrecord"),
+          "--output_file", out / name,
+          "--truncation_factor", TRUNCATION_FACTOR,
+          "--max_seq_length", MAX_SEQ_LENGTH,
+          "--max_predictions_per_seq", MAX_PREDICTIONS,
+          "--batch_size", 32]))
+  return os.path.join(folder, name)
