@@ -152,7 +152,7 @@ def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
   """mpirun -np 2: trains to the end, loss falls, ranks agree, shards split.
 
   The input is the first 256 real stage-IV records (the whole sample has
-  about 10,000: an epoch of it would take minutes here), so that a short run
+  about 4,800: an epoch of it would take minutes here), so that a short run
   goes through each rank's share once. Rank 1 is started (MPMD) with its own
   --output_dir: the code path that would write there is the one that writes
   rank 0's output, so that folder staying absent shows that other ranks write

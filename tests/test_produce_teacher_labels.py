@@ -7,6 +7,7 @@ the checkpoint's arrays; the script runs as a user runs it (subprocess,
 flags).
 """
 
+import glob
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import records
 import teacher
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
+from conftest import STAGE4_INPUTS
 from conftest import TRUNCATION_FACTOR
 from conftest import check_error_runs
 from conftest import check_main_errors
@@ -234,7 +236,8 @@ def label_flags(config_file, checkpoint, input_file, output_file, k,
 def test_top_k_labels_equal_numpy_teacher(stage3_dir, stage4_file,
                                           teacher_files):
   config, _, checkpoint = teacher_files
-  inputs = read_raw(stage3_files(stage3_dir))
+  inputs = read_raw(sorted(glob.glob(os.path.join(stage3_dir,
+                                                  STAGE4_INPUTS))))
   outputs = read_raw([stage4_file])
   assert len(outputs) == len(inputs) > 2 * NUM_CHECKED
   assert len(inputs) % 32, "want a partial last batch"
