@@ -255,8 +255,6 @@ _cores_folder = []
 
 
 def pytest_configure(config):
-  config.addinivalue_line(
-      "markers", "mpirun: starts mpirun jobs (tests/cores.py)")
   if (getattr(config.option, "numprocesses", None) and
       not hasattr(config, "workerinput")):
     _cores_folder.append(cores.start_controller())
@@ -270,9 +268,8 @@ def pytest_unconfigure(config):
 
 # Under pytest-xdist (`make test`: -n 2 --dist loadfile --no-loadscope-reorder)
 # each worker takes whole files, in this order first: the longest (measured
-# on the 2-core machine) and those with mpirun jobs early, so that the run
-# ends with short files on both workers; a pipeline test (mpirun) beside a
-# long file without mpirun, since one test at a time may start mpirun jobs.
+# on the 2-core machine), so that the run ends with short files on both
+# workers.
 FILES_FIRST = ("test_demo.py", "test_distillation.py", "test_docs.py",
                "test_squad.py", "test_hardening.py", "test_distributed.py",
                "test_produce_teacher_labels.py", "test_layer_losses.py",
@@ -291,7 +288,7 @@ def pytest_collection_modifyitems(items):
 def pytest_runtest_protocol(item, nextitem):
   """Under pytest-xdist, each test holds its cores (tests/cores.py)."""
   del nextitem  # unused
-  with cores.held(mpirun=item.get_closest_marker("mpirun") is not None):
+  with cores.held():
     yield
 
 

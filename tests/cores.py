@@ -6,20 +6,21 @@ than there are cores, a test holds cores while it runs (setup and teardown
 included), from a pool of one core per worker:
 
 - a test takes one core;
-- a test marked `mpirun` also takes the mpirun right (one test at a time
-  holds it), and each mpirun job it starts takes a second core while it
-  runs: the workers' PATH starts with a folder whose `mpirun` waits for that
-  core and then becomes the real mpirun (same process, same exit status);
+- an mpirun job takes two while it runs: the workers' PATH starts with a
+  folder whose `mpirun` lends the job its test's core (the test waits for
+  mpirun meanwhile), waits for a second one, and then becomes the real
+  mpirun (same process, same exit status); when mpirun ends, its cores are
+  free and the test has its own again;
 - `extra_core()` takes a second core for a block only if one is free at
   once (conftest.run_two_at_a_time runs its commands two at a time then,
   one at a time otherwise).
 
-Requests are served in order of arrival, except an mpirun job's core, which
-comes first: its test already holds a core, and it is the only request that
-waits while holding one (so nothing can wait in a circle). The pool is a
-JSON file read and written under an flock; a waiting request polls it every
-20 ms. Cores held by a process that has ended are free again: an mpirun
-job's core when mpirun exits.
+Requests are served in order of arrival, except an mpirun job's, which
+comes first. A request never waits while holding a core (an mpirun job has
+lent its test's core away before it waits), so nothing can wait in a
+circle. The pool is a JSON file read and written under an flock; a waiting
+request polls it every 20 ms. Cores held by a process that has ended are
+free again.
 
 Outside xdist (`pytest tests/test_modeling.py`) none of this runs.
 """
@@ -75,25 +76,27 @@ class Pool(object):
         json.dump(state, f)
       os.rename(self._path + ".tmp", self._path)
 
-  def take(self, key, pid, mpirun_right=False, first=False, wait=True):
-    """Takes a core (and the mpirun right) for process `pid` under `key`.
+  def take(self, key, pid, cores=1, first=False, wait=True, lend=None):
+    """Takes `cores` cores for process `pid` under `key`.
 
-    first: served before the requests that wait. wait: False to take it only
-    if it is free now. Returns whether it was taken.
+    first: served before the requests that wait. wait: False to take them
+    only if they are free now. lend: the key of a holder whose core goes
+    into this request until process `pid` ends. Returns whether they were
+    taken.
     """
+    cores = min(cores, self.total)
     me = [key, pid]
     while True:
       with self._state() as state:
-        used = len(state["held"])  # one core each
-        right = not mpirun_right or not any(
-            v["mpirun_right"] for v in state["held"].values())
+        if lend in state["held"]:
+          state["held"][lend]["lent_to"] = pid
         if wait and me not in state["queue"]:
           state["queue"].insert(0 if first else len(state["queue"]), me)
         turn = state["queue"][0] == me if wait else not state["queue"]
-        if turn and right and used < self.total:
+        if turn and self.total - _used(state) >= cores:
           if wait:
             state["queue"].remove(me)
-          state["held"][key] = {"pid": pid, "mpirun_right": mpirun_right}
+          state["held"][key] = {"pid": pid, "cores": cores, "lent_to": None}
           return True
         if not wait:
           return False
@@ -103,9 +106,11 @@ class Pool(object):
     with self._state() as state:
       state["held"].pop(key, None)
 
-  def holds_mpirun_right(self, key):
-    with self._state() as state:
-      return state["held"].get(key, {}).get("mpirun_right", False)
+
+def _used(state):
+  """The cores held: a core lent to a running process counts there."""
+  return sum(v["cores"] for v in state["held"].values()
+             if not (v["lent_to"] and _running(v["lent_to"])))
 
 
 def start_controller():
@@ -150,15 +155,15 @@ def _test_key(pid):
 
 
 @contextlib.contextmanager
-def held(mpirun):
-  """The core of one test (and the mpirun right if `mpirun`), held while
-  the block runs (outside xdist: nothing)."""
+def held():
+  """The core of one test, held while the block runs (outside xdist:
+  nothing)."""
   pool = worker_pool()
   if pool is None:
     yield
     return
   key = _test_key(os.getpid())
-  pool.take(key, os.getpid(), mpirun_right=mpirun)
+  pool.take(key, os.getpid())
   try:
     yield
   finally:
@@ -185,8 +190,8 @@ def extra_core():
 
 
 def mpirun_main():
-  """The workers' `mpirun`: takes a second core for the test that holds the
-  mpirun right, then becomes the next `mpirun` on PATH."""
+  """The workers' `mpirun`: takes two cores (its test's and a second one),
+  then becomes the next `mpirun` on PATH."""
   bin_dir = os.path.dirname(os.path.abspath(sys.argv[0]))
   path = [p for p in os.environ.get("PATH", "").split(os.pathsep)
           if p and os.path.abspath(p) != bin_dir]
@@ -197,9 +202,7 @@ def mpirun_main():
   folder, owner = os.environ.get(FOLDER_ENV), os.environ.get(OWNER_ENV)
   if folder and owner:
     pool = Pool(folder, int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    if not pool.holds_mpirun_right(_test_key(int(owner))):
-      sys.exit("tests/cores.py: this test starts mpirun: mark it "
-               "@pytest.mark.mpirun")
     # Held by this process, which becomes mpirun: free when mpirun ends.
-    pool.take("mpirun %d" % os.getpid(), os.getpid(), first=True)
+    pool.take("mpirun %d" % os.getpid(), os.getpid(), cores=2, first=True,
+              lend=_test_key(int(owner)))
   os.execv(real, [real] + sys.argv[1:])

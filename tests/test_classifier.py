@@ -373,7 +373,6 @@ def test_fine_tuning_the_real_teacher_on_polarity(tmp_path, teacher_dir,
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.mpirun
 def test_mpirun_averages_gradients_exactly(tmp_path, teacher_dir):
   """One 2-rank step equals one single-process step on both ranks' examples.
 

@@ -85,7 +85,6 @@ def _stage3_spec():
       "next_sentence_labels": ints(1)}
 
 
-@pytest.mark.mpirun
 def test_stage_outputs_exist_and_parse(demo_dir):
   out, stdout = demo_dir
   # Stage I: the teacher in Google's format.

@@ -147,7 +147,6 @@ def files_under(directory):
                 for d, _, names in os.walk(directory) for n in names)
 
 
-@pytest.mark.mpirun
 def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
   """mpirun -np 2: trains to the end, loss falls, ranks agree, shards split.
 
@@ -236,7 +235,6 @@ def test_two_ranks_train_on_disjoint_shares(tmp_path, stage4_file):
   assert shares == expected
 
 
-@pytest.mark.mpirun
 def test_two_ranks_with_layer_losses_hold_identical_weights(
     tmp_path, stage3_dir, teacher_dir):
   """mpirun -np 2 with the online teacher and the hidden-state (through a
@@ -279,7 +277,6 @@ def test_two_ranks_with_layer_losses_hold_identical_weights(
   np.testing.assert_array_equal(saved, ranks[0][kernel])
 
 
-@pytest.mark.mpirun
 def test_averaged_update_equals_single_process_update_on_the_union(
     tmp_path, stage4_file):
   """One 2-rank step equals one single-process step on both ranks' batches.
@@ -381,7 +378,6 @@ def test_averaged_update_equals_single_process_update_on_the_union(
                   start.get_tensor(name)).max() > 1e-4, name
 
 
-@pytest.mark.mpirun
 def test_multinode_train_script_on_localhost(tmp_path, stage4_file):
   """multinode_train.sh 2 over a hosts file `localhost slots=2`."""
   hosts = tmp_path / "hosts"
@@ -445,7 +441,6 @@ def _newest_checkpoint_step(directory):
   return max(steps, default=-1)
 
 
-@pytest.mark.mpirun
 def test_killed_rank_ends_the_job_and_a_restart_resumes(tmp_path,
                                                         stage4_file):
   """kill -9 of rank 1 mid-run: mpirun exits non-zero quickly; resume works."""

@@ -15,8 +15,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from conftest import REPO, forked_python, run_two_at_a_time, script_env
 
 # Every script a user runs, relative to the repository root.
@@ -98,7 +96,6 @@ def read_results(path):
     return dict(line.strip().split(" = ") for line in f if " = " in line)
 
 
-@pytest.mark.mpirun
 def test_readme_sample_track_runs_as_written(tmp_path):
   blocks = sample_track_blocks()
   assert len(blocks) == 5, blocks

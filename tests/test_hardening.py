@@ -213,7 +213,6 @@ def test_stage2_warns_about_a_cut_dump_and_is_quiet(wiki_dump, tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.mpirun
 def test_frozen_rank_ends_the_job_naming_it(tmp_path, stage4_file):
   import test_distributed as td  # pylint: disable=g-import-not-at-top
   out = tmp_path / "out"

@@ -102,7 +102,6 @@ def test_ctrl_c_reaches_the_run_and_a_killed_caller_ends_it(tmp_path):
   assert not _children(server)
 
 
-@pytest.mark.mpirun
 def test_an_mpirun_job_of_forked_ranks(tmp_path):
   """Two forked ranks join one Horovod job (rank, size, an allreduce between
   them), and rank 1's exit status 3 becomes mpirun's, as with real ranks

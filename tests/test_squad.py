@@ -412,7 +412,6 @@ def _version_2_file(path, source, num_answerable, num_impossible):
   return [qa["id"] for qas in paragraphs.values() for qa in qas]
 
 
-@pytest.mark.mpirun
 def test_mpirun_two_ranks_version_2(tmp_path, teacher_dir, squad_dev):
   """run_squad_distributed.py under mpirun -np 2 on a real-question v2.0 file:
   each rank runs int(windows / (batch x 2)) steps, rank 0 alone writes (the
