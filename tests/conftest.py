@@ -30,9 +30,11 @@ import sample_data  # pylint: disable=wrong-import-position
 
 if "PYTEST_XDIST_WORKER" in os.environ:
   # A worker has one core (tests/cores.py): one TensorFlow thread for each
-  # op, in the tests and in the processes they start (before TensorFlow
-  # makes its thread pools).
-  os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+  # op of its tests (set before TensorFlow makes its thread pools). The
+  # processes a test starts keep TensorFlow's default: the worker waits for
+  # them, and the other worker's test often waits for an mpirun job's cores.
+  import tensorflow as _tf  # pylint: disable=g-import-not-at-top
+  _tf.config.threading.set_intra_op_parallelism_threads(1)
 
 # Small sizes for tests (the real ones are 128 / 20).
 MAX_SEQ_LENGTH = 64
@@ -269,11 +271,13 @@ def pytest_unconfigure(config):
 # Under pytest-xdist (`make test`: -n 2 --dist loadfile --no-loadscope-reorder)
 # each worker takes whole files, in this order first: the longest (measured
 # on the 2-core machine), so that the run ends with short files on both
-# workers.
+# workers; the two long pipeline tests (test_demo, test_docs) beside files
+# without mpirun jobs, since an mpirun job waits for the other worker's
+# test to end.
 FILES_FIRST = ("test_demo.py", "test_distillation.py", "test_docs.py",
-               "test_squad.py", "test_hardening.py", "test_distributed.py",
-               "test_produce_teacher_labels.py", "test_layer_losses.py",
-               "test_export.py", "test_classifier.py")
+               "test_produce_teacher_labels.py", "test_export.py",
+               "test_layer_losses.py", "test_squad.py", "test_hardening.py",
+               "test_distributed.py", "test_classifier.py")
 
 
 def pytest_collection_modifyitems(items):
