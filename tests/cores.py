@@ -128,7 +128,8 @@ def stop_controller(folder):
 
 def worker_pool():
   """In an xdist worker: its pool (None outside xdist). The first call puts
-  the `mpirun` that waits for a core first on this process's PATH."""
+  the workers' `mpirun` (mpirun_main) first on this process's PATH, for
+  the processes its tests start."""
   folder = os.environ.get(FOLDER_ENV)
   workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
   if not folder or not workers or "PYTEST_XDIST_WORKER" not in os.environ:
