@@ -369,7 +369,7 @@ def test_distillation_learns_the_teacher(tmp_path, stage3_dir, stage4_file,
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, stage4_file,
                                                 student_config_file):
-  steps, every = 90, 30
+  steps, every = 45, 15
 
   def command(out):
     return [sys.executable, SCRIPT] + [str(a) for a in common_flags(
