@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 
+import helpers
+
 # The pool's folder (set by the xdist controller for its workers).
 FOLDER_ENV = "TEST_CORES_FOLDER"
 # The worker process whose test an mpirun job belongs to.
@@ -137,16 +139,9 @@ def worker_pool():
   if os.environ.get(OWNER_ENV) != str(os.getpid()):
     os.environ[OWNER_ENV] = str(os.getpid())
     bin_dir = os.path.join(folder, "bin")
-    shim = os.path.join(bin_dir, "mpirun")
-    if not os.path.exists(shim):
-      os.makedirs(bin_dir, exist_ok=True)
-      with open(shim + ".%d" % os.getpid(), "w") as f:
-        f.write("#!%s -S\nimport sys\nsys.path.insert(0, %r)\n"
-                "import cores\ncores.mpirun_main()\n" % (
-                    sys.executable, os.path.dirname(os.path.abspath(
-                        __file__))))
-      os.chmod(shim + ".%d" % os.getpid(), 0o755)
-      os.rename(shim + ".%d" % os.getpid(), shim)
+    if not os.path.exists(os.path.join(bin_dir, "mpirun")):
+      helpers.write_launcher(os.path.join(bin_dir, "mpirun"), "cores",
+                             "mpirun_main()")
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
   return Pool(folder, int(workers))
 

@@ -7,10 +7,15 @@
   write_dump_pages(wiki_dump, path, pick)
                 a Wikipedia export made from the real one with other
                 pages.
+  write_launcher(path, module, call)
+                an executable that runs a function of a module of tests/
+                (the `python` of python_fork.py, the `mpirun` of
+                cores.py).
 """
 
 import bz2
 import os
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,3 +41,19 @@ def write_dump_pages(wiki_dump, path, pick):
   with open(path, "wb") as f:
     f.write(data[:start] + b"".join(pick(pages)) + data[end:])
   return str(path)
+
+
+def write_launcher(path, module, call):
+  """Writes the executable `path`: this interpreter (without `site`, for a
+  quick start) imports `module` from tests/ and runs `module.call`, e.g.
+  write_launcher(p, "cores", "mpirun_main()"). Written whole: a private
+  file, then renamed (two workers may write the same one).
+  """
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  private = "%s.%d" % (path, os.getpid())
+  with open(private, "w") as f:
+    f.write("#!%s -S\nimport sys\nsys.path.insert(0, %r)\nimport %s\n%s.%s\n"
+            % (sys.executable, os.path.dirname(os.path.abspath(__file__)),
+               module, module, call))
+  os.chmod(private, 0o755)
+  os.rename(private, path)

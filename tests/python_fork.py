@@ -41,6 +41,8 @@ import subprocess
 import sys
 import time
 
+import helpers
+
 def _recv_exact(conn, size):
   data = b""
   while len(data) < size:
@@ -205,13 +207,8 @@ class Server(object):
            str(os.getpid())],
           env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     self.python = os.path.join(folder, "bin", "python")
-    os.makedirs(os.path.dirname(self.python), exist_ok=True)
-    with open(self.python, "w") as f:
-      f.write("#!%s -S\nimport sys\nsys.path.insert(0, %r)\n"
-              "import python_fork\npython_fork.client(%r)\n" % (
-                  sys.executable, os.path.dirname(os.path.abspath(__file__)),
-                  self.socket_path))
-    os.chmod(self.python, 0o755)
+    helpers.write_launcher(self.python, "python_fork",
+                           "client(%r)" % self.socket_path)
     deadline = time.time() + 120
     while not os.path.exists(self.socket_path):
       if self._process.poll() is not None or time.time() > deadline:
