@@ -319,22 +319,40 @@ def made_once(tmp_path_factory, name, make):
   return str(folder)
 
 
+# Small real excerpts committed with the tests (fixtures/README.md says
+# where each comes from); tests that need only a little real data read these.
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+
+
+def sample(name):
+  """sample_data.fetch(name); a failed download fails the test in one line.
+
+  The line names the sample and the package that could not be fetched (a
+  package can leave the index: sample_data.SAMPLES names each source).
+  """
+  try:
+    return sample_data.fetch(name)
+  except OSError as e:
+    pytest.fail("%s; `python sample_data.py %s` tries again" % (e, name),
+                pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def wiki_dump():
   """The real English Wikipedia XML export (.xml.bz2) from the gensim wheel."""
-  return sample_data.fetch("wikipedia")
+  return sample("wikipedia")
 
 
 @pytest.fixture(scope="session")
 def vocab_file():
   """The real 30,522-line uncased BERT vocab."""
-  return sample_data.fetch("vocab")
+  return sample("vocab")
 
 
 @pytest.fixture(scope="session")
 def small_bert_hf_dir():
   """The real small BertForMaskedLM (Hugging Face format)."""
-  return sample_data.fetch("small_bert")
+  return sample("small_bert")
 
 
 @pytest.fixture(scope="session")
