@@ -334,8 +334,13 @@ def write_hf(weights, architecture, config, vocab_file, vocab,
     hf_name, transpose = hf_bert.hf_name(name)
     array = weights.arrays[name]
     tensors[hf_name] = np.ascontiguousarray(array.T if transpose else array)
-  save_file(tensors, os.path.join(directory, "model.safetensors"),
-            metadata={"format": "pt"})
+  weights_path = os.path.join(directory, "model.safetensors")
+  save_file(tensors, weights_path, metadata={"format": "pt"})
+  # safetensors makes its file readable by its owner alone; give it the
+  # mode open() gives the other files (0666 less the umask).
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(weights_path, 0o666 & ~umask)
   _write_json(os.path.join(directory, "config.json"),
               hf_config(config, architecture, vocab, weights.num_labels))
   tokenizer = collections.OrderedDict([

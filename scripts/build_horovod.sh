@@ -12,7 +12,11 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY="$(pwd)/$VENV/bin/python"
 HVD_VERSION=0.28.1
-tf_version=$("$PY" -c 'import tensorflow as tf; print(tf.__version__)')
+# TensorFlow's start-up notices ignore TF_CPP_MIN_LOG_LEVEL: the imports here
+# show their stderr only when they fail.
+quietly() { local out; out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }; }
+tf_version=$("$PY" -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null) ||
+  quietly "$PY" -c 'import tensorflow'  # shows why it failed
 py_tag=$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 flavour=cpu; [ -n "${HOROVOD_GPU_OPERATIONS:-}" ] && flavour="gpu-${HOROVOD_GPU_OPERATIONS}"
 cache=${HOROVOD_WHEEL_CACHE:-$HOME/.cache/bert-distill/horovod-$HVD_VERSION-$py_tag-tf$tf_version-$flavour}
@@ -38,5 +42,5 @@ if ! ls "$cache"/horovod-*.whl >/dev/null 2>&1; then
   cp "$work"/dist/horovod-*.whl "$cache"/
 fi
 "$PY" -m pip install -q --no-deps --force-reinstall "$cache"/horovod-*.whl
-"$PY" -c "import horovod.tensorflow as hvd; assert hvd.mpi_built() and hvd.gloo_built(), 'Horovod built without MPI or Gloo'"
+quietly "$PY" -c "import horovod.tensorflow as hvd; assert hvd.mpi_built() and hvd.gloo_built(), 'Horovod built without MPI or Gloo'"
 echo "build_horovod: Horovod $HVD_VERSION installed (MPI and Gloo)"

@@ -52,7 +52,10 @@ if [ "$(cat "$hvd_stamp" 2>/dev/null)" != "$want" ]; then
   if ! "$VENV/bin/python" -c "import horovod.tensorflow" >/dev/null 2>&1; then
     VENV="$VENV" bash scripts/build_horovod.sh
   fi
-  "$VENV/bin/python" -c "import horovod.tensorflow" >/dev/null
+  # TensorFlow's start-up notices (absl's InitializeLog warning, oneDNN's
+  # note) ignore TF_CPP_MIN_LOG_LEVEL: shown only if the import fails.
+  out=$("$VENV/bin/python" -c "import horovod.tensorflow" 2>&1) || {
+    echo "$out" >&2; exit 1; }
   echo "$want" > "$hvd_stamp"
 fi
 echo "setup: done ($VENV ready: $("$VENV/bin/python" -c '

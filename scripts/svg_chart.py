@@ -107,9 +107,13 @@ class Panel(object):
     px = lambda x: left + _LEFT + (x - x0) / (x1 - x0) * width
     py = lambda y: _TOP + (y1 - y) / (y1 - y0) * height
     out = ['<g class="panel">']
-    text = lambda x, y, s, anchor="middle", size=12, extra="": out.append(
-        '<text x="%.1f" y="%.1f" text-anchor="%s" font-size="%d" %s%s>'
-        '%s</text>' % (x, y, anchor, size, _FONT, extra, escape(s)))
+
+    def text(x, y, s, anchor="middle", size=12, extra=""):
+      if s:  # an empty label (no axis title) writes no element
+        out.append('<text x="%.1f" y="%.1f" text-anchor="%s" font-size="%d" '
+                   '%s%s>%s</text>' % (x, y, anchor, size, _FONT, extra,
+                                       escape(s)))
+
     line = lambda x_1, y_1, x_2, y_2, attributes: out.append(
         '<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" %s/>' % (
             x_1, y_1, x_2, y_2, attributes))

@@ -15,6 +15,8 @@ import re
 import subprocess
 import sys
 
+import tensorflow as tf
+
 from conftest import REPO, forked_python, run_two_at_a_time, script_env
 
 # Every script a user runs, relative to the repository root.
@@ -98,7 +100,7 @@ def read_results(path):
 
 def test_readme_sample_track_runs_as_written(tmp_path):
   blocks = sample_track_blocks()
-  assert len(blocks) == 5, blocks
+  assert len(blocks) == 6, blocks
   work = tmp_path / "repo"
   work.mkdir()
   # `python` and `.venv/bin/python` (mpirun's ranks) are the project's
@@ -124,11 +126,13 @@ def test_readme_sample_track_runs_as_written(tmp_path):
       "wiki_%d.tfrecord" % i for i in range(4)]
   assert sorted(os.listdir(sample / "data" / "record_distill")) == [
       "heldout_k10.tfrecord", "wiki_k10.tfrecord"]
-  # Stage V: 100 steps; the default evaluation covers max_eval_steps (100)
-  # x eval_batch_size (8) records, as the README says.
+  # Stage V: 100 steps, evaluated on every record of the held-out file.
   student = read_results(sample / "output_dir" / "eval_results.txt")
   assert student["global_step"] == "100"
-  assert student["eval_examples"] == "800"
+  heldout = sum(1 for _ in tf.data.TFRecordDataset(str(
+      sample / "data" / "record_distill" / "heldout_k10.tfrecord")))
+  assert student["eval_examples"] == str(heldout)
+  assert heldout > 800  # more than the default evaluation reads
   assert set(student) >= {"masked_lm_accuracy", "masked_lm_loss",
                           "masked_lm_hard_label_loss", "loss",
                           "next_sentence_accuracy", "next_sentence_loss",
@@ -142,3 +146,7 @@ def test_readme_sample_track_runs_as_written(tmp_path):
   assert finetuned["global_step"] == "21"
   assert finetuned["eval_examples"] == "1000"
   assert 0.0 <= float(finetuned["eval_accuracy"]) <= 1.0
+  # Export: the student as a Hugging Face folder.
+  assert sorted(os.listdir(sample / "student_hf")) == [
+      "config.json", "model.safetensors", "tokenizer_config.json",
+      "vocab.txt"]

@@ -17,6 +17,7 @@ and run_squad heads (tanh GELU, random weights). References:
 import json
 import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -136,6 +137,12 @@ def test_hf_round_trip(student, hf_export, teacher_dir, tmp_path):
   assert sorted(os.listdir(hf_export)) == [
       "config.json", "model.safetensors", "tokenizer_config.json",
       "vocab.txt"]
+  # Every file has the mode open() gives (safetensors' own is 0600).
+  umask = os.umask(0)
+  os.umask(umask)
+  assert {name: stat.S_IMODE(os.stat(os.path.join(hf_export, name)).st_mode)
+          for name in os.listdir(hf_export)} == dict.fromkeys(
+              os.listdir(hf_export), 0o666 & ~umask)
   with open(os.path.join(hf_export, "config.json")) as f:
     hf = json.load(f)
   assert hf["architectures"] == ["BertForPreTraining"]
