@@ -26,6 +26,7 @@ import glob
 import os
 import re
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -413,7 +414,29 @@ class DirectoryLock(object):
       return self
     import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only)
     while True:
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      # Never through a link: a symbolic link planted as the lock file would
+      # otherwise have its target truncated and overwritten (O_NOFOLLOW), a
+      # hard link likewise (checked below, before anything is written).
+      try:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT |
+                     getattr(os, "O_NOFOLLOW", 0), 0o644)
+      except OSError as exc:
+        if exc.errno != errno.ELOOP:
+          raise
+        raise UserError(
+            "%s: the lock file %s is a symbolic link (to %s); a run writes "
+            "no lock through a link: remove it" % (
+                self.flag_name, self.path, os.readlink(self.path)))
+      info = os.fstat(fd)
+      if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise UserError(
+            "%s: the lock file %s is %s; a run writes its lock only into a "
+            "file of its own: remove it" % (
+                self.flag_name, self.path,
+                "not a regular file" if not stat.S_ISREG(info.st_mode)
+                else "a hard link to another file (%d names)" %
+                info.st_nlink))
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except OSError as exc:

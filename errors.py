@@ -43,3 +43,9 @@ class DamagedFileError(Error, ValueError):
 
 class InputError(Error, ValueError):
   """An input text, vocabulary or task file that cannot be used."""
+
+
+class UnsafeOutputError(Error):
+  """An output path where writing would go through a link into another file
+  (a symbolic link, or a file with other hard links, under a name a run
+  writes)."""

@@ -529,6 +529,7 @@ class FineTuner(object):
           _step, reduce_retracing=True, autograph=False)
     step = self._predict_step[with_loss]
     parts = collections.defaultdict(list)
+    logging.info("%s: %d examples in batches of %d", name, n, batch_size)
     progress = cli.Progress(name, unit="examples", total=n)
     first_batch_end, after_first = None, 0
     for index, batch in enumerate(dataset.prefetch(2)):
@@ -540,7 +541,8 @@ class FineTuner(object):
         first_batch_end = time.time()
       else:
         after_first += real
-    progress.done()
+    progress.done("the first batch, which traces the model, %.1f s" % (
+        first_batch_end - progress.start) if first_batch_end else "")
     # The rate without the first batch, which includes tracing the step.
     self.last_predict_rate = (
         after_first / max(time.time() - first_batch_end, 1e-9)

@@ -25,6 +25,8 @@ import socket
 
 from absl import logging
 
+import errors
+
 
 def is_remote(path):
   """True for a path with a scheme (gs://..., s3://..., ram://...)."""
@@ -97,6 +99,37 @@ def temporary_name(final_path):
   head, tail = os.path.split(final_path)
   return os.path.join(head, ".%s.tmp-%s-%d" % (tail, this_host(),
                                               os.getpid()))
+
+
+def claim_temporary(path):
+  """Makes `path` a new, empty file of this process's, never through a link.
+
+  Whatever stands under the name (a temporary of a dead process that had
+  this pid, or a symbolic link someone planted so that the writer would
+  follow it into another file) is removed first, the link itself and not
+  its target, and the file is then created exclusively (O_EXCL, which does
+  not follow a link), so the writer that opens it next writes into this
+  file alone. A remote path (no links there) is left to its writer.
+
+  Returns:
+    `path`.
+
+  Raises:
+    errors.UnsafeOutputError: something appeared under the name between the
+      removal and the creation.
+  """
+  if is_remote(path):
+    return path
+  with contextlib.suppress(FileNotFoundError):
+    _remove(path)
+  try:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                     getattr(os, "O_NOFOLLOW", 0), 0o666))
+  except FileExistsError:
+    raise errors.UnsafeOutputError(
+        "%s: another process created this temporary file's name while this "
+        "run was about to write it; nothing was written through it" % path)
+  return path
 
 
 # A temporary_name, possibly with a suffix its writer added (a checkpoint's
@@ -185,6 +218,8 @@ def atomic_outputs(final_paths):
   final_paths = list(final_paths)
   tmps = [temporary_name(p) for p in final_paths]
   try:
+    for tmp in tmps:
+      claim_temporary(tmp)
     yield tmps
     for tmp, final in zip(tmps, final_paths):
       replace(tmp, final)
@@ -205,8 +240,9 @@ def atomic_output_dir(final_dir):
   parent = os.path.dirname(os.path.abspath(final_dir))
   os.makedirs(parent, exist_ok=True)
   tmp = temporary_name(final_dir)
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
+  with contextlib.suppress(FileNotFoundError):
+    _remove(tmp)  # a dead namesake's folder, or a planted link (not followed)
+  os.mkdir(tmp)  # fails, rather than follows, if a link appeared meanwhile
   try:
     yield tmp
   except BaseException:

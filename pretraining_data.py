@@ -512,6 +512,8 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
   stats = [None] * len(finals)
   num_workers = max(1, min(num_workers, len(tasks)))
   try:
+    for tmp in tmps:  # never written through a planted link
+      outputs.claim_temporary(tmp)
     if num_workers == 1:
       _init_worker(job)
       results = map(_run_task, tasks)

@@ -758,6 +758,53 @@ def test_one_training_run_per_output_dir(tmp_path, small_stage4):
   assert not (out / ".lock").exists()
 
 
+def test_no_run_writes_through_a_planted_link(tmp_path, small_stage4):
+  """Security: a symbolic or hard link planted as the lock file or as a
+  temporary's name never has its target written (stage V, the lock; stage
+  V's eval_results.txt, a temporary named after this process)."""
+  import distillation  # pylint: disable=g-import-not-at-top
+  victim = tmp_path / "victim.txt"
+  victim.write_text("precious\n")
+  out = tmp_path / "out"
+  out.mkdir()
+  opts = student_options(tiny_config(tmp_path / "s.json"), small_stage4, out,
+                         do_eval=True)
+  (out / ".lock").symlink_to(victim)
+  with pytest.raises(cli.UserError, match=(
+      r"^--output_dir: the lock file \S*out/\.lock is a symbolic link \(to "
+      r"\S*victim\.txt\); a run writes no lock through a link: remove it$")):
+    distillation.run(opts)
+  (out / ".lock").unlink()
+  os.link(victim, out / ".lock")
+  with pytest.raises(cli.UserError, match=(
+      r"the lock file \S*out/\.lock is a hard link to another file \(2 "
+      r"names\)")):
+    distillation.run(opts)
+  (out / ".lock").unlink()
+  assert victim.read_text() == "precious\n"
+  assert os.listdir(out) == []
+
+  # The temporary of eval_results.txt, under this process's own name.
+  tmp_name = outputs.temporary_name(str(out / "eval_results.txt"))
+  os.symlink(victim, tmp_name)
+  distillation.run(opts)
+  assert victim.read_text() == "precious\n"
+  assert "masked_lm_loss = " in (out / "eval_results.txt").read_text()
+  assert not os.path.lexists(tmp_name)
+  assert not (out / ".lock").exists()
+
+  # A folder written whole (the exporter's): a planted link is removed,
+  # not followed.
+  target = tmp_path / "elsewhere"
+  target.mkdir()
+  final = tmp_path / "export"
+  os.symlink(target, outputs.temporary_name(str(final)))
+  with outputs.atomic_output_dir(str(final)) as tmp:
+    with open(os.path.join(tmp, "f.txt"), "w") as f:
+      f.write("x")
+  assert os.listdir(target) == [] and os.listdir(final) == ["f.txt"]
+
+
 def test_resume_checks_the_model_and_the_settings(tmp_path, small_stage4,
                                                   caplog):
   import distillation  # pylint: disable=g-import-not-at-top
