@@ -126,18 +126,46 @@ def _listed_checkpoints(directory):
   return state.model_checkpoint_path, list(state.all_model_checkpoint_paths)
 
 
-def latest_checkpoint(directory):
-  """The newest checkpoint prefix listed in `directory`/checkpoint, or None.
+def latest_checkpoint(directory, warn=True):
+  """The newest checkpoint of a training folder, or None.
 
-  If the newest entry's files are gone, the newest listed checkpoint that
-  still exists is returned.
+  The one `directory`/checkpoint (TensorFlow's state file) names; if its
+  files are gone, the newest listed one that still exists. When the state
+  file is missing, unreadable or lists nothing that exists, the
+  `model.ckpt-<step>` on disk with the highest step (a checkpoint is
+  complete once its .index exists: save_checkpoint writes it last), with a
+  warning (unless `warn` is False: resolve_checkpoint's folders, often
+  converted ones, have no state file): a run must not start again from
+  step 0 beside its own checkpoints.
   """
   latest, all_paths = _listed_checkpoints(directory)
   candidates = ([latest] if latest else []) + list(reversed(all_paths))
   for prefix in candidates:
     if _exists(prefix):
       return prefix
-  return None
+  on_disk = newest_numbered_checkpoint(directory)
+  if on_disk and warn:
+    logging.warning(
+        "%s: its state file %s %s; using the checkpoint with the highest "
+        "step on disk, %s", directory, CHECKPOINT_STATE_FILE,
+        "lists no checkpoint that exists" if candidates else
+        "is missing or unreadable", on_disk)
+  return on_disk
+
+
+def newest_numbered_checkpoint(directory,
+                               basename=CHECKPOINT_BASENAME):
+  """The `basename-<step>` prefix in `directory` with the highest step whose
+  .index exists, or None."""
+  pattern = re.compile(r"^%s-(\d+)\.index$" % re.escape(basename))
+  try:
+    names = tf.io.gfile.listdir(directory)
+  except tf.errors.NotFoundError:
+    return None
+  steps = [int(m.group(1)) for m in map(pattern.match, names) if m]
+  if not steps:
+    return None
+  return os.path.join(directory, "%s-%d" % (basename, max(steps)))
 
 
 def _full(path):
@@ -209,7 +237,7 @@ def resolve_checkpoint(checkpoint):
   if _exists(checkpoint):
     return checkpoint
   if tf.io.gfile.isdir(checkpoint):
-    found = latest_checkpoint(checkpoint)
+    found = latest_checkpoint(checkpoint, warn=False)
     if found is None:
       try:
         found = tf.train.latest_checkpoint(checkpoint)
@@ -261,6 +289,29 @@ def open_checkpoint(checkpoint):
   return prefix, reader
 
 
+def read_tensor(reader, prefix, name):
+  """The value (NumPy) of variable `name` of checkpoint `prefix`.
+
+  Raises:
+    errors.CheckpointError: the data cannot be read; the message says
+      whether the file is cut short (an incomplete download or copy) or
+      fails its checksum (corrupted on disk or in transfer).
+  """
+  try:
+    return reader.get_tensor(name)
+  except (tf.errors.OpError, ValueError, IndexError) as exc:
+    detail = " ".join(str(getattr(exc, "message", exc)).split())
+    data_files = sorted(tf.io.gfile.glob(prefix + ".data-*")) or [prefix]
+    if "checksum" in detail.lower():
+      how = "its data fails the checksum: corrupted on disk or in transfer"
+    else:
+      # IndexError("Read less bytes than requested"): a cut .data file.
+      how = "cut short by an incomplete download or copy?"
+    raise errors.CheckpointError(
+        "%s is damaged (%s): variable %s cannot be read (%s)" % (
+            ", ".join(data_files), how, name, detail))
+
+
 def variable_names(checkpoint):
   """The names of the variables in a checkpoint (a prefix or a directory).
 
@@ -310,16 +361,7 @@ def load_checkpoint(variables_by_name, checkpoint):
     initialized.append(name)
   for name in initialized:
     var = variables_by_name[name]
-    try:
-      value = reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError, IndexError) as exc:
-      # IndexError("Read less bytes than requested"): a cut .data file.
-      data_files = sorted(tf.io.gfile.glob(prefix + ".data-*")) or [prefix]
-      raise errors.CheckpointError(
-          "%s is damaged (cut short by an incomplete download or copy?): "
-          "variable %s cannot be read (%s)" % (
-              ", ".join(data_files), name,
-              " ".join(str(getattr(exc, "message", exc)).split())))
+    value = read_tensor(reader, prefix, name)
     var.assign(np.asarray(value).astype(var.dtype.as_numpy_dtype,
                                         copy=False))
   unused = len(set(shapes) - set(variables_by_name))

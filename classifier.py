@@ -32,11 +32,11 @@ import numpy as np
 import tensorflow as tf
 
 import cli
-import distillation
 import finetuning
 import glue
 import outputs
 import results
+import training
 
 TEST_RESULTS_FILE = "test_results.tsv"
 # Google's classifier head initialiser (stddev 0.02, whatever the config).
@@ -157,10 +157,18 @@ def run(opts, distribution=None):
   Raises:
     cli.UserError: bad flags or inputs (one line).
   """
-  distribution = distribution or distillation.Distribution()
+  distribution = distribution or training.Distribution()
   with cli.blame_flag("--task_name"):
     task = glue.get_task(opts.task_name)
   check_options(opts)
+  # [CLS] a [SEP] (b [SEP]) with at least one word piece of each text.
+  least = 5 if task.train.text_b is not None else 3
+  if opts.max_seq_length < least:
+    raise cli.UserError(
+        "--max_seq_length=%d leaves no room for text: task %s needs at "
+        "least %d ([CLS], %s)" % (opts.max_seq_length, task.name, least,
+                                  "a piece of each sentence and 2 [SEP]"
+                                  if least == 5 else "a word piece, [SEP]"))
   config, tokenizer = finetuning.load_model_inputs(opts)
   train_features = None
   if opts.do_train:
@@ -179,12 +187,18 @@ def run(opts, distribution=None):
                         is_regression=task.is_regression,
                         seed=opts.random_seed)
   num_train = len(train_features["input_ids"]) if train_features else 0
-  tuner = finetuning.FineTuner(opts, config, head, distribution,
-                               num_train_examples=num_train)
-  if opts.do_train:
-    tuner.train(train_features)
-  if not distribution.is_chief:
-    return None
+  with training.output_lock(opts.output_dir, distribution, opts.do_train):
+    tuner = finetuning.FineTuner(opts, config, head, distribution,
+                                 num_train_examples=num_train)
+    if opts.do_train:
+      tuner.train(train_features)
+    if not distribution.is_chief:
+      return None
+    return _evaluate_and_predict(opts, task, tuner, dev, test)
+
+
+def _evaluate_and_predict(opts, task, tuner, dev, test):
+  """The chief's part after training: eval_results.txt and test results."""
   metrics = None
   if opts.do_eval:
     metrics = collections.OrderedDict()

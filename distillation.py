@@ -7,32 +7,22 @@ the flags (distillation_flags.py), reads them into an `Options` with
 `stage_flags.options_from_flags(Options)`, and calls `run(options,
 distribution)`.
 
-The loss, as in the original scripts (which follow `get_masked_lm_output` of
-Google's run_pretraining.py, with the one-hot labels replaced by the
-teacher's probabilities):
+The objective (the loss and its maths, the Distiller module that holds the
+student and an online teacher) is distillation_objective.py's: the original's
+soft cross-entropy on the teacher's top-K probabilities plus the
+next-sentence loss; options beyond the original (temperature, hard labels,
+renormalised top-K, an online teacher and its layer-wise losses,
+initialisation from teacher layers, XLA, mixed precision) are all off by
+default. This module checks the options and inputs, initialises or resumes,
+trains and evaluates.
 
-  at each masked position i with weight w_i (1 real, 0 padding)
-    l_i = -sum_k p_teacher[i, k] * log_softmax(student_logits[i])[index[i, k]]
-  (k over the teacher's top-K indices, or over the whole vocabulary for K = 0)
-  masked_lm_loss     = sum_i w_i * l_i / (sum_i w_i + 1e-5)
-  next_sentence_loss = mean over examples of the cross-entropy on the labels
-  loss = masked_lm_loss + next_sentence_loss
-
-Options beyond the original (temperature, hard labels, renormalised top-K,
-an online teacher, initialisation from teacher layers, XLA, mixed precision)
-are all off by default. With the online teacher, layer-wise losses
-(layer_losses.py: TinyBERT hidden states and attention scores, MiniLMv2
-attention relations) can be added, each with its own weight:
-
-  loss += hidden_loss_weight * hidden_loss
-        + attention_loss_weight * attention_loss
-        + attention_relation_loss_weight * attention_relation_loss
-
-Distribution: `run` takes a `Distribution` describing the process's place in
-a job. The single-machine script passes `Distribution()` (one process); the
-Horovod script passes a subclass that averages gradients across ranks and
-broadcasts the initial variables. Only the chief (rank 0) writes under
-output_dir.
+Distribution: `run` takes a `training.Distribution` describing the process's
+place in a job. The single-machine script passes `Distribution()` (one
+process); the Horovod script passes a subclass that averages gradients across
+ranks and broadcasts the initial variables. Only the chief (rank 0) writes
+under output_dir. The training loop itself (device loop, checkpoints,
+signals, the watchdog, the output lock) is training.py's, shared with
+fine-tuning.
 
 Reproducibility: the data order is a function of (--random_seed, rank) and the
 dropout masks of step s are a function of (--random_seed, s, rank), so a run
@@ -41,13 +31,9 @@ weights as a run that was never interrupted.
 """
 
 import collections
-import contextlib
 import dataclasses
-import json
-import math
 import os
 import re
-import signal
 import time
 
 from absl import logging
@@ -55,55 +41,18 @@ import tensorflow as tf
 
 import checkpoints
 import cli
+import distillation_objective
 import errors
 import layer_losses
-import modeling
 import optimization
-import outputs
-import record_format
 import records
 import results
 import teacher
-
-
-# The layer-wise losses: weight option -> name of the loss (in the outputs of
-# Distiller and in eval_results.txt).
-LAYER_LOSS_WEIGHTS = collections.OrderedDict([
-    ("hidden_loss_weight", "hidden_loss"),
-    ("attention_loss_weight", "attention_loss"),
-    ("attention_relation_loss_weight", "attention_relation_loss")])
-# Added to the sum of the weights in the masked-LM loss, as Google's
-# get_masked_lm_output does (it keeps an all-padding batch finite).
-LOSS_DENOMINATOR_EPSILON = 1e-5
-
-@dataclasses.dataclass
-class LossSettings(object):
-  """What the training objective (`Distiller`) reads: the loss settings.
-
-  Fields as the flags of the same names (distillation_flags.py).
-  """
-  truncation_factor: int
-  max_predictions_per_seq: int
-  temperature: float
-  hard_label_weight: float
-  renormalize_top_k: bool
-  hidden_loss_weight: float
-  attention_loss_weight: float
-  attention_relation_loss_weight: float
-  teacher_layer_map: str
-  attention_relation_teacher_layer: int
-  attention_relation_heads: int
-
-  @property
-  def layer_loss_weights(self):
-    """Flag name -> weight of each layer-wise loss that is on."""
-    return collections.OrderedDict(
-        ("--%s" % name, getattr(self, name)) for name in LAYER_LOSS_WEIGHTS
-        if getattr(self, name))
+import training
 
 
 @dataclasses.dataclass
-class Options(LossSettings):
+class Options(distillation_objective.LossSettings):
   """The settings of a distillation run: one field per flag of the scripts
   (the loss settings, then the others).
 
@@ -146,378 +95,11 @@ class Options(LossSettings):
     return bool(self.teacher_bert_config_file)
 
   def loss_settings(self):
-    """The `LossSettings` of these options (what `Distiller` reads)."""
-    return LossSettings(**{field.name: getattr(self, field.name)
-                           for field in dataclasses.fields(LossSettings)})
-
-
-class Distribution(object):
-  """Where this process stands in a training job: one process by default.
-
-  The Horovod script subclasses this. `run` calls, in this order:
-    - `broadcast_variables(variables)` once, eagerly, after the chief has
-      initialised or restored every variable (model, optimizer slots,
-      global_step): the other ranks must end up with the chief's values;
-    - `allreduce_gradients(grads)` inside the compiled training step, on the
-      list of dense gradients (model variable order) of this rank's batch,
-      before clipping and the update: return the average over ranks.
-    - `watch_training(global_step)`: a context manager around the training
-      loop (a hook, e.g. for a watchdog that ends a job whose global_step
-      stops advancing).
-  It reads `rank`, `size`, `is_chief`, and `num_shards` /
-  `shard_index` (passed to records.training_share: each rank reads a
-  disjoint share of the training records, whole files of its own when there
-  are at least as many files as ranks).
-  """
-
-  def __init__(self, rank=0, size=1):
-    self.rank = rank
-    self.size = size
-
-  @property
-  def is_chief(self):
-    """True for the process that writes checkpoints, events and results."""
-    return self.rank == 0
-
-  @property
-  def num_shards(self):
-    """Number of disjoint shares the training records are split into."""
-    return self.size
-
-  @property
-  def shard_index(self):
-    """The share of the training records this process reads."""
-    return self.rank
-
-  @tf.autograph.experimental.do_not_convert
-  def allreduce_gradients(self, grads):
-    """Averages gradients over processes (one process: unchanged)."""
-    return grads
-
-  def broadcast_variables(self, variables):
-    """Sets `variables` to the chief's values (one process: nothing to do)."""
-    del variables
-
-  def watch_training(self, global_step):
-    """A context manager around the training loop (one process: nothing)."""
-    del global_step
-    return contextlib.nullcontext()
-
-
-# ---------------------------------------------------------------------------
-# Losses and metrics.
-# ---------------------------------------------------------------------------
-
-
-def teacher_distribution(probs, temperature=1.0, renormalize=False):
-  """The teacher's probabilities used as soft targets.
-
-  Args:
-    probs: float32 [..., N], the stored probabilities (N = K top entries, or
-      the vocabulary when K = 0).
-    temperature: T; for T != 1, probs ** (1/T) renormalised over the N
-      entries (softening the teacher as a softmax at temperature T would).
-    renormalize: rescale the entries to sum to 1 (implied by T != 1).
-
-  Returns:
-    float32 [..., N].
-  """
-  probs = tf.cast(probs, tf.float32)
-  if temperature != 1.0:
-    probs = tf.pow(tf.maximum(probs, 0.0), 1.0 / temperature)
-    renormalize = True
-  if renormalize:
-    probs = tf.math.divide_no_nan(
-        probs, tf.reduce_sum(probs, axis=-1, keepdims=True))
-  return probs
-
-
-def soft_cross_entropy(logits, teacher_probs, weights, teacher_indices=None,
-                       temperature=1.0, renormalize=False):
-  """The distillation loss at masked positions, as the original.
-
-  Args:
-    logits: float [B, P, V], the student's masked-LM logits.
-    teacher_probs: float [B, P, K] (with teacher_indices) or [B, P, V].
-    weights: float [B, P], masked_lm_weights.
-    teacher_indices: int [B, P, K], vocabulary ids of teacher_probs, or None
-      for full distributions.
-    temperature: see `teacher_distribution`; the loss is multiplied by T^2.
-    renormalize: see `teacher_distribution`.
-
-  Returns:
-    (loss, per_position_loss [B, P]): loss = sum(w * l) / (sum(w) + 1e-5).
-  """
-  logits = tf.cast(logits, tf.float32)
-  if temperature != 1.0:
-    logits = logits / temperature
-  log_probs = tf.nn.log_softmax(logits, axis=-1)
-  if teacher_indices is not None:
-    log_probs = tf.gather(log_probs, teacher_indices, batch_dims=2)
-  targets = teacher_distribution(teacher_probs, temperature, renormalize)
-  per_position = -tf.reduce_sum(targets * log_probs, axis=-1)
-  if temperature != 1.0:
-    per_position *= temperature * temperature
-  return weighted_mean(per_position, weights), per_position
-
-
-def hard_cross_entropy(logits, label_ids, weights):
-  """The ordinary masked-LM loss on the true ids (Google's pre-training).
-
-  Returns:
-    (loss, per_position_loss [B, P]).
-  """
-  log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-  per_position = -tf.gather(log_probs, label_ids[..., tf.newaxis],
-                            batch_dims=2)[..., 0]
-  return weighted_mean(per_position, weights), per_position
-
-
-def weighted_mean(values, weights):
-  """sum(w * v) / (sum(w) + 1e-5), the original's normalisation."""
-  weights = tf.cast(weights, tf.float32)
-  return (tf.reduce_sum(weights * values) /
-          (tf.reduce_sum(weights) + LOSS_DENOMINATOR_EPSILON))
-
-
-def next_sentence_cross_entropy(logits, labels):
-  """Mean cross-entropy of the next-sentence logits [B, 2] on labels [B, 1].
-
-  Returns:
-    (loss, per_example_loss [B]).
-  """
-  labels = tf.reshape(labels, [-1])
-  per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=labels, logits=tf.cast(logits, tf.float32))
-  return tf.reduce_mean(per_example), per_example
-
-
-def teacher_top1(teacher_probs, teacher_indices=None):
-  """The teacher's most probable word id at each position, int32 [B, P]."""
-  best = tf.argmax(teacher_probs, axis=-1, output_type=tf.int32)
-  if teacher_indices is None:
-    return best
-  return tf.gather(teacher_indices, best[..., tf.newaxis],
-                   batch_dims=2)[..., 0]
-
-
-# ---------------------------------------------------------------------------
-# Distillation model: student (+ optional online teacher) and losses.
-# ---------------------------------------------------------------------------
-
-
-class Distiller(tf.Module):
-  """The student, the optional online teacher, and the training objective.
-
-  With layer-wise losses on (LossSettings.layer_loss_weights; they need the
-  online teacher), the objective adds each weighted loss of `layer_losses`,
-  and the hidden-state loss between models of different widths trains a
-  projection
-  (`extra_variables`) along with the student.
-
-  Args:
-    settings: LossSettings (Options.loss_settings()).
-    student_config: the student's modeling.BertConfig.
-    teacher_labeler: a loaded teacher.TeacherLabeler to run the teacher
-      online (in its compute dtype, inference mode), or None to read
-      stage-IV labels.
-    compute_dtype: the student's compute dtype.
-
-  Raises:
-    cli.UserError: layer-loss options that do not fit the two models (see
-      `layer_loss_plan`).
-  """
-
-  def __init__(self, settings, student_config, teacher_labeler=None,
-               compute_dtype=tf.float32):
-    super(Distiller, self).__init__(name="distiller")
-    self.settings = settings
-    self.student = modeling.BertPretrainingModel(student_config,
-                                                 compute_dtype=compute_dtype)
-    self.teacher = teacher_labeler
-    self.plan = None
-    self.projection = None
-    if settings.layer_loss_weights:
-      if teacher_labeler is None:
-        raise cli.UserError("%s needs the online teacher" %
-                            next(iter(settings.layer_loss_weights)))
-      self.plan = layer_loss_plan(settings, student_config,
-                                  teacher_labeler.config)
-      if self.plan.project_hidden:
-        self.projection = layer_losses.HiddenProjection(
-            student_config.hidden_size, teacher_labeler.config.hidden_size,
-            student_config.initializer_range)
-
-  def student_variables(self):
-    """The student's name -> variable map (Google's names)."""
-    return self.student.variables_by_name()
-
-  def extra_variables(self):
-    """Variables distillation trains besides the student (the projection).
-
-    Returns:
-      OrderedDict name -> variable, names under layer_losses.VARIABLE_SCOPE;
-      empty unless the hidden-state loss compares different widths.
-    """
-    if self.projection is None:
-      return collections.OrderedDict()
-    return self.projection.variables_by_name()
-
-  def trainable_variables_by_name(self):
-    """Student variables, then `extra_variables` (what the optimizer trains).
-    """
-    result = self.student_variables()
-    result.update(self.extra_variables())
-    return result
-
-  def teacher_targets(self, features):
-    """(probs, indices or None): the teacher's soft labels for a batch.
-
-    Read from the stage-IV features, or computed by the online teacher (its
-    top-K, or its whole distribution for K = 0), without gradient.
-    """
-    return self.teacher_outputs(features)[0]
-
-  def teacher_outputs(self, features):
-    """The teacher's soft labels and, for layer losses, its internals.
-
-    Returns:
-      ((probs, indices or None), internals): see `teacher_targets`;
-      internals is the teacher's modeling.EncoderInternals (without
-      gradient) when layer-wise losses are on, else None.
-    """
-    k = self.settings.truncation_factor
-    p = self.settings.max_predictions_per_seq
-    if self.teacher is None:
-      if k > 0:
-        probs = tf.reshape(features[record_format.TRUNCATED_PROBS],
-                           [-1, p, k])
-        indices = tf.reshape(features[record_format.TOP_K_INDICES],
-                             [-1, p, k])
-        return (probs, indices), None
-      probs = tf.reshape(features[record_format.FULL_PROBS],
-                         [-1, p, self.student.config.vocab_size])
-      return (probs, None), None
-    outputs = teacher.soft_labels(
-        self.teacher.model, features["input_ids"], features["input_mask"],
-        features["segment_ids"], features["masked_lm_positions"], k,
-        return_internals=self.plan is not None)
-    probs, indices = outputs[:2]
-    if indices is not None:
-      indices = tf.stop_gradient(indices)
-    internals = None
-    if self.plan is not None:
-      internals = tf.nest.map_structure(tf.stop_gradient, outputs[2])
-    return (tf.stop_gradient(probs), indices), internals
-
-  def compute_layer_losses(self, student_internals, teacher_internals,
-                           input_mask):
-    """The enabled layer-wise losses (unweighted), name -> float32 scalar.
-
-    Args:
-      student_internals, teacher_internals: modeling.EncoderInternals.
-      input_mask: [B, S].
-    """
-    settings, plan = self.settings, self.plan
-    losses = collections.OrderedDict()
-    if settings.hidden_loss_weight:
-      # The embeddings' output with the teacher's, then the mapped layers.
-      teacher_states = [teacher_internals.hidden_states[0]] + [
-          teacher_internals.hidden_states[i + 1] for i in plan.layer_map]
-      losses["hidden_loss"] = layer_losses.hidden_state_loss(
-          student_internals.hidden_states, teacher_states, input_mask,
-          self.projection)
-    if settings.attention_loss_weight:
-      losses["attention_loss"] = layer_losses.attention_score_loss(
-          student_internals.attention_scores,
-          [teacher_internals.attention_scores[i] for i in plan.layer_map],
-          input_mask)
-    if settings.attention_relation_loss_weight:
-      t = plan.relation_teacher_layer
-      losses["attention_relation_loss"] = (
-          layer_losses.attention_relation_loss(
-              (student_internals.queries[-1], student_internals.keys[-1],
-               student_internals.values[-1]),
-              (teacher_internals.queries[t], teacher_internals.keys[t],
-               teacher_internals.values[t]),
-              input_mask, plan.relation_heads))
-    return losses
-
-  def __call__(self, features, targets, training=False, dropout_seed=None,
-               teacher_internals=None):
-    """Runs the student on a batch and returns its losses and predictions.
-
-    Args:
-      features: a parsed batch (records.parse_fn).
-      targets: (probs, indices or None) from `teacher_targets(features)`.
-      training: enables dropout.
-      dropout_seed: int64 [2], the seed of this step's dropout masks.
-      teacher_internals: the teacher's modeling.EncoderInternals from
-        `teacher_outputs(features)`; required when layer losses are on.
-
-    Returns:
-      dict: loss, masked_lm_loss, soft_loss, hard_loss, next_sentence_loss
-      and each enabled layer loss, e.g. hidden_loss (unweighted) (scalars);
-      masked_lm_per_position, hard_per_position, mlm_predictions,
-      teacher_top1 ([B, P]); next_sentence_per_example,
-      next_sentence_predictions ([B]).
-    """
-    settings = self.settings
-    teacher_probs, teacher_indices = targets
-    student_outputs = self.student(
-        features["input_ids"], features["input_mask"],
-        features["segment_ids"], features["masked_lm_positions"],
-        return_internals=self.plan is not None,
-        **_dropout_kwargs(training, dropout_seed))
-    mlm_logits, nsp_logits = student_outputs[:2]
-    weights = features["masked_lm_weights"]
-    soft_loss, soft_per_position = soft_cross_entropy(
-        mlm_logits, teacher_probs, weights, teacher_indices,
-        temperature=settings.temperature,
-        renormalize=settings.renormalize_top_k)
-    hard_loss, hard_per_position = hard_cross_entropy(
-        mlm_logits, features["masked_lm_ids"], weights)
-    masked_lm_loss = soft_loss
-    masked_lm_per_position = soft_per_position
-    if settings.hard_label_weight:
-      masked_lm_loss += settings.hard_label_weight * hard_loss
-      masked_lm_per_position += (settings.hard_label_weight *
-                                 hard_per_position)
-    nsp_loss, nsp_per_example = next_sentence_cross_entropy(
-        nsp_logits, features["next_sentence_labels"])
-    loss = masked_lm_loss + nsp_loss
-    extra_losses = {}
-    if self.plan is not None:
-      if teacher_internals is None:
-        raise ValueError("layer-wise losses need the teacher's internals "
-                         "(Distiller.teacher_outputs)")
-      extra_losses = self.compute_layer_losses(
-          student_outputs[2], teacher_internals, features["input_mask"])
-      for option, name in LAYER_LOSS_WEIGHTS.items():
-        if name in extra_losses:
-          loss += getattr(settings, option) * extra_losses[name]
-    return dict(extra_losses, **{
-        "loss": loss,
-        "masked_lm_loss": masked_lm_loss,
-        "soft_loss": soft_loss,
-        "hard_loss": hard_loss,
-        "next_sentence_loss": nsp_loss,
-        "masked_lm_per_position": masked_lm_per_position,
-        "hard_per_position": hard_per_position,
-        "mlm_predictions": tf.argmax(mlm_logits, axis=-1,
-                                     output_type=tf.int32),
-        "teacher_top1": teacher_top1(teacher_probs, teacher_indices),
-        "next_sentence_per_example": nsp_per_example,
-        "next_sentence_predictions": tf.argmax(nsp_logits, axis=-1,
-                                               output_type=tf.int32),
-    })
-
-
-def _dropout_kwargs(training, dropout_seed):
-  kwargs = {"training": training}
-  if training and dropout_seed is not None:
-    kwargs["dropout_seed"] = dropout_seed
-  return kwargs
+    """The `distillation_objective.LossSettings` of these options (what
+    the Distiller reads)."""
+    return distillation_objective.LossSettings(**{
+        field.name: getattr(self, field.name)
+        for field in dataclasses.fields(distillation_objective.LossSettings)})
 
 
 # ---------------------------------------------------------------------------
@@ -591,84 +173,6 @@ def check_options(opts):
         opts.num_train_steps)
 
 
-@dataclasses.dataclass
-class LayerLossPlan(object):
-  """Which student and teacher layers the layer-wise losses compare.
-
-  layer_map: teacher layer index for each student layer (hidden and
-    attention losses).
-  relation_teacher_layer: the teacher layer of the attention-relation loss
-    (0-based, non-negative).
-  relation_heads: its number of relation heads.
-  project_hidden: whether the hidden loss needs a projection (the widths
-    differ).
-  """
-  layer_map: list
-  relation_teacher_layer: int
-  relation_heads: int
-  project_hidden: bool
-
-
-def layer_loss_plan(opts, student_config, teacher_config):
-  """Checks the layer-loss flags against both models; returns a plan.
-
-  Args:
-    opts: LossSettings.
-
-  Raises:
-    cli.UserError: one line naming the flag: a layer map of the wrong length
-      or naming layers that do not exist, attention loss with different
-      head counts, relation heads that do not divide a hidden size, a
-      relation layer the teacher lacks.
-  """
-  num_student = student_config.num_hidden_layers
-  num_teacher = teacher_config.num_hidden_layers
-  spec = opts.teacher_layer_map
-  if spec:
-    flag = "--teacher_layer_map=%s" % spec
-    layer_map = parse_layer_indices(spec, num_student, "--teacher_layer_map")
-  else:
-    flag = "--teacher_layer_map (default: uniform)"
-    layer_map = layer_losses.uniform_layer_map(num_student, num_teacher)
-  bad = [i for i in layer_map if not 0 <= i < num_teacher]
-  if bad and (opts.hidden_loss_weight or opts.attention_loss_weight):
-    raise cli.UserError(
-        "%s: teacher layer %d does not exist (the teacher has %d layers, "
-        "0 to %d; the student %d)" % (flag, bad[0], num_teacher,
-                                      num_teacher - 1, num_student))
-  if (opts.attention_loss_weight and student_config.num_attention_heads !=
-      teacher_config.num_attention_heads):
-    raise cli.UserError(
-        "--attention_loss_weight: the student has %d attention heads, the "
-        "teacher %d; this loss compares head by head (use "
-        "--attention_relation_loss_weight, which works with any head count)"
-        % (student_config.num_attention_heads,
-           teacher_config.num_attention_heads))
-  relation_layer = opts.attention_relation_teacher_layer
-  if relation_layer < 0:
-    relation_layer += num_teacher
-  relation_heads = (opts.attention_relation_heads or
-                    teacher_config.num_attention_heads)
-  if opts.attention_relation_loss_weight:
-    if not 0 <= relation_layer < num_teacher:
-      raise cli.UserError(
-          "--attention_relation_teacher_layer=%d: the teacher has %d layers"
-          % (opts.attention_relation_teacher_layer, num_teacher))
-    if not num_student:
-      raise cli.UserError("--attention_relation_loss_weight: the student "
-                          "has no Transformer layer")
-    widths = (student_config.hidden_size, teacher_config.hidden_size)
-    if any(w % relation_heads for w in widths):
-      raise cli.UserError(
-          "--attention_relation_heads=%d must divide both hidden sizes "
-          "(student %d, teacher %d)" % ((relation_heads,) + widths))
-  return LayerLossPlan(
-      layer_map=layer_map, relation_teacher_layer=relation_layer,
-      relation_heads=relation_heads,
-      project_hidden=bool(opts.hidden_loss_weight) and (
-          student_config.hidden_size != teacher_config.hidden_size))
-
-
 def check_something_to_evaluate(opts):
   """Eval only: output_dir must hold a checkpoint, or a start be given.
 
@@ -723,24 +227,6 @@ def check_eval_files(eval_files):
                "(--check_inputs)", total, time.time() - start)
 
 
-def parse_layer_indices(spec, num_student_layers,
-                        flag_name="--init_from_teacher_layers"):
-  """Parses a flag's comma list into one teacher layer index per layer."""
-  try:
-    indices = [int(x) for x in spec.split(",") if x.strip()]
-  except ValueError:
-    raise cli.UserError("%s=%s: expected comma-separated layer indices" %
-                        (flag_name, spec))
-  if len(indices) != num_student_layers:
-    raise cli.UserError(
-        "%s=%s: %d indices given, the student has %d layers (one teacher "
-        "layer index per student layer)" % (flag_name, spec, len(indices),
-                                            num_student_layers))
-  if indices and min(indices) < 0:
-    raise cli.UserError("%s=%s: negative layer index" % (flag_name, spec))
-  return indices
-
-
 # ---------------------------------------------------------------------------
 # Initialisation and checkpoints.
 # ---------------------------------------------------------------------------
@@ -757,7 +243,8 @@ def init_from_teacher_layers(student_variables, spec, checkpoint,
     cli.UserError: bad indices, a layer the teacher lacks, or a shape
       mismatch (sizes must match).
   """
-  indices = parse_layer_indices(spec, num_student_layers)
+  indices = distillation_objective.parse_layer_indices(spec,
+                                                       num_student_layers)
   with cli.blame_flag("--teacher_init_checkpoint"):
     checkpoint = checkpoints.resolve_checkpoint(checkpoint)
   with cli.blame_flag("--init_from_teacher_layers=%s" % spec):
@@ -765,161 +252,26 @@ def init_from_teacher_layers(student_variables, spec, checkpoint,
                                          checkpoint)
 
 
-class DynamicLossScale(tf.Module):
-  """Loss scaling for float16: halve on overflow, double after 2000 good steps.
-
-  Its two variables are saved in the checkpoints (as `loss_scale` and
-  `loss_scale_good_steps`) so that a resumed run continues exactly.
-  """
-
-  def __init__(self, initial_scale=2.0**15, growth_interval=2000):
-    super(DynamicLossScale, self).__init__(name="loss_scale")
-    self.scale = tf.Variable(initial_scale, dtype=tf.float32,
-                             trainable=False, name="loss_scale")
-    self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                  name="loss_scale_good_steps")
-    self.growth_interval = growth_interval
-
-  def variables_by_name(self):
-    """Name -> variable, for checkpoints."""
-    return collections.OrderedDict([("loss_scale", self.scale),
-                                    ("loss_scale_good_steps",
-                                     self.good_steps)])
-
-  def update(self, grads_are_finite):
-    """Adjusts the scale after a step; returns nothing."""
-
-    def _finite():
-      grow = self.good_steps + 1 >= self.growth_interval
-      self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale))
-      self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64),
-                                      self.good_steps + 1))
-
-    def _overflow():
-      self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
-      self.good_steps.assign(0)
-
-    tf.cond(grads_are_finite, _finite, _overflow)
-
-
 # ---------------------------------------------------------------------------
 # Training and evaluation.
 # ---------------------------------------------------------------------------
 
 
-def dropout_seed_for_step(random_seed, step, distribution):
-  """The stateless seed of the dropout masks of `step` on this rank."""
-  step = tf.cast(step, tf.int64)
-  return tf.stack([tf.constant(random_seed, tf.int64),
-                   step * distribution.size + distribution.rank])
+def step_loop(distiller, optimizer, distribution, opts, loss_scale=None):
+  """The compiled training loop of a Distiller (training.StepLoop): the
+  teacher's targets are computed outside the gradient tape, the student's
+  loss inside."""
 
+  def loss_fn(features, dropout_seed, prepared):
+    targets, teacher_internals = prepared
+    return distiller(features, targets, training=True,
+                     dropout_seed=dropout_seed,
+                     teacher_internals=teacher_internals)["loss"]
 
-class Trainer(object):
-  """Builds the compiled training loop of a Distiller.
-
-  One call of `train_loop(iterator, num_steps)` runs `num_steps` steps in a
-  single tf.function (a device loop, like the original's iterations_per_loop
-  on TPUs) and returns (mean loss of those steps, loss of the last one).
-  """
-
-  def __init__(self, distiller, optimizer, distribution, opts,
-               loss_scale=None):
-    self.distiller = distiller
-    self.optimizer = optimizer
-    self.distribution = distribution
-    self.opts = opts
-    self.loss_scale = loss_scale
-    self.model_variables = distiller.trainable_variables_by_name()
-    self._variables = list(self.model_variables.values())
-    forward_backward = self._forward_backward
-    if opts.use_xla:
-      forward_backward = tf.function(forward_backward, jit_compile=True)
-    self._compiled_forward_backward = forward_backward
-    # stop_requested is set (from a signal's helper thread) to end the loop
-    # after the current step; `stopped` says that a loop ended so, on every
-    # rank. See `train`.
-    self.stop_requested = tf.Variable(False, trainable=False,
-                                      name="stop_requested")
-    self.stopped = tf.Variable(False, trainable=False, name="stopped")
-    # AutoGraph turns the loop below into a graph loop; the code it calls
-    # (the model, the loss, the optimizer, the gradient averaging) is marked
-    # do_not_convert and traced as written: it has no tensor-dependent Python
-    # control flow, and converting it cost about 1.5 s at every run's start.
-    self.train_loop = tf.function(self._train_loop)
-
-  @tf.autograph.experimental.do_not_convert
-  def _forward_backward(self, features, step):
-    """Loss and dense gradients of one batch (XLA-compilable: no collectives).
-    """
-    targets, teacher_internals = self.distiller.teacher_outputs(features)
-    seed = dropout_seed_for_step(self.opts.random_seed, step,
-                                 self.distribution)
-    with tf.GradientTape() as tape:
-      outputs = self.distiller(features, targets, training=True,
-                               dropout_seed=seed,
-                               teacher_internals=teacher_internals)
-      loss = outputs["loss"]
-      scaled_loss = loss
-      if self.loss_scale is not None:
-        scaled_loss = loss * self.loss_scale.scale
-    grads = tape.gradient(scaled_loss, self._variables)
-    # Dense gradients (the word embeddings' one sums a gather's slices and
-    # the output projection's matrix anyway), zeros for unused variables.
-    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-             for g, v in zip(grads, self._variables)]
-    if self.loss_scale is not None:
-      grads = [g / self.loss_scale.scale for g in grads]
-    return loss, grads
-
-  @tf.autograph.experimental.do_not_convert
-  def _apply(self, grads):
-    if self.loss_scale is None:
-      self.optimizer.apply_gradients(grads, self.model_variables)
-      return
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
-                            for g in grads])
-
-    def _step():
-      self.optimizer.apply_gradients(grads, self.model_variables)
-      return tf.constant(True)
-
-    def _skip():
-      # The step still counts, so that data and dropout stay aligned with
-      # global_step (exact resume).
-      self.optimizer.global_step.assign_add(1)
-      return tf.constant(False)
-
-    tf.cond(finite, _step, _skip)
-    self.loss_scale.update(finite)
-
-  def _train_loop(self, iterator, num_steps):
-    loss_sum = tf.constant(0.0)
-    loss = tf.constant(0.0)
-    done = tf.constant(0)
-    for _ in tf.range(num_steps):
-      features = next(iterator)
-      loss, grads = self._compiled_forward_backward(
-          features, self.optimizer.global_step.read_value())
-      # The stop request travels with the gradients: every rank ends the
-      # loop after the same step when any rank was asked to stop.
-      reduced = self.distribution.allreduce_gradients(
-          list(grads) + [tf.cast(self.stop_requested, tf.float32)])
-      self._apply(reduced[:-1])
-      loss_sum += loss
-      done += 1
-      if reduced[-1] > 0:
-        self.stopped.assign(True)
-        break
-    return loss_sum / tf.cast(tf.maximum(done, 1), tf.float32), loss
-
-
-def _next_boundary(step, opts):
-  """The step at which the current device loop must return to Python."""
-  candidates = [opts.num_train_steps]
-  for every in (opts.iterations_per_loop, opts.log_every_n_steps,
-                opts.save_checkpoints_steps):
-    candidates.append((step // every + 1) * every)
-  return min(candidates)
+  return training.StepLoop(
+      loss_fn, distiller.trainable_variables_by_name(), optimizer,
+      distribution, opts.random_seed, prepare_fn=distiller.teacher_outputs,
+      loss_scale=loss_scale, use_xla=opts.use_xla)
 
 
 def train(distiller, optimizer, distribution, opts, share, lengths,
@@ -929,77 +281,33 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
   Args:
     distiller: the Distiller.
     optimizer: an optimization.AdamWeightDecayOptimizer built for the student.
-    distribution: the Distribution.
+    distribution: the training.Distribution.
     opts: Options.
     share: this process's records.TrainingShare of the training files
       (validated).
     lengths: their feature lengths.
     saver: a checkpoints.CheckpointSaver (chief), or None.
-    loss_scale: a DynamicLossScale for float16, or None.
+    loss_scale: a training.DynamicLossScale for float16, or None.
     summary_writer: a tf.summary writer (chief), or None.
   """
   step = int(optimizer.global_step.numpy())
-  if step >= opts.num_train_steps:
-    logging.info("Skipping training: global_step %d >= --num_train_steps %d",
-                 step, opts.num_train_steps)
-    return
   dataset = records.make_dataset(
       share.files, lengths, opts.train_batch_size, is_training=True,
       num_shards=share.record_shards,
       shard_index=share.record_shard_index,
       shuffle_buffer=opts.shuffle_buffer, seed=opts.random_seed,
       skip_batches=step)
-  iterator = iter(dataset)
-  trainer = Trainer(distiller, optimizer, distribution, opts, loss_scale)
-  examples_per_step = opts.train_batch_size * distribution.size
-  logging.info("Training from step %d to %d, %d examples per step%s", step,
-               opts.num_train_steps, examples_per_step,
-               " (resumed)" if step else "")
-  progress = cli.StepProgress(step, opts.num_train_steps, examples_per_step)
-  # Ctrl-C or SIGTERM: the current step is finished, a checkpoint written,
-  # and the run ends with one line saying where it is.
-  stop = cli.StopOnSignal(lambda _: trainer.stop_requested.assign(True))
-  stopped = False
-  with distribution.watch_training(optimizer.global_step), stop:
-    while step < opts.num_train_steps and not stopped:
-      boundary = _next_boundary(step, opts)
-      loop_start = time.time()
-      mean_loss, _ = trainer.train_loop(
-          iterator, tf.constant(boundary - step, tf.int32))
-      mean_loss = float(mean_loss.numpy())
-      if not math.isfinite(mean_loss) and loss_scale is None:
-        raise cli.UserError(
-            "training loss is %s at step %d; lower --learning_rate" %
-            (mean_loss, boundary))
-      elapsed = time.time() - loop_start
-      stopped = bool(trainer.stopped.numpy())
-      new_step = int(optimizer.global_step.numpy())
-      loop_steps = new_step - step
-      step = new_step
-      if not distribution.is_chief:
-        continue
-      learning_rate = float(optimizer.learning_rate_at(step).numpy())
-      examples_per_sec = loop_steps * examples_per_step / max(elapsed, 1e-9)
-      if summary_writer is not None:
-        results.write_scalars(summary_writer,
-                              {"loss": mean_loss,
-                               "learning_rate": learning_rate,
-                               "examples_per_sec": examples_per_sec}, step)
-      if step % opts.log_every_n_steps == 0 or step == opts.num_train_steps:
-        progress.log(step, mean_loss, learning_rate)
-      if saver is not None and (step % opts.save_checkpoints_steps == 0 or
-                                step == opts.num_train_steps or stopped):
-        saver.save(step)
-  if summary_writer is not None:
-    summary_writer.flush()
-  if stopped:
-    signum = stop.signum or signal.SIGINT  # another rank's signal
-    raise cli.Interrupted(
-        "stopped by %s after step %d; checkpoint %s-%d saved in %s: run the "
-        "same command to resume from it" % (
-            signal.Signals(signum).name, step,
-            checkpoints.CHECKPOINT_BASENAME, step, opts.output_dir), signum)
-  progress.done(step)
+  schedule = training.Schedule(
+      opts.num_train_steps, opts.iterations_per_loop, opts.log_every_n_steps,
+      opts.save_checkpoints_steps, opts.train_batch_size * distribution.size,
+      opts.output_dir)
+  if step < opts.num_train_steps:
+    logging.info("Training from step %d to %d, %d examples per step%s",
+                 step, opts.num_train_steps, schedule.examples_per_step,
+                 " (resumed)" if step else "")
+  training.train(step_loop(distiller, optimizer, distribution, opts,
+                           loss_scale), iter(dataset), schedule, saver=saver,
+                 summary_writer=summary_writer)
 
 
 def evaluate(distiller, opts, eval_files, lengths):
@@ -1017,8 +325,9 @@ def evaluate(distiller, opts, eval_files, lengths):
                                  is_training=False)
   dataset = dataset.take(opts.max_eval_steps)
 
-  layer_loss_names = [LAYER_LOSS_WEIGHTS[option[2:]]
-                      for option in opts.layer_loss_weights]
+  layer_loss_names = [
+      distillation_objective.LAYER_LOSS_WEIGHTS[option[2:]]
+      for option in opts.layer_loss_weights]
 
   def _eval_step(features):
     targets, teacher_internals = distiller.teacher_outputs(features)
@@ -1092,7 +401,7 @@ def run(opts, distribution=None):
 
   Args:
     opts: Options (the flags' values: distillation_flags.py).
-    distribution: a Distribution (default: one process).
+    distribution: a training.Distribution (default: one process).
 
   Returns:
     The eval results dict when opts.do_eval (on the chief), else None.
@@ -1100,7 +409,7 @@ def run(opts, distribution=None):
   Raises:
     cli.UserError: bad flags or inputs (one line).
   """
-  distribution = distribution or Distribution()
+  distribution = distribution or training.Distribution()
   check_options(opts)
   student_config = cli.load_bert_config(opts.bert_config_file,
                                         "--bert_config_file",
@@ -1118,10 +427,11 @@ def run(opts, distribution=None):
     teacher.check_truncation_factor(opts.truncation_factor,
                                     teacher_config.vocab_size)
   if opts.init_from_teacher_layers:
-    parse_layer_indices(opts.init_from_teacher_layers,
-                        student_config.num_hidden_layers)
+    distillation_objective.parse_layer_indices(
+        opts.init_from_teacher_layers, student_config.num_hidden_layers)
   if opts.layer_loss_weights:
-    layer_loss_plan(opts.loss_settings(), student_config, teacher_config)
+    distillation_objective.layer_loss_plan(opts.loss_settings(),
+                                          student_config, teacher_config)
 
   lengths = record_lengths(opts, student_config.vocab_size)
   share = eval_files = None
@@ -1162,12 +472,7 @@ def run(opts, distribution=None):
     if opts.check_inputs and opts.do_train and eval_files:
       check_eval_files(eval_files)
     cli.ensure_writable_dir(opts.output_dir)
-  # One training run at a time per output_dir (an eval-only run may read
-  # the checkpoints of a training run).
-  lock = (cli.DirectoryLock(opts.output_dir)
-          if distribution.is_chief and opts.do_train else
-          contextlib.nullcontext())
-  with lock:
+  with training.output_lock(opts.output_dir, distribution, opts.do_train):
     return _build_and_run(opts, distribution, student_config,
                           teacher_config, lengths, share, eval_files)
 
@@ -1185,14 +490,15 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
                                      compute_dtype=opts.teacher_compute_dtype)
   # The student's initialisation depends on the seed alone.
   tf.random.set_seed(opts.random_seed)
-  distiller = Distiller(opts.loss_settings(), student_config, labeler, dtype)
+  distiller = distillation_objective.Distiller(
+      opts.loss_settings(), student_config, labeler, dtype)
   optimizer = optimization.create_optimizer(
       opts.learning_rate, opts.num_train_steps, opts.num_warmup_steps)
   model_variables = distiller.student_variables()
   optimizer.build(distiller.trainable_variables_by_name())
   loss_scale = None
   if opts.use_mixed_precision and dtype == tf.float16:
-    loss_scale = DynamicLossScale()
+    loss_scale = training.DynamicLossScale()
   # The student's training state (model.ckpt-<step>: Google's names, slots,
   # global_step) and what distillation adds (projections and their slots,
   # in the companion checkpoint model.ckpt-<step>.distillation).
@@ -1206,7 +512,12 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
     resuming = initialize(opts, student_config, model_variables,
                           all_variables, optimizer, extra_state)
     if opts.do_train:
-      check_run_settings(opts, distribution, resuming)
+      training.check_run_settings(opts.output_dir, {
+          "train_batch_size": opts.train_batch_size,
+          "learning_rate": opts.learning_rate,
+          "num_train_steps": opts.num_train_steps,
+          "num_warmup_steps": opts.num_warmup_steps,
+          "processes": distribution.size}, resuming)
   distribution.broadcast_variables(list(all_variables.values()) +
                                    list(extra_state.values()))
 
@@ -1285,43 +596,6 @@ def check_same_model(checkpoint, model_variables):
       "--output_dir: checkpoint %s was written by another model: it holds %s."
       " Resume with the --bert_config_file it was trained with, or give a "
       "new --output_dir" % (checkpoint, " and ".join(parts)))
-
-
-# The settings of a training run, stored in output_dir to compare on resume.
-RUN_SETTINGS_FILE = "run_settings.json"
-_RESUME_SETTINGS = ("train_batch_size", "learning_rate", "num_train_steps",
-                    "num_warmup_steps", "processes")
-
-
-def check_run_settings(opts, distribution, resuming):
-  """Warns about settings that changed since the run in output_dir began.
-
-  Writes the run's settings to output_dir/run_settings.json (chief only).
-  Resuming with another batch size or learning rate continues the series
-  of checkpoints with a different optimisation: allowed, but said.
-  """
-  path = os.path.join(opts.output_dir, RUN_SETTINGS_FILE)
-  settings = {"train_batch_size": opts.train_batch_size,
-              "learning_rate": opts.learning_rate,
-              "num_train_steps": opts.num_train_steps,
-              "num_warmup_steps": opts.num_warmup_steps,
-              "processes": distribution.size}
-  if resuming and tf.io.gfile.exists(path):
-    try:
-      with tf.io.gfile.GFile(path) as f:
-        before = json.load(f)
-    except ValueError:
-      before = {}
-    changed = ["%s %s -> %s" % (key, before[key], settings[key])
-               for key in _RESUME_SETTINGS
-               if key in before and before[key] != settings[key]]
-    if changed:
-      logging.warning("Resuming %s with other settings than it was started "
-                      "with: %s", opts.output_dir, ", ".join(changed))
-  with outputs.atomic_output(path) as tmp:
-    with tf.io.gfile.GFile(tmp, "w") as f:
-      json.dump(settings, f, indent=2, sort_keys=True)
-      f.write("\n")
 
 
 def initialize(opts, student_config, model_variables, all_variables,

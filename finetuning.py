@@ -56,7 +56,7 @@ are taken when present with the right shapes, and the checkpoint's other
 variables (pre-training heads, optimizer slots) are ignored with a note; else
 the seeded random initialisation (a baseline that was never pre-trained).
 
-Distribution: a `distillation.Distribution` (one process) or
+Distribution: a `training.Distribution` (one process) or
 `horovod_distribution.HorovodDistribution`. Under Horovod, as stage VI: each
 rank trains on its share of the training examples (example i goes to rank
 i % size; disjoint, together all), gradients are averaged over ranks before
@@ -68,7 +68,6 @@ the chief writes (checkpoints, TensorBoard events, results).
 
 import collections
 import dataclasses
-import math
 import time
 
 from absl import logging
@@ -77,11 +76,10 @@ import tensorflow as tf
 
 import checkpoints
 import cli
-import distillation
 import modeling
 import optimization
-import results
 import tokenization
+import training
 
 @dataclasses.dataclass
 class Options(object):
@@ -236,6 +234,11 @@ def initialize(model, optimizer, opts, all_variables):
     logging.info("Resuming from %s (global_step %d)", latest,
                  int(optimizer.global_step.numpy()))
     return "resumed"
+  if not opts.init_checkpoint and not opts.do_train:
+    raise cli.UserError(
+        "--do_train=false: nothing to evaluate or predict with: --output_dir "
+        "%s holds no checkpoint and no --init_checkpoint is given (a "
+        "mistyped --output_dir?)" % opts.output_dir)
   if not opts.init_checkpoint:
     logging.warning(
         "No --init_checkpoint: the whole model starts from random weights "
@@ -323,12 +326,12 @@ class FineTuner(object):
       opts: Options (or a subclass).
       config: the modeling.BertConfig.
       head: the task head (see the module docstring).
-      distribution: a distillation.Distribution (default: one process).
+      distribution: a training.Distribution (default: one process).
       num_train_examples: the number of training examples over all
         processes (0 when not training).
     """
     self.opts = opts
-    self.distribution = distribution or distillation.Distribution()
+    self.distribution = distribution or training.Distribution()
     size = self.distribution.size
     self.num_train_steps, self.num_warmup_steps = train_schedule(
         num_train_examples, opts, size)
@@ -354,16 +357,22 @@ class FineTuner(object):
     if self.distribution.is_chief:
       self.init_source = initialize(self.model, self.optimizer, opts,
                                     self.all_variables)
+      if opts.do_train:
+        training.check_run_settings(opts.output_dir, {
+            "train_batch_size": opts.train_batch_size,
+            "learning_rate": opts.learning_rate,
+            "num_train_epochs": opts.num_train_epochs,
+            "num_train_steps": self.num_train_steps,
+            "processes": size}, self.init_source == "resumed")
     self.distribution.broadcast_variables(list(self.all_variables.values()))
     self.saver = self.summary_writer = None
     if self.distribution.is_chief:
       self.saver = checkpoints.CheckpointSaver(
           opts.output_dir, self.all_variables, opts.keep_checkpoint_max)
       self.summary_writer = tf.summary.create_file_writer(opts.output_dir)
-    self._variables = list(self.model_variables.values())
-    # As distillation.Trainer: AutoGraph converts the loop only (the code
-    # it calls is marked do_not_convert).
-    self._train_loop = tf.function(self._train_loop_fn)
+    self.step_loop = training.StepLoop(
+        self._loss, self.model_variables, self.optimizer, self.distribution,
+        opts.random_seed)
     self._predict_step = {}
     self.last_predict_rate = None
 
@@ -372,30 +381,11 @@ class FineTuner(object):
     """The number of training steps done (int)."""
     return int(self.optimizer.global_step.numpy())
 
-  @tf.autograph.experimental.do_not_convert
-  def _loss_and_gradients(self, features, step):
-    seed = distillation.dropout_seed_for_step(self.opts.random_seed, step,
-                                              self.distribution)
-    with tf.GradientTape() as tape:
-      outputs = self.model(features, training=True, dropout_seed=seed)
-      loss = tf.reduce_mean(self.model.head.loss(outputs, features))
-    grads = tape.gradient(loss, self._variables)
-    # Dense gradients (as distillation's; the word embeddings' one is a
-    # gather's), zeros for variables the loss does not reach.
-    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-             for g, v in zip(grads, self._variables)]
-    return loss, grads
-
-  def _train_loop_fn(self, iterator, num_steps):
-    loss_sum = tf.constant(0.0)
-    for _ in tf.range(num_steps):
-      features = next(iterator)
-      loss, grads = self._loss_and_gradients(
-          features, self.optimizer.global_step.read_value())
-      grads = self.distribution.allreduce_gradients(grads)
-      self.optimizer.apply_gradients(grads, self.model_variables)
-      loss_sum += loss
-    return loss_sum / tf.cast(num_steps, tf.float32)
+  def _loss(self, features, dropout_seed, prepared):
+    """The mean loss of one batch, in training mode (training.StepLoop)."""
+    del prepared  # nothing is computed outside the gradient tape
+    outputs = self.model(features, training=True, dropout_seed=dropout_seed)
+    return tf.reduce_mean(self.model.head.loss(outputs, features))
 
   def train_steps(self, iterator, num_steps):
     """Runs `num_steps` training steps in one device loop (tf.function).
@@ -407,8 +397,7 @@ class FineTuner(object):
     Returns:
       The mean training loss of those steps (float).
     """
-    return float(self._train_loop(iterator,
-                                  tf.constant(num_steps, tf.int32)).numpy())
+    return self.step_loop.run(iterator, num_steps)
 
   def train_dataset(self, features):
     """This process's training batches: its share, shuffled, repeated.
@@ -433,66 +422,34 @@ class FineTuner(object):
       dataset = dataset.skip(step)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
-  def _next_boundary(self, step):
-    opts = self.opts
-    candidates = [self.num_train_steps]
-    for every in (opts.iterations_per_loop, opts.log_every_n_steps,
-                  opts.save_checkpoints_steps):
-      candidates.append((step // every + 1) * every)
-    return min(candidates)
-
   def train(self, features):
     """Trains from global_step to num_train_steps on `features`.
 
     Every process calls it with the same (whole) features; each trains on
-    its share. The chief logs progress, writes TensorBoard scalars (loss,
-    learning_rate, examples_per_sec) and checkpoints model.ckpt-<step>
-    every --save_checkpoints_steps and at the end.
+    its share. The loop is training.train's: the chief logs progress,
+    writes TensorBoard scalars (loss, learning_rate, examples_per_sec) and
+    checkpoints model.ckpt-<step> every --save_checkpoints_steps, at the end
+    and when SIGINT or SIGTERM stops it; a frozen rank ends a Horovod job.
 
     Returns:
       The mean training loss of the last device loop (nan if no step ran).
     """
     opts = self.opts
     step = self.global_step
-    if step >= self.num_train_steps:
-      logging.info("Skipping training: global_step %d >= %d training steps",
-                   step, self.num_train_steps)
-      return float("nan")
-    iterator = iter(self.train_dataset(features))
-    examples_per_step = opts.train_batch_size * self.distribution.size
-    logging.info(
-        "Training from step %d to %d (%d warmup), %d examples per step, "
-        "learning rate %g%s", step, self.num_train_steps,
-        self.num_warmup_steps, examples_per_step, self.learning_rate,
-        " (resumed)" if step else "")
-    progress = cli.StepProgress(step, self.num_train_steps, examples_per_step)
-    mean_loss = float("nan")
-    while step < self.num_train_steps:
-      boundary = self._next_boundary(step)
-      loop_start = time.time()
-      mean_loss = self.train_steps(iterator, boundary - step)
-      if not math.isfinite(mean_loss):
-        raise cli.UserError("training loss is %s at step %d; lower "
-                            "--learning_rate" % (mean_loss, boundary))
-      elapsed = time.time() - loop_start
-      loop_steps, step = boundary - step, boundary
-      if not self.distribution.is_chief:
-        continue
-      learning_rate = float(self.optimizer.learning_rate_at(step).numpy())
-      results.write_scalars(self.summary_writer, {
-          "loss": mean_loss, "learning_rate": learning_rate,
-          "examples_per_sec": loop_steps * examples_per_step /
-                              max(elapsed, 1e-9)}, step)
-      if (step % opts.log_every_n_steps == 0 or
-          step == self.num_train_steps):
-        progress.log(step, mean_loss, learning_rate)
-      if (step % opts.save_checkpoints_steps == 0 or
-          step == self.num_train_steps):
-        self.saver.save(step)
-    if self.summary_writer is not None:
-      self.summary_writer.flush()
-    progress.done(step)
-    return mean_loss
+    schedule = training.Schedule(
+        self.num_train_steps, opts.iterations_per_loop,
+        opts.log_every_n_steps, opts.save_checkpoints_steps,
+        opts.train_batch_size * self.distribution.size, opts.output_dir)
+    if step < self.num_train_steps:
+      logging.info(
+          "Training from step %d to %d (%d warmup), %d examples per step, "
+          "learning rate %g%s", step, self.num_train_steps,
+          self.num_warmup_steps, schedule.examples_per_step,
+          self.learning_rate, " (resumed)" if step else "")
+    return training.train(self.step_loop,
+                          iter(self.train_dataset(features)), schedule,
+                          saver=self.saver,
+                          summary_writer=self.summary_writer)
 
   def predict(self, features, batch_size, with_loss=False, name="predict"):
     """The head's outputs on every example, in order (no dropout).

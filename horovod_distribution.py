@@ -4,7 +4,7 @@ Shared by the Horovod scripts of distillation (stage VI,
 network_distillation_distributed_truncated.py) and fine-tuning (stage VIII,
 run_classifier_distributed.py, run_squad_distributed.py). Their training
 loops (distillation.run, finetuning.FineTuner) take a
-`distillation.Distribution`; this module's subclass fills it in with Horovod:
+`training.Distribution`; this module's subclass fills it in with Horovod:
 
   - `pin_device`: one GPU per process, chosen by the local rank (CPU threads
     shared out when the machine has no GPU);
@@ -41,7 +41,7 @@ import horovod.tensorflow as hvd
 import tensorflow as tf
 
 import cli
-import distillation
+import training
 
 # Defaults of Horovod's stall check, set unless the user set them (the
 # check time is at most the shutdown time: Horovod ignores the shutdown time
@@ -50,7 +50,7 @@ STALL_DEFAULTS = {"HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "600",
                   "HOROVOD_STALL_CHECK_TIME_SECONDS": "60"}
 
 
-class HorovodDistribution(distillation.Distribution):
+class HorovodDistribution(training.Distribution):
   """A process of a Horovod job: averaged gradients, rank-0 broadcast."""
 
   def __init__(self):

@@ -23,6 +23,7 @@ cli.import_tensorflow_quietly()
 import distillation
 import distillation_flags
 import stage_flags
+import training
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -32,7 +33,7 @@ flags.adopt_module_key_flags(distillation_flags)  # list them in --help
 def main(argv):
   del argv
   options = stage_flags.options_from_flags(distillation.Options, FLAGS)
-  distillation.run(options, distillation.Distribution())
+  distillation.run(options, training.Distribution())
 
 
 if __name__ == "__main__":

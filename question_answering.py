@@ -37,11 +37,11 @@ import numpy as np
 import tensorflow as tf
 
 import cli
-import distillation
 import finetuning
 import outputs
 import results
 import squad
+import training
 
 PREDICTIONS_FILE = "predictions.json"
 NBEST_FILE = "nbest_predictions.json"
@@ -183,7 +183,7 @@ def run(opts, distribution=None):
   Raises:
     cli.UserError: bad flags or inputs (one line).
   """
-  distribution = distribution or distillation.Distribution()
+  distribution = distribution or training.Distribution()
   check_options(opts)
   config, tokenizer = finetuning.load_model_inputs(opts)
   train_arrays = None
@@ -212,13 +212,19 @@ def run(opts, distribution=None):
 
   head = SquadHead(config.hidden_size, seed=opts.random_seed)
   num_train = len(train_arrays["input_ids"]) if train_arrays else 0
-  tuner = finetuning.FineTuner(opts, config, head, distribution,
-                               num_train_examples=num_train)
-  if opts.do_train:
-    tuner.train(train_arrays)
-  if not (opts.do_predict and distribution.is_chief):
-    return None
+  with training.output_lock(opts.output_dir, distribution, opts.do_train):
+    tuner = finetuning.FineTuner(opts, config, head, distribution,
+                                 num_train_examples=num_train)
+    if opts.do_train:
+      tuner.train(train_arrays)
+    if not (opts.do_predict and distribution.is_chief):
+      return None
+    return _predict(opts, tuner, predict_examples, predict_features,
+                    labelled)
 
+
+def _predict(opts, tuner, predict_examples, predict_features, labelled):
+  """The chief's predictions, written and (with answers) scored."""
   arrays = squad.features_to_arrays(predict_features, is_training=labelled)
   unique_ids = arrays.pop("unique_ids")
   outputs = tuner.predict(arrays, opts.predict_batch_size, with_loss=labelled,

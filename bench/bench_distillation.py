@@ -4,7 +4,7 @@ Measures training sequences/s of a 6-layer, 768-hidden BERT student (12 heads,
 intermediate 3072, vocab 30522) at seq 128 with 20 masked positions and the
 teacher's top-10 probabilities, on synthetic stage-IV records:
 
-  ours  the project's training step (distillation.Trainer: records pipeline,
+  ours  the project's training step (distillation.step_loop: records pipeline,
         soft cross-entropy at the masked positions + next-sentence loss,
         AdamWeightDecay with clipping), as the stage-V script runs it;
   peer  a Hugging Face `transformers` PyTorch BertForPreTraining training
@@ -18,7 +18,7 @@ records, and add the TinyBERT hidden-state and attention losses (student layer
 i against teacher layer 2i+1, embeddings against embeddings, padding left
 out) to the soft cross-entropy on the teacher's top-K:
 
-  ours  distillation.Trainer with --teacher_bert_config_file and
+  ours  distillation.step_loop with --teacher_bert_config_file and
         --hidden_loss_weight=1 --attention_loss_weight=1 (pre-softmax
         attention scores);
   peer  Hugging Face teacher and student BertForPreTraining called with
@@ -62,6 +62,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
 import distillation  # pylint: disable=g-import-not-at-top
+import distillation_objective  # pylint: disable=g-import-not-at-top
 # Defines the scripts' flags: the benchmark's options start from their
 # defaults.
 import distillation_flags  # pylint: disable=g-import-not-at-top,unused-import
@@ -73,6 +74,7 @@ import record_format  # pylint: disable=g-import-not-at-top
 import records  # pylint: disable=g-import-not-at-top
 import stage_flags  # pylint: disable=g-import-not-at-top
 import teacher  # pylint: disable=g-import-not-at-top
+import training  # pylint: disable=g-import-not-at-top
 from tests import example_records  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
@@ -172,26 +174,24 @@ class Ours(object):
         mixed_precision_dtype=dtype if mixed else "float16", **online)
     config = student_config()
     dtype = distillation.compute_dtype(opts)
-    self.distiller = distillation.Distiller(opts.loss_settings(), config,
-                                            labeler, compute_dtype=dtype)
-    loss_scale = (distillation.DynamicLossScale()
+    self.distiller = distillation_objective.Distiller(
+        opts.loss_settings(), config, labeler, compute_dtype=dtype)
+    loss_scale = (training.DynamicLossScale()
                   if dtype == tf.float16 else None)
     optimizer = optimization.create_optimizer(
         opts.learning_rate, opts.num_train_steps, opts.num_warmup_steps)
     optimizer.build(self.distiller.trainable_variables_by_name())
-    self.trainer = distillation.Trainer(self.distiller, optimizer,
-                                        distillation.Distribution(), opts,
-                                        loss_scale)
+    self.loop = distillation.step_loop(self.distiller, optimizer,
+                                       training.Distribution(), opts,
+                                       loss_scale)
     lengths = distillation.record_lengths(opts, config.vocab_size)
     dataset = records.make_dataset([path], lengths, FLAGS.batch_size,
                                    is_training=True, seed=1)
     self.iterator = iter(dataset)
 
   def run(self, steps):
-    """Runs `steps` training steps; returns the last loss."""
-    _, loss = self.trainer.train_loop(self.iterator,
-                                      tf.constant(steps, tf.int32))
-    return float(loss.numpy())
+    """Runs `steps` training steps; returns their mean loss."""
+    return self.loop.run(self.iterator, steps)
 
 
 class Peer(object):

@@ -9,6 +9,7 @@ processes, the TensorFlow stages through their `main` in this process
 """
 
 import atexit
+import contextlib
 import fcntl
 import json
 import os
@@ -254,6 +255,37 @@ def mpirun_command(script, per_rank_args, env_names=(), python=None):
 
 
 _cores_folder = []
+
+
+def rank_process(mpirun_pid, rank, script):
+  """The psutil.Process of `script`'s given rank under an mpirun process."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  for child in psutil.Process(mpirun_pid).children(recursive=True):
+    try:
+      if (script in " ".join(child.cmdline()) and
+          child.environ().get("OMPI_COMM_WORLD_RANK") == str(rank)):
+        return child
+    except psutil.Error:
+      continue
+  return None
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(folder):
+  """Yields the pid of another process that holds `folder`'s training lock
+  (cli.DirectoryLock); the process is killed (SIGKILL) afterwards, so its
+  lock file stays behind, as a killed run's does."""
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time, cli; "
+       "cli.DirectoryLock(sys.argv[1]).acquire(); print('held', flush=True);"
+       " time.sleep(600)", str(folder)],
+      cwd=REPO, env=script_env(), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    yield holder.pid
+  finally:
+    holder.kill()
+    holder.wait()
 
 
 def pytest_configure(config):

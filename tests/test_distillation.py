@@ -20,12 +20,14 @@ import tensorflow as tf
 import checkpoints
 import cli
 import distillation
+import distillation_objective
 import inprocess
 import modeling
 import record_format
 import records
 import results
 import teacher
+import training
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import REPO
@@ -120,7 +122,7 @@ def test_soft_cross_entropy_matches_numpy(k, temperature, renormalize):
   else:
     indices = None
     probs = rng.dirichlet(np.ones(v), (b, p)).astype(np.float32)
-  loss, per_position = distillation.soft_cross_entropy(
+  loss, per_position = distillation_objective.soft_cross_entropy(
       tf.constant(logits), tf.constant(probs), tf.constant(weights),
       None if indices is None else tf.constant(indices),
       temperature=temperature, renormalize=renormalize)
@@ -135,9 +137,8 @@ def test_hard_and_next_sentence_losses_match_numpy():
   logits = rng.normal(0, 2, (2, 3, 11)).astype(np.float32)
   ids = rng.integers(0, 11, (2, 3))
   weights = np.array([[1, 1, 0], [1, 0, 0]], np.float32)
-  loss, _ = distillation.hard_cross_entropy(tf.constant(logits),
-                                            tf.constant(ids, tf.int32),
-                                            tf.constant(weights))
+  loss, _ = distillation_objective.hard_cross_entropy(
+      tf.constant(logits), tf.constant(ids, tf.int32), tf.constant(weights))
   lp = np_log_softmax(logits.astype(np.float64))
   picked = np.take_along_axis(lp, ids[..., None], -1)[..., 0]
   np.testing.assert_allclose(loss.numpy(),
@@ -145,7 +146,7 @@ def test_hard_and_next_sentence_losses_match_numpy():
                                                           1e-5), rtol=1e-5)
   nsp_logits = rng.normal(0, 2, (4, 2)).astype(np.float32)
   labels = np.array([[0], [1], [1], [0]])
-  nsp, _ = distillation.next_sentence_cross_entropy(
+  nsp, _ = distillation_objective.next_sentence_cross_entropy(
       tf.constant(nsp_logits), tf.constant(labels, tf.int32))
   lp = np_log_softmax(nsp_logits.astype(np.float64))
   np.testing.assert_allclose(
@@ -165,7 +166,7 @@ def test_distiller_loss_on_real_records_matches_numpy(stage4_file):
                            hard_label_weight=0.5)
   tf.random.set_seed(1)
   config = modeling.BertConfig.from_dict(student_config_dict())
-  distiller = distillation.Distiller(opts.loss_settings(), config)
+  distiller = distillation_objective.Distiller(opts.loss_settings(), config)
   outputs = distiller(features, distiller.teacher_targets(features))
   mlm_logits, nsp_logits = distiller.student(
       features["input_ids"], features["input_mask"], features["segment_ids"],
@@ -433,7 +434,7 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
   labeler = teacher.TeacherLabeler(
       modeling.BertConfig.from_json_file(teacher_config), teacher_ckpt,
       TRUNCATION_FACTOR)
-  distiller = distillation.Distiller(
+  distiller = distillation_objective.Distiller(
       opts.loss_settings(),
       modeling.BertConfig.from_dict(student_config_dict()), labeler)
   lengths = records.stage4_lengths(MAX_SEQ_LENGTH, MAX_PREDICTIONS,
@@ -531,28 +532,26 @@ def test_float16_loss_scale_skips_overflowing_steps(stage4_file):
       num_train_steps=10, num_warmup_steps=0, learning_rate=1e-3)
   config = modeling.BertConfig.from_dict(student_config_dict(
       num_hidden_layers=1))
-  distiller = distillation.Distiller(opts.loss_settings(), config,
-                                     compute_dtype=tf.float16)
+  distiller = distillation_objective.Distiller(
+      opts.loss_settings(), config, compute_dtype=tf.float16)
   import optimization  # pylint: disable=g-import-not-at-top
   optimizer = optimization.create_optimizer(1e-3, 10, 0)
   optimizer.build(distiller.student_variables())
-  loss_scale = distillation.DynamicLossScale(initial_scale=2.0**60)
-  trainer = distillation.Trainer(distiller, optimizer,
-                                 distillation.Distribution(), opts,
-                                 loss_scale)
+  loss_scale = training.DynamicLossScale(initial_scale=2.0**60)
+  loop = distillation.step_loop(distiller, optimizer, training.Distribution(),
+                                opts, loss_scale)
   lengths = records.stage4_lengths(MAX_SEQ_LENGTH, MAX_PREDICTIONS,
                                    TRUNCATION_FACTOR)
   iterator = iter(records.make_dataset([stage4_file], lengths, 4,
                                        is_training=True, seed=1))
   before = [v.numpy() for v in distiller.student_variables().values()]
-  trainer.train_loop(iterator, tf.constant(1))
+  loop.run(iterator, 1)
   assert int(optimizer.global_step.numpy()) == 1
   assert loss_scale.scale.numpy() == 2.0**59
   for old, var in zip(before, distiller.student_variables().values()):
     np.testing.assert_array_equal(old, var.numpy())
   loss_scale.scale.assign(2.0**10)
-  _, loss = trainer.train_loop(iterator, tf.constant(1))
-  assert np.isfinite(loss.numpy())
+  assert np.isfinite(loop.run(iterator, 1))
   assert int(optimizer.global_step.numpy()) == 2
   changed = [not np.array_equal(old, var.numpy()) for old, var in
              zip(before, distiller.student_variables().values())]

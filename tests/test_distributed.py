@@ -20,7 +20,6 @@ import sys
 import time
 
 import numpy as np
-import psutil
 import pytest
 import tensorflow as tf
 
@@ -32,6 +31,7 @@ import inprocess
 import modeling
 import records
 import results
+import training
 
 SCRIPT = "network_distillation_distributed_truncated.py"
 SINGLE_SCRIPT = "network_distillation_single_machine_truncated.py"
@@ -421,18 +421,6 @@ def test_multinode_train_script_on_localhost(tmp_path, stage4_file):
   assert bad.returncode == 2 and "hosts file not found" in bad.stderr
 
 
-def _rank_process(mpirun_pid, rank):
-  """The psutil.Process of the given rank under an mpirun process."""
-  for child in psutil.Process(mpirun_pid).children(recursive=True):
-    try:
-      if (SCRIPT in " ".join(child.cmdline()) and
-          child.environ().get("OMPI_COMM_WORLD_RANK") == str(rank)):
-        return child
-    except psutil.Error:
-      continue
-  return None
-
-
 def _newest_checkpoint_step(directory):
   """The highest N of the model.ckpt-N.index files in directory (-1: none)."""
   steps = [int(m.group(1)) for m in
@@ -465,7 +453,7 @@ def test_killed_rank_ends_the_job_and_a_restart_resumes(tmp_path,
           "no checkpoint after 240 s: " +
           open(tmp_path / "first_run.log").read()[-3000:])
       time.sleep(0.2)
-    victim = _rank_process(job.pid, 1)
+    victim = conftest.rank_process(job.pid, 1, SCRIPT)
     assert victim is not None
     os.kill(victim.pid, signal.SIGKILL)
     killed_at = time.time()
@@ -563,9 +551,9 @@ def test_with_enough_files_a_rank_opens_only_its_own(tmp_path, stage4_file,
       do_train=True, train_batch_size=16, num_train_steps=4,
       num_warmup_steps=0, save_checkpoints_steps=100, log_every_n_steps=4)
   seen = note_training_records(monkeypatch)
-  distillation.run(opts, distillation.Distribution(rank=good, size=2))
+  distillation.run(opts, training.Distribution(rank=good, size=2))
   own = [r.key for p in shares[good] for r in keys[p]]
   assert seen == set(own)
 
   with pytest.raises(cli.UserError, match=re.escape(files["bad"])):
-    distillation.run(opts, distillation.Distribution(rank=owner, size=2))
+    distillation.run(opts, training.Distribution(rank=owner, size=2))

@@ -97,13 +97,15 @@ def test_distiller_gets_the_loss_settings_of_the_flags():
   """LossSettings (what Distiller reads) are options of the same names and
   values: --temperature on the command line reaches the objective."""
   import distillation  # pylint: disable=g-import-not-at-top
+  import distillation_objective  # pylint: disable=g-import-not-at-top
   inprocess.load("distillation_flags")
   import stage_flags  # pylint: disable=g-import-not-at-top
   with inprocess.parsed(["test", "--temperature", "2.5",
                          "--hard_label_weight", "0.5"]):
     opts = stage_flags.options_from_flags(distillation.Options)
   settings = opts.loss_settings()
-  names = [f.name for f in dataclasses.fields(distillation.LossSettings)]
+  names = [f.name for f in
+           dataclasses.fields(distillation_objective.LossSettings)]
   assert set(names) < {f.name for f in dataclasses.fields(opts)}
   for name in names:
     assert getattr(settings, name) == getattr(opts, name), name

@@ -18,10 +18,12 @@ import tensorflow as tf
 import checkpoints
 import cli
 import distillation
+import distillation_objective
 import inprocess
 import modeling
 import optimization
 import teacher
+import training
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import TRUNCATION_FACTOR
@@ -118,7 +120,7 @@ def random_distiller(tmp_path, student_dict, seed=0, **options):
       "distillation_flags", truncation_factor=5, max_seq_length=10,
       max_predictions_per_seq=3, teacher_bert_config_file="teacher.json",
       teacher_init_checkpoint=prefix, **options)
-  distiller = distillation.Distiller(
+  distiller = distillation_objective.Distiller(
       opts.loss_settings(), modeling.BertConfig.from_dict(student_dict),
       labeler)
   randomize(distiller.student, seed + 1)
@@ -180,8 +182,9 @@ def test_each_loss_matches_numpy(tmp_path, student_dict, options):
     np.testing.assert_allclose(outputs[name].numpy(), value, rtol=1e-5,
                                err_msg=name)
   base = (outputs["masked_lm_loss"] + outputs["next_sentence_loss"]).numpy()
-  weighted = sum(options[option] * expected[name] for option, name in
-                 distillation.LAYER_LOSS_WEIGHTS.items() if option in options)
+  weighted = sum(
+      options[option] * expected[name] for option, name in
+      distillation_objective.LAYER_LOSS_WEIGHTS.items() if option in options)
   np.testing.assert_allclose(outputs["loss"].numpy(), base + weighted,
                              rtol=1e-5)
 
@@ -204,7 +207,7 @@ def test_gradients_reach_projection_and_student_never_the_teacher(tmp_path):
   with tf.GradientTape() as tape:
     outputs = distiller(features, targets, teacher_internals=internals)
     layer_total = tf.add_n([outputs[name] for name in
-                            distillation.LAYER_LOSS_WEIGHTS.values()])
+                            distillation_objective.LAYER_LOSS_WEIGHTS.values()])
   grads = dict(zip(trained, tape.gradient(layer_total,
                                           list(trained.values()))))
   # The layer losses alone reach the projection and every encoder variable.
@@ -218,15 +221,15 @@ def test_gradients_reach_projection_and_student_never_the_teacher(tmp_path):
   # Training steps: the student and projection move, the teacher does not.
   optimizer = optimization.create_optimizer(1e-2, 10, 0)
   optimizer.build(trained)
-  trainer = distillation.Trainer(distiller, optimizer,
-                                 distillation.Distribution(), opts)
+  loop = distillation.step_loop(distiller, optimizer, training.Distribution(),
+                                opts)
   teacher_before = weights_of(distiller.teacher.model)
   trained_before = {n: v.numpy() for n, v in trained.items()}
   dataset = tf.data.Dataset.from_tensors(
       {k: tf.constant(v) for k, v in features.items()}).repeat()
   tf.config.run_functions_eagerly(True)  # the same steps, without tracing
   try:
-    trainer.train_loop(iter(dataset), tf.constant(2))
+    loop.run(iter(dataset), 2)
   finally:
     tf.config.run_functions_eagerly(False)
   assert int(optimizer.global_step.numpy()) == 2

@@ -24,9 +24,10 @@ LIBRARIES = {
 }
 # The work of one stage, under its script(s).
 STAGE_MODULES = {
-    "classifier", "distillation", "exporter", "finetuning",
+    "classifier", "distillation", "distillation_objective", "exporter",
+    "finetuning",
     "horovod_distribution", "pretraining_data", "question_answering",
-    "teacher",
+    "teacher", "training",
 }
 # The scripts' side that is not a script itself: the command line and the
 # flag modules (each script family's flags, defined once at import).
@@ -94,6 +95,20 @@ def test_library_imports_no_cli_stage_or_script(name):
 def test_stage_module_imports_no_script(name):
   bad = imported_modules(MODULES[name]) & (SCRIPTS | {"tests", "bench"})
   assert not bad, "%s.py imports %s" % (name, ", ".join(sorted(bad)))
+
+
+# The two training stages share training.py; neither imports the other's
+# modules (fine-tuning once imported distillation for its loop's parts).
+DISTILLATION_SIDE = {"distillation", "distillation_objective", "teacher",
+                     "layer_losses"}
+FINE_TUNING_SIDE = {"finetuning", "classifier", "question_answering"}
+
+
+@pytest.mark.parametrize("name", sorted(DISTILLATION_SIDE | FINE_TUNING_SIDE))
+def test_training_stages_share_only_the_core(name):
+  other = (FINE_TUNING_SIDE if name in DISTILLATION_SIDE
+           else {"distillation"})
+  assert not imported_modules(MODULES[name]) & other
 
 
 def test_tests_import_nothing_from_bench():

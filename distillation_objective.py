@@ -1,0 +1,484 @@
+"""The distillation objective: the loss maths and the Distiller module.
+
+The loss, as in the original scripts (which follow `get_masked_lm_output` of
+Google's run_pretraining.py, with the one-hot labels replaced by the
+teacher's probabilities):
+
+  at each masked position i with weight w_i (1 real, 0 padding)
+    l_i = -sum_k p_teacher[i, k] * log_softmax(student_logits[i])[index[i, k]]
+  (k over the teacher's top-K indices, or over the whole vocabulary for K = 0)
+  masked_lm_loss     = sum_i w_i * l_i / (sum_i w_i + 1e-5)
+  next_sentence_loss = mean over examples of the cross-entropy on the labels
+  loss = masked_lm_loss + next_sentence_loss
+
+With an online teacher, layer-wise losses (layer_losses.py: TinyBERT hidden
+states and attention scores, MiniLMv2 attention relations) can be added,
+each with its own weight:
+
+  loss += hidden_loss_weight * hidden_loss
+        + attention_loss_weight * attention_loss
+        + attention_relation_loss_weight * attention_relation_loss
+
+`Distiller` holds the student (and the online teacher, and the layer losses'
+projections) and computes the loss and the metrics of a batch; the training
+loop (distillation.py, training.py) and the benchmarks drive it.
+"""
+
+import collections
+import dataclasses
+
+import tensorflow as tf
+
+import cli
+import layer_losses
+import modeling
+import record_format
+import teacher
+
+
+# The layer-wise losses: weight option -> name of the loss (in the outputs of
+# Distiller and in eval_results.txt).
+LAYER_LOSS_WEIGHTS = collections.OrderedDict([
+    ("hidden_loss_weight", "hidden_loss"),
+    ("attention_loss_weight", "attention_loss"),
+    ("attention_relation_loss_weight", "attention_relation_loss")])
+# Added to the sum of the weights in the masked-LM loss, as Google's
+# get_masked_lm_output does (it keeps an all-padding batch finite).
+LOSS_DENOMINATOR_EPSILON = 1e-5
+
+@dataclasses.dataclass
+class LossSettings(object):
+  """What the training objective (`Distiller`) reads: the loss settings.
+
+  Fields as the flags of the same names (distillation_flags.py).
+  """
+  truncation_factor: int
+  max_predictions_per_seq: int
+  temperature: float
+  hard_label_weight: float
+  renormalize_top_k: bool
+  hidden_loss_weight: float
+  attention_loss_weight: float
+  attention_relation_loss_weight: float
+  teacher_layer_map: str
+  attention_relation_teacher_layer: int
+  attention_relation_heads: int
+
+  @property
+  def layer_loss_weights(self):
+    """Flag name -> weight of each layer-wise loss that is on."""
+    return collections.OrderedDict(
+        ("--%s" % name, getattr(self, name)) for name in LAYER_LOSS_WEIGHTS
+        if getattr(self, name))
+
+
+# ---------------------------------------------------------------------------
+# Losses and metrics.
+# ---------------------------------------------------------------------------
+
+
+def teacher_distribution(probs, temperature=1.0, renormalize=False):
+  """The teacher's probabilities used as soft targets.
+
+  Args:
+    probs: float32 [..., N], the stored probabilities (N = K top entries, or
+      the vocabulary when K = 0).
+    temperature: T; for T != 1, probs ** (1/T) renormalised over the N
+      entries (softening the teacher as a softmax at temperature T would).
+    renormalize: rescale the entries to sum to 1 (implied by T != 1).
+
+  Returns:
+    float32 [..., N].
+  """
+  probs = tf.cast(probs, tf.float32)
+  if temperature != 1.0:
+    probs = tf.pow(tf.maximum(probs, 0.0), 1.0 / temperature)
+    renormalize = True
+  if renormalize:
+    probs = tf.math.divide_no_nan(
+        probs, tf.reduce_sum(probs, axis=-1, keepdims=True))
+  return probs
+
+
+def soft_cross_entropy(logits, teacher_probs, weights, teacher_indices=None,
+                       temperature=1.0, renormalize=False):
+  """The distillation loss at masked positions, as the original.
+
+  Args:
+    logits: float [B, P, V], the student's masked-LM logits.
+    teacher_probs: float [B, P, K] (with teacher_indices) or [B, P, V].
+    weights: float [B, P], masked_lm_weights.
+    teacher_indices: int [B, P, K], vocabulary ids of teacher_probs, or None
+      for full distributions.
+    temperature: see `teacher_distribution`; the loss is multiplied by T^2.
+    renormalize: see `teacher_distribution`.
+
+  Returns:
+    (loss, per_position_loss [B, P]): loss = sum(w * l) / (sum(w) + 1e-5).
+  """
+  logits = tf.cast(logits, tf.float32)
+  if temperature != 1.0:
+    logits = logits / temperature
+  log_probs = tf.nn.log_softmax(logits, axis=-1)
+  if teacher_indices is not None:
+    log_probs = tf.gather(log_probs, teacher_indices, batch_dims=2)
+  targets = teacher_distribution(teacher_probs, temperature, renormalize)
+  per_position = -tf.reduce_sum(targets * log_probs, axis=-1)
+  if temperature != 1.0:
+    per_position *= temperature * temperature
+  return weighted_mean(per_position, weights), per_position
+
+
+def hard_cross_entropy(logits, label_ids, weights):
+  """The ordinary masked-LM loss on the true ids (Google's pre-training).
+
+  Returns:
+    (loss, per_position_loss [B, P]).
+  """
+  log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+  per_position = -tf.gather(log_probs, label_ids[..., tf.newaxis],
+                            batch_dims=2)[..., 0]
+  return weighted_mean(per_position, weights), per_position
+
+
+def weighted_mean(values, weights):
+  """sum(w * v) / (sum(w) + 1e-5), the original's normalisation."""
+  weights = tf.cast(weights, tf.float32)
+  return (tf.reduce_sum(weights * values) /
+          (tf.reduce_sum(weights) + LOSS_DENOMINATOR_EPSILON))
+
+
+def next_sentence_cross_entropy(logits, labels):
+  """Mean cross-entropy of the next-sentence logits [B, 2] on labels [B, 1].
+
+  Returns:
+    (loss, per_example_loss [B]).
+  """
+  labels = tf.reshape(labels, [-1])
+  per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=labels, logits=tf.cast(logits, tf.float32))
+  return tf.reduce_mean(per_example), per_example
+
+
+def teacher_top1(teacher_probs, teacher_indices=None):
+  """The teacher's most probable word id at each position, int32 [B, P]."""
+  best = tf.argmax(teacher_probs, axis=-1, output_type=tf.int32)
+  if teacher_indices is None:
+    return best
+  return tf.gather(teacher_indices, best[..., tf.newaxis],
+                   batch_dims=2)[..., 0]
+
+
+# ---------------------------------------------------------------------------
+# Distillation model: student (+ optional online teacher) and losses.
+# ---------------------------------------------------------------------------
+
+
+class Distiller(tf.Module):
+  """The student, the optional online teacher, and the training objective.
+
+  With layer-wise losses on (LossSettings.layer_loss_weights; they need the
+  online teacher), the objective adds each weighted loss of `layer_losses`,
+  and the hidden-state loss between models of different widths trains a
+  projection
+  (`extra_variables`) along with the student.
+
+  Args:
+    settings: LossSettings (Options.loss_settings()).
+    student_config: the student's modeling.BertConfig.
+    teacher_labeler: a loaded teacher.TeacherLabeler to run the teacher
+      online (in its compute dtype, inference mode), or None to read
+      stage-IV labels.
+    compute_dtype: the student's compute dtype.
+
+  Raises:
+    cli.UserError: layer-loss options that do not fit the two models (see
+      `layer_loss_plan`).
+  """
+
+  def __init__(self, settings, student_config, teacher_labeler=None,
+               compute_dtype=tf.float32):
+    super(Distiller, self).__init__(name="distiller")
+    self.settings = settings
+    self.student = modeling.BertPretrainingModel(student_config,
+                                                 compute_dtype=compute_dtype)
+    self.teacher = teacher_labeler
+    self.plan = None
+    self.projection = None
+    if settings.layer_loss_weights:
+      if teacher_labeler is None:
+        raise cli.UserError("%s needs the online teacher" %
+                            next(iter(settings.layer_loss_weights)))
+      self.plan = layer_loss_plan(settings, student_config,
+                                  teacher_labeler.config)
+      if self.plan.project_hidden:
+        self.projection = layer_losses.HiddenProjection(
+            student_config.hidden_size, teacher_labeler.config.hidden_size,
+            student_config.initializer_range)
+
+  def student_variables(self):
+    """The student's name -> variable map (Google's names)."""
+    return self.student.variables_by_name()
+
+  def extra_variables(self):
+    """Variables distillation trains besides the student (the projection).
+
+    Returns:
+      OrderedDict name -> variable, names under layer_losses.VARIABLE_SCOPE;
+      empty unless the hidden-state loss compares different widths.
+    """
+    if self.projection is None:
+      return collections.OrderedDict()
+    return self.projection.variables_by_name()
+
+  def trainable_variables_by_name(self):
+    """Student variables, then `extra_variables` (what the optimizer trains).
+    """
+    result = self.student_variables()
+    result.update(self.extra_variables())
+    return result
+
+  def teacher_targets(self, features):
+    """(probs, indices or None): the teacher's soft labels for a batch.
+
+    Read from the stage-IV features, or computed by the online teacher (its
+    top-K, or its whole distribution for K = 0), without gradient.
+    """
+    return self.teacher_outputs(features)[0]
+
+  def teacher_outputs(self, features):
+    """The teacher's soft labels and, for layer losses, its internals.
+
+    Returns:
+      ((probs, indices or None), internals): see `teacher_targets`;
+      internals is the teacher's modeling.EncoderInternals (without
+      gradient) when layer-wise losses are on, else None.
+    """
+    k = self.settings.truncation_factor
+    p = self.settings.max_predictions_per_seq
+    if self.teacher is None:
+      if k > 0:
+        probs = tf.reshape(features[record_format.TRUNCATED_PROBS],
+                           [-1, p, k])
+        indices = tf.reshape(features[record_format.TOP_K_INDICES],
+                             [-1, p, k])
+        return (probs, indices), None
+      probs = tf.reshape(features[record_format.FULL_PROBS],
+                         [-1, p, self.student.config.vocab_size])
+      return (probs, None), None
+    outputs = teacher.soft_labels(
+        self.teacher.model, features["input_ids"], features["input_mask"],
+        features["segment_ids"], features["masked_lm_positions"], k,
+        return_internals=self.plan is not None)
+    probs, indices = outputs[:2]
+    if indices is not None:
+      indices = tf.stop_gradient(indices)
+    internals = None
+    if self.plan is not None:
+      internals = tf.nest.map_structure(tf.stop_gradient, outputs[2])
+    return (tf.stop_gradient(probs), indices), internals
+
+  def compute_layer_losses(self, student_internals, teacher_internals,
+                           input_mask):
+    """The enabled layer-wise losses (unweighted), name -> float32 scalar.
+
+    Args:
+      student_internals, teacher_internals: modeling.EncoderInternals.
+      input_mask: [B, S].
+    """
+    settings, plan = self.settings, self.plan
+    losses = collections.OrderedDict()
+    if settings.hidden_loss_weight:
+      # The embeddings' output with the teacher's, then the mapped layers.
+      teacher_states = [teacher_internals.hidden_states[0]] + [
+          teacher_internals.hidden_states[i + 1] for i in plan.layer_map]
+      losses["hidden_loss"] = layer_losses.hidden_state_loss(
+          student_internals.hidden_states, teacher_states, input_mask,
+          self.projection)
+    if settings.attention_loss_weight:
+      losses["attention_loss"] = layer_losses.attention_score_loss(
+          student_internals.attention_scores,
+          [teacher_internals.attention_scores[i] for i in plan.layer_map],
+          input_mask)
+    if settings.attention_relation_loss_weight:
+      t = plan.relation_teacher_layer
+      losses["attention_relation_loss"] = (
+          layer_losses.attention_relation_loss(
+              (student_internals.queries[-1], student_internals.keys[-1],
+               student_internals.values[-1]),
+              (teacher_internals.queries[t], teacher_internals.keys[t],
+               teacher_internals.values[t]),
+              input_mask, plan.relation_heads))
+    return losses
+
+  def __call__(self, features, targets, training=False, dropout_seed=None,
+               teacher_internals=None):
+    """Runs the student on a batch and returns its losses and predictions.
+
+    Args:
+      features: a parsed batch (records.parse_fn).
+      targets: (probs, indices or None) from `teacher_targets(features)`.
+      training: enables dropout.
+      dropout_seed: int64 [2], the seed of this step's dropout masks.
+      teacher_internals: the teacher's modeling.EncoderInternals from
+        `teacher_outputs(features)`; required when layer losses are on.
+
+    Returns:
+      dict: loss, masked_lm_loss, soft_loss, hard_loss, next_sentence_loss
+      and each enabled layer loss, e.g. hidden_loss (unweighted) (scalars);
+      masked_lm_per_position, hard_per_position, mlm_predictions,
+      teacher_top1 ([B, P]); next_sentence_per_example,
+      next_sentence_predictions ([B]).
+    """
+    settings = self.settings
+    teacher_probs, teacher_indices = targets
+    student_outputs = self.student(
+        features["input_ids"], features["input_mask"],
+        features["segment_ids"], features["masked_lm_positions"],
+        return_internals=self.plan is not None,
+        **_dropout_kwargs(training, dropout_seed))
+    mlm_logits, nsp_logits = student_outputs[:2]
+    weights = features["masked_lm_weights"]
+    soft_loss, soft_per_position = soft_cross_entropy(
+        mlm_logits, teacher_probs, weights, teacher_indices,
+        temperature=settings.temperature,
+        renormalize=settings.renormalize_top_k)
+    hard_loss, hard_per_position = hard_cross_entropy(
+        mlm_logits, features["masked_lm_ids"], weights)
+    masked_lm_loss = soft_loss
+    masked_lm_per_position = soft_per_position
+    if settings.hard_label_weight:
+      masked_lm_loss += settings.hard_label_weight * hard_loss
+      masked_lm_per_position += (settings.hard_label_weight *
+                                 hard_per_position)
+    nsp_loss, nsp_per_example = next_sentence_cross_entropy(
+        nsp_logits, features["next_sentence_labels"])
+    loss = masked_lm_loss + nsp_loss
+    extra_losses = {}
+    if self.plan is not None:
+      if teacher_internals is None:
+        raise ValueError("layer-wise losses need the teacher's internals "
+                         "(Distiller.teacher_outputs)")
+      extra_losses = self.compute_layer_losses(
+          student_outputs[2], teacher_internals, features["input_mask"])
+      for option, name in LAYER_LOSS_WEIGHTS.items():
+        if name in extra_losses:
+          loss += getattr(settings, option) * extra_losses[name]
+    return dict(extra_losses, **{
+        "loss": loss,
+        "masked_lm_loss": masked_lm_loss,
+        "soft_loss": soft_loss,
+        "hard_loss": hard_loss,
+        "next_sentence_loss": nsp_loss,
+        "masked_lm_per_position": masked_lm_per_position,
+        "hard_per_position": hard_per_position,
+        "mlm_predictions": tf.argmax(mlm_logits, axis=-1,
+                                     output_type=tf.int32),
+        "teacher_top1": teacher_top1(teacher_probs, teacher_indices),
+        "next_sentence_per_example": nsp_per_example,
+        "next_sentence_predictions": tf.argmax(nsp_logits, axis=-1,
+                                               output_type=tf.int32),
+    })
+
+
+def _dropout_kwargs(training, dropout_seed):
+  kwargs = {"training": training}
+  if training and dropout_seed is not None:
+    kwargs["dropout_seed"] = dropout_seed
+  return kwargs
+
+
+@dataclasses.dataclass
+class LayerLossPlan(object):
+  """Which student and teacher layers the layer-wise losses compare.
+
+  layer_map: teacher layer index for each student layer (hidden and
+    attention losses).
+  relation_teacher_layer: the teacher layer of the attention-relation loss
+    (0-based, non-negative).
+  relation_heads: its number of relation heads.
+  project_hidden: whether the hidden loss needs a projection (the widths
+    differ).
+  """
+  layer_map: list
+  relation_teacher_layer: int
+  relation_heads: int
+  project_hidden: bool
+
+
+def layer_loss_plan(opts, student_config, teacher_config):
+  """Checks the layer-loss flags against both models; returns a plan.
+
+  Args:
+    opts: LossSettings.
+
+  Raises:
+    cli.UserError: one line naming the flag: a layer map of the wrong length
+      or naming layers that do not exist, attention loss with different
+      head counts, relation heads that do not divide a hidden size, a
+      relation layer the teacher lacks.
+  """
+  num_student = student_config.num_hidden_layers
+  num_teacher = teacher_config.num_hidden_layers
+  spec = opts.teacher_layer_map
+  if spec:
+    flag = "--teacher_layer_map=%s" % spec
+    layer_map = parse_layer_indices(spec, num_student, "--teacher_layer_map")
+  else:
+    flag = "--teacher_layer_map (default: uniform)"
+    layer_map = layer_losses.uniform_layer_map(num_student, num_teacher)
+  bad = [i for i in layer_map if not 0 <= i < num_teacher]
+  if bad and (opts.hidden_loss_weight or opts.attention_loss_weight):
+    raise cli.UserError(
+        "%s: teacher layer %d does not exist (the teacher has %d layers, "
+        "0 to %d; the student %d)" % (flag, bad[0], num_teacher,
+                                      num_teacher - 1, num_student))
+  if (opts.attention_loss_weight and student_config.num_attention_heads !=
+      teacher_config.num_attention_heads):
+    raise cli.UserError(
+        "--attention_loss_weight: the student has %d attention heads, the "
+        "teacher %d; this loss compares head by head (use "
+        "--attention_relation_loss_weight, which works with any head count)"
+        % (student_config.num_attention_heads,
+           teacher_config.num_attention_heads))
+  relation_layer = opts.attention_relation_teacher_layer
+  if relation_layer < 0:
+    relation_layer += num_teacher
+  relation_heads = (opts.attention_relation_heads or
+                    teacher_config.num_attention_heads)
+  if opts.attention_relation_loss_weight:
+    if not 0 <= relation_layer < num_teacher:
+      raise cli.UserError(
+          "--attention_relation_teacher_layer=%d: the teacher has %d layers"
+          % (opts.attention_relation_teacher_layer, num_teacher))
+    if not num_student:
+      raise cli.UserError("--attention_relation_loss_weight: the student "
+                          "has no Transformer layer")
+    widths = (student_config.hidden_size, teacher_config.hidden_size)
+    if any(w % relation_heads for w in widths):
+      raise cli.UserError(
+          "--attention_relation_heads=%d must divide both hidden sizes "
+          "(student %d, teacher %d)" % ((relation_heads,) + widths))
+  return LayerLossPlan(
+      layer_map=layer_map, relation_teacher_layer=relation_layer,
+      relation_heads=relation_heads,
+      project_hidden=bool(opts.hidden_loss_weight) and (
+          student_config.hidden_size != teacher_config.hidden_size))
+
+
+def parse_layer_indices(spec, num_student_layers,
+                        flag_name="--init_from_teacher_layers"):
+  """Parses a flag's comma list into one teacher layer index per layer."""
+  try:
+    indices = [int(x) for x in spec.split(",") if x.strip()]
+  except ValueError:
+    raise cli.UserError("%s=%s: expected comma-separated layer indices" %
+                        (flag_name, spec))
+  if len(indices) != num_student_layers:
+    raise cli.UserError(
+        "%s=%s: %d indices given, the student has %d layers (one teacher "
+        "layer index per student layer)" % (flag_name, spec, len(indices),
+                                            num_student_layers))
+  if indices and min(indices) < 0:
+    raise cli.UserError("%s=%s: negative layer index" % (flag_name, spec))
+  return indices
