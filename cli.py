@@ -374,6 +374,19 @@ def check_output_file(path, flag_name="--output_file"):
   return path
 
 
+def same_file(a, b):
+  """True when paths `a` and `b` name the same file or folder: through
+  links, `..`, `//` or another mount of it (the same device and inode)."""
+  if outputs.is_remote(a) or outputs.is_remote(b):
+    return a.rstrip("/") == b.rstrip("/")
+  if os.path.realpath(a) == os.path.realpath(b):
+    return True
+  try:
+    return os.path.samefile(a, b)
+  except OSError:  # one of them does not exist (yet)
+    return False
+
+
 class DirectoryLock(object):
   """An exclusive lock on an output folder, held while a run writes there.
 

@@ -121,6 +121,11 @@ def main(argv):
         FLAGS.random_seed, FLAGS.do_whole_word_mask)
   except errors.InputError as exc:
     raise cli.UserError("--vocab_file: %s: %s" % (FLAGS.vocab_file, exc))
+  if cli.same_file(FLAGS.output_dir, FLAGS.input_dir):
+    raise cli.UserError(
+        "--output_dir %s is --input_dir %s: a rerun would read this run's "
+        "records as text; give another folder" % (FLAGS.output_dir,
+                                                  FLAGS.input_dir))
   cli.ensure_writable_dir(FLAGS.output_dir)
   num_workers = min(FLAGS.num_workers, len(input_files))
   logging.info("%d input files in %s, %d workers", len(input_files),

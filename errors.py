@@ -45,7 +45,12 @@ class InputError(Error, ValueError):
   """An input text, vocabulary or task file that cannot be used."""
 
 
-class UnsafeOutputError(Error):
+class OutputError(Error):
+  """An output that cannot be written under its name (a folder stands where
+  a file goes)."""
+
+
+class UnsafeOutputError(OutputError):
   """An output path where writing would go through a link into another file
   (a symbolic link, or a file with other hard links, under a name a run
   writes)."""

@@ -179,7 +179,11 @@ def read_bert_checkpoint(checkpoint, config):
       raise ExportError(
           "%s: variable %s has shape %s, the BERT config implies %s" % (
               prefix, name, list(shapes[name]), shape))
-    arrays[name] = np.asarray(reader.get_tensor(name), dtype=np.float32)
+    try:
+      value = checkpoints.read_tensor(reader, prefix, name)
+    except errors.CheckpointError as exc:
+      raise ExportError(str(exc))
+    arrays[name] = np.asarray(value, dtype=np.float32)
   dropped = sorted(n for n in shapes if n not in arrays)
   others = [n for n in dropped if not _is_training_only(n)]
   logging.info("Read %d BERT variables from %s; left out %d training-only "
@@ -276,15 +280,36 @@ def read_vocab(vocab_file, config):
   return vocab
 
 
+# What the two formats write: a folder that holds these names alone is an
+# earlier export, which --overwrite may replace.
+EXPORT_NAMES = frozenset([
+    "config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json",
+    "saved_model.pb", "fingerprint.pb", "variables", "assets"])
+
+
 def check_output_dir(output_dir, overwrite):
-  """Raises ExportError if `output_dir` holds anything and not `overwrite`."""
+  """Raises ExportError unless `output_dir` may be written.
+
+  It may when it is absent or empty, or, with `overwrite`, when it holds an
+  earlier export (EXPORT_NAMES alone): --overwrite never deletes files that
+  no export writes.
+  """
   if not output_dir:
     raise ExportError("an output folder is required")
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise ExportError("%s exists and is not a folder" % output_dir)
-  if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+  names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+  if names and not overwrite:
     raise ExportError("%s exists and is not empty (choose another folder, "
-                      "or --overwrite to replace it)" % output_dir)
+                      "or --overwrite to replace an earlier export there)" %
+                      output_dir)
+  foreign = sorted(set(names) - EXPORT_NAMES)
+  if foreign:
+    raise ExportError(
+        "%s holds %s, which no export writes: --overwrite replaces only a "
+        "folder that holds an earlier export (choose another folder, or "
+        "empty this one yourself)" % (output_dir, ", ".join(foreign[:3]) +
+                                      (", ..." if len(foreign) > 3 else "")))
 
 
 def _check_inputs_outside(output_dir, paths):
@@ -328,19 +353,17 @@ def write_hf(weights, architecture, config, vocab_file, vocab,
   embeddings and not stored again), vocab.txt (a copy of `vocab_file`),
   tokenizer_config.json (BertTokenizer, do_lower_case).
   """
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
   tensors = collections.OrderedDict()
   for name in exported_names(weights, architecture):
     hf_name, transpose = hf_bert.hf_name(name)
     array = weights.arrays[name]
     tensors[hf_name] = np.ascontiguousarray(array.T if transpose else array)
-  weights_path = os.path.join(directory, "model.safetensors")
-  save_file(tensors, weights_path, metadata={"format": "pt"})
-  # safetensors makes its file readable by its owner alone; give it the
-  # mode open() gives the other files (0666 less the umask).
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(weights_path, 0o666 & ~umask)
+  # Serialised here and written with open(), as the other files: the file
+  # gets their mode (safetensors' own writer makes it 0600) and a full disk
+  # gives an ordinary OSError(ENOSPC), one error line.
+  with open(os.path.join(directory, "model.safetensors"), "wb") as f:
+    f.write(save(tensors, metadata={"format": "pt"}))
   _write_json(os.path.join(directory, "config.json"),
               hf_config(config, architecture, vocab, weights.num_labels))
   tokenizer = collections.OrderedDict([
@@ -485,6 +508,9 @@ def export(config, init_checkpoint, vocab_file, output_dir,
   if export_format not in FORMATS:
     raise ExportError("unknown format %r (expected one of: %s)" % (
         export_format, ", ".join(FORMATS)), "format")
+  if output_dir and os.path.islink(output_dir):
+    # The export goes where the link points; the link stays.
+    output_dir = os.path.realpath(output_dir)
   with _blame("output_dir"):
     check_output_dir(output_dir, overwrite)
   with _blame("vocab_file"):

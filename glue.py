@@ -233,33 +233,36 @@ def read_examples(task, data_dir, fmt, with_labels=True):
   short = []
   # Some GLUE sentences are very long (e.g. in QNLI): lift csv's 128 kB cap.
   csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-  with open(path, encoding="utf-8", newline="") as f:
-    for line_number, row in enumerate(
-        csv.reader(f, delimiter="\t", quotechar=None), start=1):
-      if fmt.header and line_number == 1:
-        continue
-      if not row or row == [""]:
-        continue  # blank line (e.g. at the end)
-      if (len(row) != fmt.columns if fmt.exact else len(row) < fmt.columns):
-        if task.skip_short_lines and len(row) < fmt.columns:
-          short.append(line_number)
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      for line_number, row in enumerate(
+          csv.reader(f, delimiter="\t", quotechar=None), start=1):
+        if fmt.header and line_number == 1:
           continue
-        raise DataError(
-            "%s:%d: %d tab-separated columns, expected %s%d for task %s "
-            "(%s)" % (path, line_number, len(row),
-                      "" if fmt.exact else "at least ", fmt.columns,
-                      task.name, fmt.file_name))
-      if fmt.language and row[fmt.language[0]] != fmt.language[1]:
-        continue
-      label = None
-      if with_labels and fmt.label is not None:
-        label = _parse_label(task, row[fmt.label], aliases, path,
-                             line_number)
-      examples.append(InputExample(
-          guid="%s:%d" % (fmt.file_name, line_number),
-          text_a=row[fmt.text_a],
-          text_b=row[fmt.text_b] if fmt.text_b is not None else None,
-          label=label))
+        if not row or row == [""]:
+          continue  # blank line (e.g. at the end)
+        if (len(row) != fmt.columns if fmt.exact else len(row) < fmt.columns):
+          if task.skip_short_lines and len(row) < fmt.columns:
+            short.append(line_number)
+            continue
+          raise DataError(
+              "%s:%d: %d tab-separated columns, expected %s%d for task %s "
+              "(%s)" % (path, line_number, len(row),
+                        "" if fmt.exact else "at least ", fmt.columns,
+                        task.name, fmt.file_name))
+        if fmt.language and row[fmt.language[0]] != fmt.language[1]:
+          continue
+        label = None
+        if with_labels and fmt.label is not None:
+          label = _parse_label(task, row[fmt.label], aliases, path,
+                               line_number)
+        examples.append(InputExample(
+            guid="%s:%d" % (fmt.file_name, line_number),
+            text_a=row[fmt.text_a],
+            text_b=row[fmt.text_b] if fmt.text_b is not None else None,
+            label=label))
+  except UnicodeDecodeError:
+    raise DataError(_not_utf8(path))
   if short:
     logging.warning("%s: skipped %d lines with fewer than %d columns "
                     "(first: line %d)", path, len(short), fmt.columns,
@@ -267,6 +270,20 @@ def read_examples(task, data_dir, fmt, with_labels=True):
   if not examples:
     raise DataError("%s: no examples (task %s)" % (path, task.name))
   return examples
+
+
+def _not_utf8(path):
+  """The message for a file that is not UTF-8: where the first bad byte is."""
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError as exc:
+    return ("%s:%d: not UTF-8 text (invalid byte 0x%02x at offset %d); "
+            "GLUE's files are UTF-8: convert this one (e.g. iconv -f latin1 "
+            "-t utf-8)" % (path, data.count(b"\n", 0, exc.start) + 1,
+                           data[exc.start], exc.start))
+  return "%s: not UTF-8 text" % path
 
 
 def _parse_label(task, text, aliases, path, line_number):

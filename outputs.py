@@ -153,11 +153,13 @@ def process_alive(host, pid):
   return True
 
 
-def remove_stale_temporaries(directory):
+def remove_stale_temporaries(directory, final_name=None):
   """Removes temporaries in `directory` whose writing process is gone.
 
   A run killed with SIGKILL (or a lost machine) cannot remove its
-  temporaries; the next run writing to the same folder does.
+  temporaries; the next run writing to the same folder does. With
+  `final_name`, only the temporaries of that name (a run that writes one
+  output into a shared folder leaves the others alone).
 
   Returns:
     The names removed.
@@ -170,6 +172,8 @@ def remove_stale_temporaries(directory):
   for name in names:
     m = _TEMPORARY.match(name)
     if not m or process_alive(m.group("host"), int(m.group("pid"))):
+      continue
+    if final_name and not name.startswith(".%s.tmp-" % final_name):
       continue
     path = os.path.join(directory, name)
     try:
@@ -216,6 +220,10 @@ def atomic_outputs(final_paths):
   disk that fills up while writing cannot destroy an older version).
   """
   final_paths = list(final_paths)
+  for final in final_paths:
+    if not is_remote(final) and os.path.isdir(final):
+      raise errors.OutputError("%s is a folder; a file is written there: "
+                               "move the folder away" % final)
   tmps = [temporary_name(p) for p in final_paths]
   try:
     for tmp in tmps:
@@ -239,6 +247,7 @@ def atomic_output_dir(final_dir):
   final_dir = os.path.normpath(final_dir)
   parent = os.path.dirname(os.path.abspath(final_dir))
   os.makedirs(parent, exist_ok=True)
+  remove_stale_temporaries(parent, os.path.basename(final_dir))
   tmp = temporary_name(final_dir)
   with contextlib.suppress(FileNotFoundError):
     _remove(tmp)  # a dead namesake's folder, or a planted link (not followed)

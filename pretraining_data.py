@@ -456,6 +456,7 @@ def _init_pool_worker(job, parent_pid):
 
 def _run_task(task):
   index, input_path, tmp_path = task
+  outputs.claim_temporary(tmp_path)  # never written through a planted link
   return index, _WORKER_JOB.run(input_path, index, tmp_path)
 
 
@@ -512,8 +513,6 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
   stats = [None] * len(finals)
   num_workers = max(1, min(num_workers, len(tasks)))
   try:
-    for tmp in tmps:  # never written through a planted link
-      outputs.claim_temporary(tmp)
     if num_workers == 1:
       _init_worker(job)
       results = map(_run_task, tasks)

@@ -109,8 +109,10 @@ def load_config():
 def output_path(input_files):
   """--output_file, checked: a file name, no input, its folder writable."""
   path = cli.check_output_file(FLAGS.output_file, "--output_file")
-  if os.path.abspath(path) in [os.path.abspath(p) for p in input_files]:
-    raise cli.UserError("--output_file %s is one of the input files" % path)
+  for input_file in input_files:
+    if cli.same_file(path, input_file):
+      raise cli.UserError("--output_file %s is the input file %s" %
+                          (path, input_file))
   return path
 
 
@@ -161,14 +163,27 @@ def main(argv):
                          "the teacher, --bert_config_file",
                          names=("input_ids", "masked_lm_ids"))
   total = records.count_records(input_files)
+  manifest = teacher.labels_manifest(
+      input_files, FLAGS.init_checkpoint, FLAGS.bert_config_file,
+      FLAGS.truncation_factor, FLAGS.compute_dtype, FLAGS.max_seq_length,
+      FLAGS.max_predictions_per_seq)
   if not FLAGS.overwrite and complete_output(path, total, config):
-    logging.info("%s is complete (%d records with the teacher's labels, "
-                 "K=%d): skipped; --overwrite labels again", path, total,
-                 FLAGS.truncation_factor)
-    return
+    differences = teacher.manifest_differences(path, manifest)
+    if not differences:
+      logging.info("%s is complete (%d records with the teacher's labels, "
+                   "K=%d) and was made by these inputs and this teacher: "
+                   "skipped; --overwrite labels again", path, total,
+                   FLAGS.truncation_factor)
+      return
+    logging.warning("%s is complete but was not made by this run's "
+                    "settings (it differs in: %s): labelling again", path,
+                    ", ".join(differences))
   logging.info("Labelling %d records from %d files with K=%d", total,
                len(input_files), FLAGS.truncation_factor)
-  with outputs.atomic_output(path) as tmp:
+  # The records first, then the record of what made them: an output without
+  # its manifest is labelled again.
+  with outputs.atomic_outputs([path, teacher.manifest_path(path)]) as (
+      tmp, tmp_manifest):
     written = teacher.label_records(labeler, input_files, tmp,
                                     FLAGS.max_seq_length,
                                     FLAGS.max_predictions_per_seq,
@@ -176,6 +191,7 @@ def main(argv):
     if written != total:
       raise cli.UserError("wrote %d records but the input holds %d" %
                           (written, total))
+    teacher.write_manifest(tmp_manifest, manifest)
   logging.info("Wrote %d records with the teacher's labels to %s", written,
                path)
 

@@ -182,6 +182,7 @@ def parse_squad(data, source, version_2_with_negative=False):
   """
   stats = ReadStats()
   examples = []
+  first_seen = {}  # question id -> where it was first read
   articles = _require(data, "data", "", source, list)
   for a, article in enumerate(articles):
     where = "data[%d]" % a
@@ -195,6 +196,12 @@ def parse_squad(data, source, version_2_with_negative=False):
       for q, qa in enumerate(qas):
         where = "data[%d].paragraphs[%d].qas[%d]" % (a, p, q)
         qas_id = _require(qa, "id", where, source, (str, int))
+        if str(qas_id) in first_seen:
+          raise SquadFormatError(
+              "%s: question id %s is used twice (%s and %s); predictions "
+              "and scores are keyed by id" % (source, qas_id,
+                                              first_seen[str(qas_id)], where))
+        first_seen[str(qas_id)] = where
         question = _require(qa, "question", where, source, str)
         answers = qa.get("answers", [])
         if not isinstance(answers, list):

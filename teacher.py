@@ -31,6 +31,9 @@ copied value for value.
 
 import collections
 import concurrent.futures
+import hashlib
+import json
+import os
 import re
 
 from absl import logging
@@ -237,6 +240,69 @@ class TeacherLabeler(tf.Module):
   def tracing_count(self):
     """How many times the labelling function has been traced."""
     return self._label.experimental_get_tracing_count()
+
+
+def manifest_path(output_path):
+  """The file beside a stage IV output that records what made it."""
+  head, tail = os.path.split(output_path)
+  return os.path.join(head, ".%s.made-by.json" % tail)
+
+
+def _file_identity(path):
+  """(real path, size, modification time in ns) of a local or remote file."""
+  if "://" in path:
+    stat = tf.io.gfile.stat(path)
+    return [path, stat.length, stat.mtime_nsec]
+  stat = os.stat(path)
+  return [os.path.realpath(path), stat.st_size, stat.st_mtime_ns]
+
+
+def labels_manifest(input_files, checkpoint, bert_config_file,
+                    truncation_factor, compute_dtype, max_seq_length,
+                    max_predictions_per_seq):
+  """What a stage IV output is made of (a dict of JSON values).
+
+  The inputs by identity (path, size, modification time); the teacher by
+  the sha256 of its checkpoint's .index (which holds every tensor's
+  checksum, so it changes with any weight) and of its config; and the
+  settings the labels depend on. Two runs whose manifests are equal write
+  the same labels.
+  """
+  prefix = checkpoints.resolve_checkpoint(checkpoint)
+  with tf.io.gfile.GFile(prefix + ".index", "rb") as f:
+    index_digest = hashlib.sha256(f.read()).hexdigest()
+  with tf.io.gfile.GFile(bert_config_file, "rb") as f:
+    config_digest = hashlib.sha256(f.read()).hexdigest()
+  return collections.OrderedDict([
+      ("inputs", [_file_identity(p) for p in input_files]),
+      ("teacher_checkpoint_index_sha256", index_digest),
+      ("teacher_config_sha256", config_digest),
+      ("truncation_factor", truncation_factor),
+      ("compute_dtype", tf.as_dtype(compute_dtype).name),
+      ("max_seq_length", max_seq_length),
+      ("max_predictions_per_seq", max_predictions_per_seq)])
+
+
+def manifest_differences(output_path, manifest):
+  """What differs between `manifest` and the one recorded for the output:
+  a list of its keys, ["no record of what made it"] when there is none."""
+  try:
+    with tf.io.gfile.GFile(manifest_path(output_path)) as f:
+      recorded = json.load(f)
+  except (tf.errors.NotFoundError, ValueError):
+    return ["no record of what made it"]
+  names = {"inputs": "the input files",
+           "teacher_checkpoint_index_sha256": "the teacher checkpoint",
+           "teacher_config_sha256": "the teacher config"}
+  return [names.get(key, key) for key, value in manifest.items()
+          if json.loads(json.dumps(value)) != recorded.get(key)]
+
+
+def write_manifest(path, manifest):
+  """Writes `manifest` as JSON to `path` (a temporary: see atomic_outputs)."""
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(manifest, f, indent=1)
+    f.write("\n")
 
 
 def add_teacher_features(serialized, probs, indices=None):

@@ -217,6 +217,22 @@ def test_real_polarity_and_stsb_files():
   assert set(e.label for e in test) == {None}
 
 
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
+  """A train.tsv saved as latin-1 (real STS-B pairs, one with an accent)."""
+  with open(os.path.join(conftest.FIXTURES, "sts-b", "train.tsv"),
+            encoding="utf-8") as f:
+    lines = f.readlines()[:4]
+  lines[3] = lines[3].replace("A ", "\u00c0 ", 1)
+  (tmp_path / "train.tsv").write_bytes("".join(lines).encode("latin-1"))
+  with pytest.raises(glue.DataError) as info:
+    read_split("sts-b", str(tmp_path), "train")
+  offset = len("".join(lines[:3]).encode("latin-1")) + lines[3].index("\u00c0")
+  assert str(info.value) == (
+      "%s:4: not UTF-8 text (invalid byte 0xc0 at offset %d); GLUE's files "
+      "are UTF-8: convert this one (e.g. iconv -f latin1 -t utf-8)" % (
+          tmp_path / "train.tsv", offset))
+
+
 def test_features_follow_googles_layout(vocab_file):
   """[CLS] a [SEP] b [SEP], segment ids, padding, pair truncation."""
   tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case=True)
@@ -455,7 +471,7 @@ def test_mpirun_averages_gradients_exactly(tmp_path, teacher_dir):
   assert "Horovod: 2 processes" in result.stderr
   assert not (tmp_path / "hvd_rank1").exists()
   assert sorted(os.listdir(tmp_path / "hvd")) == sorted([
-      "checkpoint", "model.ckpt-1.index",
+      "checkpoint", "model.ckpt-1.index", "run_settings.json",
       "model.ckpt-1.data-00000-of-00001"] + [
           f for f in os.listdir(tmp_path / "hvd") if f.startswith("events")])
 

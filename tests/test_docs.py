@@ -124,7 +124,9 @@ def test_readme_sample_track_runs_as_written(tmp_path):
       "wiki_%03d.txt" % i for i in range(4)]
   assert sorted(os.listdir(sample / "data" / "record")) == [
       "wiki_%d.tfrecord" % i for i in range(4)]
+  # Each labelled file, and beside it the record of what made it.
   assert sorted(os.listdir(sample / "data" / "record_distill")) == [
+      ".heldout_k10.tfrecord.made-by.json", ".wiki_k10.tfrecord.made-by.json",
       "heldout_k10.tfrecord", "wiki_k10.tfrecord"]
   # Stage V: 100 steps, evaluated on every record of the held-out file.
   student = read_results(sample / "output_dir" / "eval_results.txt")

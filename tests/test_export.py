@@ -18,6 +18,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,6 +32,7 @@ import convert_hf_bert_checkpoint as convert
 import checkpoints
 import exporter
 import modeling
+import outputs
 
 NUM_LABELS = 3
 TINY = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
@@ -339,6 +342,13 @@ def test_newest_checkpoint_of_a_folder_without_index(tmp_path):
       tmp_path / "model.ckpt-10")
 
 
+def _dead_pid():
+  """The pid of a process that has ended."""
+  proc = subprocess.Popen([sys.executable, "-c", "pass"])
+  proc.wait()
+  return proc.pid
+
+
 def _no_leftovers(parent, final_name):
   return [n for n in os.listdir(parent)
           if n.startswith("." + final_name + ".tmp")]
@@ -374,22 +384,73 @@ def test_bad_inputs(student, task_checkpoints, teacher_dir, tmp_path):
   with pytest.raises(exporter.ExportError, match="incomplete classifier"):
     exporter.export(tiny_config, partial, _vocab(), out)
 
-  # A non-empty output folder is kept unless --overwrite, and replaced
-  # whole with it.
+  # A non-empty output folder is kept unless --overwrite; --overwrite
+  # replaces a folder that holds an earlier export, and nothing else.
   existing = tmp_path / "existing"
   existing.mkdir()
   (existing / "keep.txt").write_text("mine")
+  (existing / ".ssh").mkdir()
   with pytest.raises(exporter.ExportError, match="exists and is not empty"):
     exporter.export(config, folder, vocab, str(existing))
-  assert os.listdir(existing) == ["keep.txt"]
-  exporter.export(config, folder, vocab, str(existing), overwrite=True)
-  assert sorted(os.listdir(existing)) == [
+  with pytest.raises(exporter.ExportError, match=(
+      r"existing holds \.ssh, keep\.txt, which no export writes: "
+      r"--overwrite replaces only a folder that holds an earlier export")):
+    exporter.export(config, folder, vocab, str(existing), overwrite=True)
+  assert sorted(os.listdir(existing)) == [".ssh", "keep.txt"]
+  earlier = tmp_path / "earlier"
+  exporter.export(config, folder, vocab, str(earlier))
+  (earlier / "config.json").write_text("{}")  # an older export's
+  exporter.export(config, folder, vocab, str(earlier), overwrite=True)
+  assert sorted(os.listdir(earlier)) == [
       "config.json", "model.safetensors", "tokenizer_config.json",
       "vocab.txt"]
-  assert not _no_leftovers(str(tmp_path), "existing")
+  assert json.loads((earlier / "config.json").read_text())["architectures"]
+  assert not _no_leftovers(str(tmp_path), "earlier")
+
+  # Onto a link to a folder: the export goes where the link points, the
+  # link stays, nothing is left beside it.
+  target = tmp_path / "target"
+  exporter.export(config, folder, vocab, str(target))
+  link = tmp_path / "link"
+  link.symlink_to(target)
+  exporter.export(config, folder, vocab, str(link), overwrite=True)
+  assert link.is_symlink() and sorted(os.listdir(link)) == sorted(
+      os.listdir(target))
+  assert not _no_leftovers(str(tmp_path), "link")
+  assert not _no_leftovers(str(tmp_path), "target")
+
+  # Temporaries of a killed export (a dead pid) go with the next export of
+  # the same name; another name's are left alone.
+  dead = _dead_pid()
+  stale = tmp_path / (".again.tmp-%s-%d" % (outputs.this_host(), dead))
+  other = tmp_path / (".other.tmp-%s-%d" % (outputs.this_host(), dead))
+  stale.mkdir()
+  other.mkdir()
+  exporter.export(config, folder, vocab, str(tmp_path / "again"))
+  assert not stale.exists() and other.exists()
+
+  # A checkpoint whose data fails its checksum (one byte flipped).
+  flipped = tmp_path / "flipped"
+  shutil.copytree(folder, flipped)
+  data = sorted(flipped.glob("model.ckpt-*.data-*"))[-1]
+  raw = bytearray(data.read_bytes())
+  raw[10] ^= 0xFF  # in the first variable (bert/embeddings/...)
+  data.write_bytes(bytes(raw))
+  with pytest.raises(exporter.ExportError, match=(
+      r"is damaged \(its data fails the checksum: corrupted on disk or in "
+      r"transfer\)")) as caught:
+    exporter.export(config, str(flipped), vocab, str(tmp_path / "f"))
+  assert caught.value.argument == "init_checkpoint"
   before = sorted(os.listdir(folder))
-  with pytest.raises(exporter.ExportError, match="an input of this export"):
+  with pytest.raises(exporter.ExportError, match="which no export writes"):
     exporter.export(config, folder, vocab, folder, overwrite=True)
+  # A folder of export names alone that holds an input (the vocabulary).
+  holds_vocab = tmp_path / "holds_vocab"
+  holds_vocab.mkdir()
+  shutil.copy(vocab, holds_vocab / "vocab.txt")
+  with pytest.raises(exporter.ExportError, match="an input of this export"):
+    exporter.export(config, folder, str(holds_vocab / "vocab.txt"),
+                    str(holds_vocab), overwrite=True)
   assert sorted(os.listdir(folder)) == before
 
   # The script: one line naming the flag, exit status 1.

@@ -18,7 +18,10 @@ import time
 from absl import flags
 import pytest
 
+import checkpoints
 import cli
+import conftest
+import errors
 import inprocess
 import outputs
 from conftest import REPO
@@ -221,9 +224,18 @@ def test_frozen_rank_ends_the_job_naming_it(tmp_path, stage4_file):
       "--output_dir", out, "--do_train=true", "--train_batch_size", 2,
       "--save_checkpoints_steps", 2, "--iterations_per_loop", 1,
       "--num_warmup_steps", 0, "--num_train_steps", 100000]
-  env = td.mpi_env()
+  freeze_a_rank(td.SCRIPT, [flags_, flags_], out)
+
+
+def freeze_a_rank(script, per_rank_flags, out):
+  """Runs `script` under mpirun -np 2 (real interpreters: a forked rank
+  cannot be stopped), stops rank 1 with SIGSTOP once out/model.ckpt-2 is
+  written, and checks that the job ends within a minute with one error
+  line naming the stopped rank (HOROVOD_STALL_SHUTDOWN_TIME_SECONDS=5)."""
+  env = conftest.mpi_env()
   env["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] = "5"
-  cmd = td.mpirun_command(2, flags_, python=sys.executable)
+  cmd = conftest.mpirun_command(script, per_rank_flags,
+                                python=sys.executable)
   cmd[1:1] = ["-x", "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"]
   job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
@@ -232,7 +244,7 @@ def test_frozen_rank_ends_the_job_naming_it(tmp_path, stage4_file):
     wait_until(lambda: (out / "model.ckpt-2.index").exists() or
                job.poll() is not None, 240, "the first checkpoint")
     assert job.poll() is None, job.communicate()[0][-3000:]
-    victim = td._rank_process(job.pid, 1)  # pylint: disable=protected-access
+    victim = conftest.rank_process(job.pid, 1, script)
     os.kill(victim.pid, signal.SIGSTOP)
     stopped_at = time.time()
     output, _ = job.communicate(timeout=120)
@@ -246,10 +258,10 @@ def test_frozen_rank_ends_the_job_naming_it(tmp_path, stage4_file):
   assert job.returncode != 0
   print("job ended %.1f s after the stop" % took)
   assert took < 60, took
-  errors = [l for l in output.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1, output[-3000:]
-  assert "rank 1 (pid %d) is stopped" % victim.pid in errors[0], errors
-  assert "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS=5" in errors[0]
+  lines = [l for l in output.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1, output[-3000:]
+  assert "rank 1 (pid %d) is stopped" % victim.pid in lines[0], lines
+  assert "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS=5" in lines[0]
 
 
 # ---------------------------------------------------------------------------
@@ -495,10 +507,13 @@ def test_output_file_paths_are_checked_first(tmp_path):
 def test_atomic_output_onto_a_folder_leaves_no_temporary(tmp_path):
   folder = tmp_path / "taken"
   folder.mkdir()
-  with pytest.raises(OSError):
+  with pytest.raises(errors.OutputError) as raised:
     with outputs.atomic_output(str(folder)) as tmp:
       with open(tmp, "w") as f:
         f.write("x" * 1000)
+  assert cli.error_line(raised.value) == (
+      "%s is a folder; a file is written there: move the folder away" %
+      folder, 1)
   assert os.listdir(tmp_path) == ["taken"]
 
 
@@ -533,6 +548,37 @@ def test_stage4_skips_a_complete_output_and_names_damaged_input(
   assert re.search(r"small_k10\.tfrecord is complete \(40 records.*skipped",
                    caplog.text), caplog.text[-2000:]
   assert out.read_bytes() == first
+  assert sorted(os.listdir(out.parent)) == [".small_k10.tfrecord.made-by.json",
+                                            "small_k10.tfrecord"]
+  # Another teacher (one weight changed), then other input records of the
+  # same count: each rerun labels again, naming what differs.
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  other_teacher = tmp_path / "other_teacher"
+  other_teacher.mkdir()
+  for name in ("bert_config.json", "vocab.txt"):
+    (other_teacher / name).write_bytes(
+        open(os.path.join(teacher_dir, name), "rb").read())
+  reader = tf.train.load_checkpoint(os.path.join(teacher_dir,
+                                                 "bert_model.ckpt"))
+  weights = {n: reader.get_tensor(n)
+             for n in reader.get_variable_to_shape_map()}
+  weights["cls/predictions/output_bias"] = (
+      weights["cls/predictions/output_bias"] + np.float32(1.0))
+  checkpoints.save_checkpoint(weights, str(other_teacher / "bert_model.ckpt"))
+  for change, differs in (
+      (lambda: None, "the teacher checkpoint"),
+      (lambda: copy_records(os.path.join(stage3_dir, "wiki_1.tfrecord"),
+                            small, 40), "the input files")):
+    change()
+    caplog.clear()
+    inprocess.run_main("produce_teacher_labels",
+                       labels_command(str(other_teacher), small, out)[1:])
+    assert re.search(r"small_k10\.tfrecord is complete but was not made by "
+                     r"this run's settings \(it differs in: %s\): labelling "
+                     r"again" % differs, caplog.text), caplog.text[-2000:]
+    assert out.read_bytes() != first
+    first = out.read_bytes()
   # A cut output (an interrupted copy) is labelled again, whole.
   cut_file(str(out), out)
   caplog.clear()
@@ -556,6 +602,39 @@ def test_stage4_skips_a_complete_output_and_names_damaged_input(
     assert "Traceback" not in stderr
   assert set(os.listdir(REPO)) == before
   assert not (tmp_path / "x.tfrecord").exists()
+
+
+def test_an_output_that_is_an_input_through_a_link_is_refused(
+    tmp_path, stage3_dir, teacher_dir, wiki_text_dir, vocab_file):
+  """Stage IV's --output_file and stage III's --output_dir are compared with
+  their inputs as files (links, `//`, `..`), not as path strings."""
+  from conftest import check_main_errors  # pylint: disable=g-import-not-at-top
+  data = tmp_path / "data"
+  data.mkdir()
+  small = copy_records(os.path.join(stage3_dir, "wiki_0.tfrecord"),
+                       data / "small.tfrecord", 8)
+  alias = tmp_path / "alias"
+  alias.symlink_to(data)
+  text = tmp_path / "text"
+  text.symlink_to(wiki_text_dir)
+  before = sorted(os.listdir(data))
+  check_main_errors("produce_teacher_labels", {
+      name: (labels_command(teacher_dir, small, output)[1:],
+             "--output_file %s is the input file %s" % (output, small))
+      for name, output in (
+          ("link", str(alias / "small.tfrecord")),
+          ("double slash", str(data) + "//small.tfrecord"),
+          ("dot dot", str(alias / ".." / "data" / "small.tfrecord")))})
+  assert sorted(os.listdir(data)) == before
+  assert open(small, "rb").read() == open(copy_records(
+      os.path.join(stage3_dir, "wiki_0.tfrecord"), tmp_path / "again", 8),
+                                           "rb").read()
+  check_main_errors("create_pretraining_data", {
+      name: (stage3_command(wiki_text_dir, output, vocab_file)[1:],
+             "--output_dir %s is --input_dir %s: a rerun would read this "
+             "run's records as text" % (output, wiki_text_dir))
+      for name, output in (("same", wiki_text_dir), ("link", str(text)))})
+  assert not [n for n in os.listdir(wiki_text_dir) if "tfrecord" in n]
 
 
 # ---------------------------------------------------------------------------
@@ -630,7 +709,7 @@ def test_temporaries_of_dead_processes_are_removed(tmp_path):
 
 # ---------------------------------------------------------------------------
 # Cases 4 and 11: a full disk. Stage IV writes through /dev/full (a real
-# ENOSPC from the kernel); checkpoints get the error TensorFlow's SaveV2
+# ENOSPC from the kernel) in place of its temporary; checkpoints get the error TensorFlow's SaveV2
 # raises on a full disk, injected after the files were written.
 # ---------------------------------------------------------------------------
 
@@ -655,7 +734,8 @@ def folder_state(path):
           for name in sorted(os.listdir(path))}
 
 
-def test_stage4_disk_full_leaves_nothing(tmp_path, stage3_dir, teacher_dir):
+def test_stage4_disk_full_leaves_nothing(tmp_path, stage3_dir, teacher_dir,
+                                         monkeypatch):
   import modeling  # pylint: disable=g-import-not-at-top
   import teacher  # pylint: disable=g-import-not-at-top
   small = copy_records(os.path.join(stage3_dir, "wiki_0.tfrecord"),
@@ -665,7 +745,17 @@ def test_stage4_disk_full_leaves_nothing(tmp_path, stage3_dir, teacher_dir):
   final = str(out_dir / "wiki_k10.tfrecord")
   with open(final, "wb") as f:
     f.write(b"an earlier output")
-  os.symlink("/dev/full", outputs.temporary_name(final))
+  # The temporary, once claimed, is made a link to /dev/full (a planted
+  # link would be removed, not followed: test_no_run_writes_through_...).
+  claim = outputs.claim_temporary
+
+  def claim_on_a_full_disk(path):
+    claim(path)
+    os.remove(path)
+    os.symlink("/dev/full", path)
+    return path
+
+  monkeypatch.setattr(outputs, "claim_temporary", claim_on_a_full_disk)
   config = modeling.BertConfig.from_json_file(
       os.path.join(teacher_dir, "bert_config.json"))
   labeler = teacher.TeacherLabeler(
@@ -716,6 +806,39 @@ def test_converter_into_an_existing_folder_survives_a_full_disk(
   assert folder_state(out) == before
 
 
+def test_export_onto_a_full_disk_keeps_the_earlier_export(
+    tmp_path, teacher_dir, monkeypatch):
+  """The weights file is written through /dev/full (a real ENOSPC): one
+  error line, the earlier export as it was, no temporary folder left."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import exporter  # pylint: disable=g-import-not-at-top
+  import modeling  # pylint: disable=g-import-not-at-top
+  config = modeling.BertConfig.from_json_file(
+      os.path.join(teacher_dir, "bert_config.json"))
+  args = (config, os.path.join(teacher_dir, "bert_model.ckpt"),
+          os.path.join(teacher_dir, "vocab.txt"))
+  out = tmp_path / "exported"
+  exporter.export(*args, str(out))
+  before = folder_state(out)
+  real = outputs.atomic_output_dir
+
+  @contextlib.contextmanager
+  def on_a_full_disk(final_dir):
+    with real(final_dir) as tmp:
+      os.symlink("/dev/full", os.path.join(tmp, "model.safetensors"))
+      yield tmp
+
+  monkeypatch.setattr(outputs, "atomic_output_dir", on_a_full_disk)
+  with pytest.raises(Exception) as raised:
+    exporter.export(*args, str(out), overwrite=True)
+  message, status = cli.error_line(raised.value)
+  assert status == 1 and message.startswith(
+      "no space left on device while writing "), message
+  assert "\n" not in message
+  assert folder_state(out) == before
+  assert sorted(os.listdir(tmp_path)) == ["exported"]
+
+
 def test_converter_names_a_vocab_that_is_not_utf8(tmp_path,
                                                   small_bert_hf_dir):
   import shutil  # pylint: disable=g-import-not-at-top
@@ -736,22 +859,12 @@ def test_one_training_run_per_output_dir(tmp_path, small_stage4):
   import distillation  # pylint: disable=g-import-not-at-top
   out = tmp_path / "out"
   out.mkdir()
-  holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time, cli; "
-       "cli.DirectoryLock(sys.argv[1]).acquire(); print('held', flush=True);"
-       " time.sleep(600)", str(out)],
-      cwd=REPO, env=script_env(), stdout=subprocess.PIPE, text=True)
-  try:
-    assert holder.stdout.readline() == "held\n"
-    opts = student_options(tiny_config(tmp_path / "s.json"), small_stage4,
-                           out)
+  opts = student_options(tiny_config(tmp_path / "s.json"), small_stage4, out)
+  with conftest.lock_held_elsewhere(out) as pid:
     with pytest.raises(cli.UserError, match=r"--output_dir: \S*out is in use "
                        r"by process %d on \S+ \(lock file \S*out/\.lock\)" %
-                       holder.pid):
+                       pid):
       distillation.run(opts)
-  finally:
-    holder.kill()  # SIGKILL: its lock file stays behind
-    holder.wait()
   assert (out / ".lock").exists()
   distillation.run(opts)  # the dead process's lock does not block
   assert (out / "model.ckpt-2.index").exists()
@@ -856,40 +969,50 @@ def test_foreign_and_damaged_checkpoints(tmp_path, small_stage4,
 
 
 def test_ctrl_c_in_training_saves_a_checkpoint(tmp_path, small_stage4):
+  config = tiny_config(tmp_path / "s.json")
+  stop_training_with(signal.SIGINT, [
+      "network_distillation_single_machine_truncated.py",
+      "--bert_config_file", config, "--input_file", small_stage4,
+      "--truncation_factor", K, "--max_seq_length", SEQ,
+      "--max_predictions_per_seq", PREDS, "--do_train", "true",
+      "--train_batch_size", 2, "--num_train_steps", 100000,
+      "--num_warmup_steps", 0], tmp_path)
+
+
+def stop_training_with(signum, args, tmp_path):
+  """Runs a training script (`args`: the script and its flags but the
+  output's and the loop's) into tmp_path/out, sends `signum` once it
+  trains, and checks the stop: the current step ends, a checkpoint of that
+  step is written, one last line says where, exit status 128 + signum, the
+  lock is gone. One device loop of 100000 steps: the signal must not wait
+  for it."""
   out = tmp_path / "out"
   log_path = tmp_path / "log"
-  config = tiny_config(tmp_path / "s.json")
+  name = signal.Signals(signum).name
   with open(log_path, "w") as log:
-    args = [
-        "network_distillation_single_machine_truncated.py",
-        "--bert_config_file", config, "--input_file", small_stage4,
-        "--output_dir", out, "--truncation_factor", K,
-        "--max_seq_length", SEQ, "--max_predictions_per_seq", PREDS,
-        "--do_train", "true", "--train_batch_size", 2,
-        "--num_train_steps", 100000, "--num_warmup_steps", 0,
-        # One device loop of 100000 steps: Ctrl-C must not wait for it.
-        "--iterations_per_loop", 100000, "--log_every_n_steps", 100000,
-        "--save_checkpoints_steps", 100000]
     proc = subprocess.Popen(
-        [sys.executable] + [str(a) for a in args],
+        [sys.executable] + [str(a) for a in args] + [
+            "--output_dir", str(out), "--iterations_per_loop", "100000",
+            "--log_every_n_steps", "100000",
+            "--save_checkpoints_steps", "100000"],
         cwd=REPO, env=script_env(), stdout=log, stderr=subprocess.STDOUT,
         preexec_fn=_default_sigint)
   try:
     wait_until(lambda: "Training from step 0" in log_path.read_text() or
                proc.poll() is not None, 120, "training to start")
     time.sleep(3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     proc.wait(timeout=60)
   finally:
     if proc.poll() is None:
       proc.kill()
       proc.wait()
   text = log_path.read_text()
-  assert proc.returncode == 128 + signal.SIGINT, text[-3000:]
+  assert proc.returncode == 128 + signum, text[-3000:]
   assert "Traceback" not in text
-  m = re.search(r"^error: stopped by SIGINT after step (\d+); checkpoint "
+  m = re.search(r"^error: stopped by %s after step (\d+); checkpoint "
                 r"model\.ckpt-(\d+) saved in \S+out: run the same command to "
-                r"resume from it$", text, re.M)
+                r"resume from it$" % name, text, re.M)
   assert m and m.group(1) == m.group(2), text[-2000:]
   step = int(m.group(1))
   assert 0 < step < 100000

@@ -226,6 +226,22 @@ def test_reader_skips_a_question_whose_only_answer_is_misplaced(caplog):
   assert (examples[1].start_position, examples[1].end_position) == (2, 3)
 
 
+def test_a_question_id_used_twice_is_an_error():
+  """Predictions and scores are keyed by question id: a second question
+  with the same id would silently replace the first (real questions of the
+  excerpt, one id copied)."""
+  with open(SQUAD_EXCERPT) as f:
+    data = json.load(f)
+  qas = data["data"][1]["paragraphs"][0]["qas"]
+  qas[1]["id"] = data["data"][0]["paragraphs"][0]["qas"][0]["id"]
+  with pytest.raises(squad.SquadFormatError) as info:
+    squad.parse_squad(data, "two.json")
+  assert str(info.value) == (
+      "two.json: question id %s is used twice (data[0].paragraphs[0].qas[0] "
+      "and data[1].paragraphs[0].qas[1]); predictions and scores are keyed "
+      "by id" % qas[1]["id"])
+
+
 @pytest.mark.parametrize("data,missing", [
     ({"version": "1.1"}, "the top level has no key 'data'"),
     ({"data": [{"title": "t"}]}, "data[0] has no key 'paragraphs'"),
