@@ -508,7 +508,7 @@ def export(config, init_checkpoint, vocab_file, output_dir,
   if export_format not in FORMATS:
     raise ExportError("unknown format %r (expected one of: %s)" % (
         export_format, ", ".join(FORMATS)), "format")
-  if output_dir and os.path.islink(output_dir):
+  if output_dir and os.path.islink(output_dir.rstrip(os.sep) or os.sep):
     # The export goes where the link points; the link stays.
     output_dir = os.path.realpath(output_dir)
   with _blame("output_dir"):

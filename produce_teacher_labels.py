@@ -37,6 +37,7 @@ import outputs
 import record_flags
 import records
 import teacher
+import tensorflow as tf
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -181,7 +182,9 @@ def main(argv):
   logging.info("Labelling %d records from %d files with K=%d", total,
                len(input_files), FLAGS.truncation_factor)
   # The records first, then the record of what made them: an output without
-  # its manifest is labelled again.
+  # its manifest is labelled again (so an older manifest goes first).
+  if tf.io.gfile.exists(teacher.manifest_path(path)):
+    tf.io.gfile.remove(teacher.manifest_path(path))
   with outputs.atomic_outputs([path, teacher.manifest_path(path)]) as (
       tmp, tmp_manifest):
     written = teacher.label_records(labeler, input_files, tmp,

@@ -355,7 +355,9 @@ def train(loop, iterator, schedule, saver=None, summary_writer=None):
         saver.save(step)
   if summary_writer is not None:
     summary_writer.flush()
-  if stopped:
+  if stopped or stop.signum:
+    # (A signal after the last step stops the run here too: the final
+    # checkpoint is written, and the work after training is not started.)
     signum = stop.signum or signal.SIGINT  # another rank's signal
     raise cli.Interrupted(
         "stopped by %s after step %d; checkpoint %s-%d saved in %s: run the "

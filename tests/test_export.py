@@ -413,7 +413,8 @@ def test_bad_inputs(student, task_checkpoints, teacher_dir, tmp_path):
   exporter.export(config, folder, vocab, str(target))
   link = tmp_path / "link"
   link.symlink_to(target)
-  exporter.export(config, folder, vocab, str(link), overwrite=True)
+  for spelling in (str(link), str(link) + "/"):
+    exporter.export(config, folder, vocab, spelling, overwrite=True)
   assert link.is_symlink() and sorted(os.listdir(link)) == sorted(
       os.listdir(target))
   assert not _no_leftovers(str(tmp_path), "link")
