@@ -291,12 +291,15 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
     summary_writer: a tf.summary writer (chief), or None.
   """
   step = int(optimizer.global_step.numpy())
-  dataset = records.make_dataset(
-      share.files, lengths, opts.train_batch_size, is_training=True,
-      num_shards=share.record_shards,
-      shard_index=share.record_shard_index,
-      shuffle_buffer=opts.shuffle_buffer, seed=opts.random_seed,
-      skip_batches=step)
+
+  def make_iterator():
+    return iter(records.make_dataset(
+        share.files, lengths, opts.train_batch_size, is_training=True,
+        num_shards=share.record_shards,
+        shard_index=share.record_shard_index,
+        shuffle_buffer=opts.shuffle_buffer, seed=opts.random_seed,
+        skip_batches=step))
+
   schedule = training.Schedule(
       opts.num_train_steps, opts.iterations_per_loop, opts.log_every_n_steps,
       opts.save_checkpoints_steps, opts.train_batch_size * distribution.size,
@@ -306,7 +309,7 @@ def train(distiller, optimizer, distribution, opts, share, lengths,
                  step, opts.num_train_steps, schedule.examples_per_step,
                  " (resumed)" if step else "")
   training.train(step_loop(distiller, optimizer, distribution, opts,
-                           loss_scale), iter(dataset), schedule, saver=saver,
+                           loss_scale), make_iterator, schedule, saver=saver,
                  summary_writer=summary_writer)
 
 

@@ -447,8 +447,8 @@ class FineTuner(object):
           self.num_warmup_steps, schedule.examples_per_step,
           self.learning_rate, " (resumed)" if step else "")
     return training.train(self.step_loop,
-                          iter(self.train_dataset(features)), schedule,
-                          saver=self.saver,
+                          lambda: iter(self.train_dataset(features)),
+                          schedule, saver=self.saver,
                           summary_writer=self.summary_writer)
 
   def predict(self, features, batch_size, with_loss=False, name="predict"):

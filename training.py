@@ -28,7 +28,8 @@ A stage brings its model, its loss and its optimizer:
 
   loop = training.StepLoop(loss_fn, variables_by_name, optimizer,
                            distribution, random_seed)
-  training.train(loop, iterator, schedule, saver=..., summary_writer=...)
+  training.train(loop, make_iterator, schedule, saver=...,
+                 summary_writer=...)
 
 where loss_fn(features, dropout_seed, prepared) returns the scalar loss of
 one batch (training mode), `prepared` being what the optional
@@ -297,10 +298,12 @@ def next_boundary(step, schedule):
   return min(candidates)
 
 
-def train(loop, iterator, schedule, saver=None, summary_writer=None):
+def train(loop, make_iterator, schedule, saver=None, summary_writer=None):
   """Trains from the optimizer's global_step to schedule.num_train_steps.
 
-  Every process calls it; the chief (saver and summary_writer given) logs,
+  `make_iterator()` gives the training batches from that step on; it is
+  called only when there is a step to run (a finished run builds no input
+  pipeline). Every process calls it; the chief (saver and summary_writer given) logs,
   writes scalars (loss, learning_rate, examples_per_sec) and saves
   model.ckpt-<step> every save_checkpoints_steps, at the end and when
   stopped by a signal.
@@ -318,6 +321,7 @@ def train(loop, iterator, schedule, saver=None, summary_writer=None):
     logging.info("Skipping training: global_step %d >= %d training steps",
                  step, schedule.num_train_steps)
     return float("nan")
+  iterator = make_iterator()
   progress = cli.StepProgress(step, schedule.num_train_steps,
                               schedule.examples_per_step)
   # Ctrl-C or SIGTERM: the current step is finished, a checkpoint written,
