@@ -126,7 +126,8 @@ def check_options(opts):
     if getattr(opts, name) <= 0:
       raise cli.UserError("--%s must be positive, got %s" %
                           (name, getattr(opts, name)))
-  for name in ("truncation_factor", "num_warmup_steps", "hard_label_weight",
+  for name in ("truncation_factor", "num_warmup_steps", "soft_label_weight",
+               "hard_label_weight",
                "hidden_loss_weight", "attention_loss_weight",
                "attention_relation_loss_weight", "attention_relation_heads"):
     if getattr(opts, name) < 0:
@@ -161,6 +162,16 @@ def check_options(opts):
           "%s needs the online teacher (--teacher_bert_config_file and "
           "--teacher_init_checkpoint, with stage-III records): stage-IV "
           "records hold only the teacher's output distribution" % flag)
+  if not opts.uses_teacher:
+    if not opts.hard_label_weight:
+      raise cli.UserError(
+          "--soft_label_weight=0 with --hard_label_weight=0 and no layer "
+          "loss: nothing to learn from (plain masked-LM training needs "
+          "--hard_label_weight > 0)")
+    if opts.online_teacher:
+      raise cli.UserError(
+          "--soft_label_weight=0 and no layer loss: the online teacher "
+          "(--teacher_bert_config_file) would be unused")
   if opts.teacher_layer_map and not (opts.hidden_loss_weight or
                                      opts.attention_loss_weight):
     raise cli.UserError("--teacher_layer_map is used only with "
@@ -193,7 +204,7 @@ def check_something_to_evaluate(opts):
 
 def record_lengths(opts, vocab_size):
   """Feature name -> length of the records this run reads."""
-  if opts.online_teacher:
+  if opts.online_teacher or not opts.uses_teacher:
     return records.stage3_lengths(opts.max_seq_length,
                                   opts.max_predictions_per_seq)
   return records.stage4_lengths(opts.max_seq_length,
@@ -320,8 +331,8 @@ def evaluate(distiller, opts, eval_files, lengths):
     dict: masked_lm_accuracy, masked_lm_loss (the masked-LM part of the
     training loss), masked_lm_hard_label_loss (cross-entropy on the true ids),
     next_sentence_accuracy, next_sentence_loss, loss,
-    teacher_top1_agreement (student argmax == teacher's top word),
-    eval_examples; and each enabled layer-wise loss (unweighted, e.g.
+    teacher_top1_agreement (student argmax == teacher's top word; not
+    without a teacher), eval_examples; and each enabled layer-wise loss (unweighted, e.g.
     hidden_loss), averaged over the eval examples.
   """
   dataset = records.make_dataset(eval_files, lengths, opts.eval_batch_size,
@@ -345,14 +356,15 @@ def evaluate(distiller, opts, eval_files, lengths):
 
     # Batch means of the layer losses, weighted by the batch's examples.
     layer_sums = {name: outputs[name] * examples for name in layer_loss_names}
+    if outputs["teacher_top1"] is not None:
+      layer_sums["agreement"] = wsum(tf.equal(outputs["mlm_predictions"],
+                                              outputs["teacher_top1"]))
     return dict(layer_sums, **{
         "weight": tf.reduce_sum(weights),
         "mlm_correct": wsum(tf.equal(outputs["mlm_predictions"],
                                      features["masked_lm_ids"])),
         "mlm_loss": wsum(outputs["masked_lm_per_position"]),
         "hard_loss": wsum(outputs["hard_per_position"]),
-        "agreement": wsum(tf.equal(outputs["mlm_predictions"],
-                                   outputs["teacher_top1"])),
         "nsp_correct": tf.reduce_sum(tf.cast(
             tf.equal(outputs["next_sentence_predictions"], labels),
             tf.float32)),
@@ -380,7 +392,8 @@ def evaluate(distiller, opts, eval_files, lengths):
                                        totals["examples"])
   results["next_sentence_loss"] = totals["nsp_loss"] / totals["examples"]
   results["loss"] = results["masked_lm_loss"] + results["next_sentence_loss"]
-  results["teacher_top1_agreement"] = totals["agreement"] / weight
+  if opts.uses_teacher:
+    results["teacher_top1_agreement"] = totals["agreement"] / weight
   for name in layer_loss_names:
     results[name] = totals[name] / totals["examples"]
   results["eval_examples"] = int(totals["examples"])

@@ -72,6 +72,14 @@ flags.DEFINE_float(
     "stored entries, and the soft loss multiplied by T^2 (Hinton et al.). "
     "1: the original's loss.")
 flags.DEFINE_float(
+    "soft_label_weight", 1.0,
+    "Weight of the soft cross-entropy on the teacher's labels (1: the "
+    "original's loss). 0 with --hard_label_weight > 0 and no online "
+    "teacher: plain masked-LM training on the true ids of stage-III "
+    "records, no teacher at all (to adapt a teacher to your text before "
+    "labelling, or to pre-train a student without one, the baseline that "
+    "distillation must beat).")
+flags.DEFINE_float(
     "hard_label_weight", 0.0,
     "Weight of the ordinary masked-LM cross-entropy on the true ids "
     "(masked_lm_ids) added to the soft loss. 0: soft labels only, as the "

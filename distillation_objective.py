@@ -11,6 +11,10 @@ teacher's probabilities):
   next_sentence_loss = mean over examples of the cross-entropy on the labels
   loss = masked_lm_loss + next_sentence_loss
 
+Beyond the original, masked_lm_loss = soft_label_weight * (the above) +
+hard_label_weight * (cross-entropy on the true ids); soft_label_weight 0
+and no layer loss is plain masked-LM pre-training, with no teacher.
+
 With an online teacher, layer-wise losses (layer_losses.py: TinyBERT hidden
 states and attention scores, MiniLMv2 attention relations) can be added,
 each with its own weight:
@@ -55,6 +59,7 @@ class LossSettings(object):
   truncation_factor: int
   max_predictions_per_seq: int
   temperature: float
+  soft_label_weight: float
   hard_label_weight: float
   renormalize_top_k: bool
   hidden_loss_weight: float
@@ -63,6 +68,11 @@ class LossSettings(object):
   teacher_layer_map: str
   attention_relation_teacher_layer: int
   attention_relation_heads: int
+
+  @property
+  def uses_teacher(self):
+    """False for plain masked-LM training: no soft labels, no layer loss."""
+    return bool(self.soft_label_weight or self.layer_loss_weights)
 
   @property
   def layer_loss_weights(self):
@@ -256,6 +266,8 @@ class Distiller(tf.Module):
     """
     k = self.settings.truncation_factor
     p = self.settings.max_predictions_per_seq
+    if not self.settings.uses_teacher:
+      return (None, None), None
     if self.teacher is None:
       if k > 0:
         probs = tf.reshape(features[record_format.TRUNCATED_PROBS],
@@ -327,7 +339,7 @@ class Distiller(tf.Module):
       dict: loss, masked_lm_loss, soft_loss, hard_loss, next_sentence_loss
       and each enabled layer loss, e.g. hidden_loss (unweighted) (scalars);
       masked_lm_per_position, hard_per_position, mlm_predictions,
-      teacher_top1 ([B, P]); next_sentence_per_example,
+      teacher_top1 ([B, P]; None without a teacher); next_sentence_per_example,
       next_sentence_predictions ([B]).
     """
     settings = self.settings
@@ -339,14 +351,20 @@ class Distiller(tf.Module):
         **_dropout_kwargs(training, dropout_seed))
     mlm_logits, nsp_logits = student_outputs[:2]
     weights = features["masked_lm_weights"]
-    soft_loss, soft_per_position = soft_cross_entropy(
-        mlm_logits, teacher_probs, weights, teacher_indices,
-        temperature=settings.temperature,
-        renormalize=settings.renormalize_top_k)
     hard_loss, hard_per_position = hard_cross_entropy(
         mlm_logits, features["masked_lm_ids"], weights)
-    masked_lm_loss = soft_loss
-    masked_lm_per_position = soft_per_position
+    if teacher_probs is None:  # plain masked-LM training: no teacher
+      soft_loss = tf.zeros([])
+      masked_lm_loss = tf.zeros([])
+      masked_lm_per_position = tf.zeros_like(hard_per_position)
+    else:
+      soft_loss, soft_per_position = soft_cross_entropy(
+          mlm_logits, teacher_probs, weights, teacher_indices,
+          temperature=settings.temperature,
+          renormalize=settings.renormalize_top_k)
+      # The original's loss for the default weight 1 (x * 1.0 is exact).
+      masked_lm_loss = settings.soft_label_weight * soft_loss
+      masked_lm_per_position = settings.soft_label_weight * soft_per_position
     if settings.hard_label_weight:
       masked_lm_loss += settings.hard_label_weight * hard_loss
       masked_lm_per_position += (settings.hard_label_weight *
@@ -374,7 +392,8 @@ class Distiller(tf.Module):
         "hard_per_position": hard_per_position,
         "mlm_predictions": tf.argmax(mlm_logits, axis=-1,
                                      output_type=tf.int32),
-        "teacher_top1": teacher_top1(teacher_probs, teacher_indices),
+        "teacher_top1": (None if teacher_probs is None else
+                         teacher_top1(teacher_probs, teacher_indices)),
         "next_sentence_per_example": nsp_per_example,
         "next_sentence_predictions": tf.argmax(nsp_logits, axis=-1,
                                                output_type=tf.int32),

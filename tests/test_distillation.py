@@ -191,6 +191,63 @@ def test_distiller_loss_on_real_records_matches_numpy(stage4_file):
   np.testing.assert_array_equal(outputs["teacher_top1"].numpy(), top)
 
 
+def test_plain_masked_lm_objective_needs_no_teacher(stage3_dir):
+  """--soft_label_weight 0: stage-III records, loss = w * hard CE + NSP."""
+  lengths = records.stage3_lengths(MAX_SEQ_LENGTH, MAX_PREDICTIONS)
+  features = next(iter(records.make_dataset(
+      [os.path.join(stage3_dir, "wiki_0.tfrecord")], lengths, 4,
+      is_training=False)))
+  opts = inprocess.options("distillation_flags",
+                           max_seq_length=MAX_SEQ_LENGTH,
+                           max_predictions_per_seq=MAX_PREDICTIONS,
+                           soft_label_weight=0.0, hard_label_weight=2.0)
+  assert not opts.uses_teacher
+  assert distillation.record_lengths(opts, 30522) == lengths
+  config = modeling.BertConfig.from_dict(student_config_dict())
+  distiller = distillation_objective.Distiller(opts.loss_settings(), config)
+  targets, internals = distiller.teacher_outputs(features)
+  assert targets == (None, None) and internals is None
+  outputs = distiller(features, targets)
+  mlm_logits, nsp_logits = distiller.student(
+      features["input_ids"], features["input_mask"], features["segment_ids"],
+      features["masked_lm_positions"], training=False)
+  lp = np_log_softmax(mlm_logits.numpy().astype(np.float64))
+  weights = features["masked_lm_weights"].numpy()
+  ids = features["masked_lm_ids"].numpy()
+  hard = -(weights * np.take_along_axis(lp, ids[..., None], -1)[..., 0]
+           ).sum() / (weights.sum() + 1e-5)
+  nsp_lp = np_log_softmax(nsp_logits.numpy().astype(np.float64))
+  labels = features["next_sentence_labels"].numpy()[:, 0]
+  nsp = -np.mean(nsp_lp[np.arange(len(labels)), labels])
+  np.testing.assert_allclose(outputs["loss"].numpy(), 2.0 * hard + nsp,
+                             rtol=1e-5)
+  assert float(outputs["soft_loss"]) == 0.0
+  assert outputs["teacher_top1"] is None
+
+
+def test_plain_masked_lm_training_learns_the_words(tmp_path, stage3_dir,
+                                                   student_config_file):
+  """A student trained on the true ids of stage-III records, no teacher:
+  held-out masked-LM accuracy rises from chance; no agreement is reported.
+  """
+  stage3 = os.path.join(stage3_dir, "wiki_*.tfrecord")
+  out = str(tmp_path / "mlm")
+  run_main([SCRIPT] + [str(a) for a in common_flags(
+      student_config_file, stage3, out)] + [
+          "--soft_label_weight", "0", "--hard_label_weight", "1",
+          "--do_train", "--do_eval", "--train_batch_size", "32",
+          "--learning_rate", "5e-3", "--num_train_steps", "60",
+          "--num_warmup_steps", "6", "--eval_batch_size", "64",
+          "--max_eval_steps", "10", "--random_seed", "3"])
+  metrics = results.read_eval_results(out)
+  print(metrics)
+  assert "teacher_top1_agreement" not in metrics
+  # Chance is 1 / 30522; the most frequent words alone give a few percent.
+  assert metrics["masked_lm_accuracy"] > 0.02
+  assert metrics["masked_lm_loss"] == metrics["masked_lm_hard_label_loss"]
+  assert metrics["masked_lm_hard_label_loss"] < 9.0  # log(30522) = 10.3
+
+
 # ---------------------------------------------------------------------------
 # Bad input: one line, non-zero exit, nothing written.
 # ---------------------------------------------------------------------------
@@ -217,6 +274,19 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, stage3_dir, stage4_file,
           common_flags(student_config_file, stage3, "{out}") + train +
           ["--teacher_bert_config_file", student_config_file],
           "--teacher_init_checkpoint"),
+      "no_loss": (common_flags(student_config_file, stage3, "{out}") + train
+                  + ["--soft_label_weight", 0],
+                  "--soft_label_weight=0 with --hard_label_weight=0"),
+      "unused_online_teacher": (
+          common_flags(student_config_file, stage3, "{out}") + train +
+          ["--soft_label_weight", 0, "--hard_label_weight", 1,
+           "--teacher_bert_config_file", student_config_file,
+           "--teacher_init_checkpoint", "x"],
+          "the online teacher (--teacher_bert_config_file) would be unused"),
+      "negative_soft": (common_flags(student_config_file, stage4_file,
+                                     "{out}") + train +
+                        ["--soft_label_weight", -1],
+                        "--soft_label_weight must not be negative"),
       "teacher_dtype_without_online_teacher": (
           common_flags(student_config_file, stage4_file, "{out}") + train +
           ["--teacher_compute_dtype", "bfloat16"],
