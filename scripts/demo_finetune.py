@@ -1,0 +1,218 @@
+"""Stage VIII of the demo: a fair fine-tuning comparison of several models.
+
+Every model is fine-tuned with `run_classifier.py` on one GLUE-format task
+the same way (the same flags, learning-rate grid, epochs and seeds):
+
+  1. with the first seed, once per learning rate of the grid; the learning
+     rate whose dev metric (the task's first: accuracy, or Pearson for
+     STS-B) is highest is the model's;
+  2. the other seeds at that learning rate.
+
+Each run also predicts the task's test split, which holds no labels; its
+predictions are scored here against labels that stay outside the data
+folder (sample_data.test_labels). No choice looks at the test figures.
+
+Every run's dev and test metrics go to --results_tsv (columns: model, task,
+learning_rate, seed, split, metric, value; appended to, so several tasks
+share a file), and each model's chosen learning rate to
+<output_dir>/chosen.tsv. Runs go --jobs at a time, each with its share of
+the cores (TF_NUM_INTRAOP_THREADS), and print the command they run.
+
+Usage:
+  python scripts/demo_finetune.py --output_dir OUT --task_name sst-2 \\
+    --data_dir DIR --test_labels polarity_sst2 \\
+    --model teacher=CONFIG,CHECKPOINT --model random=CONFIG \\
+    --learning_rates 1e-4,3e-4 --seeds 1,2,3 \\
+    --classifier_flags "--vocab_file V --max_seq_length 48 ..."
+"""
+
+import collections
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import flags
+from absl import logging
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import cli
+cli.import_tensorflow_quietly()
+import glue
+import results
+import sample_data
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", None, "Folder of the runs (one per "
+                    "model, learning rate and seed).")
+flags.DEFINE_string("task_name", None, "run_classifier.py --task_name.")
+flags.DEFINE_string("data_dir", None, "run_classifier.py --data_dir.")
+flags.DEFINE_string("test_labels", None,
+                    "The sample_data name whose test labels score the test "
+                    "predictions (polarity_sst2, stsb_glue).")
+flags.DEFINE_multi_string(
+    "model", [],
+    "NAME=BERT_CONFIG[,INIT_CHECKPOINT], once per model (no checkpoint: "
+    "random initial weights).")
+flags.DEFINE_list("learning_rates", ["1e-4", "3e-4"],
+                  "The learning-rate grid, chosen from on the dev split.")
+flags.DEFINE_list("seeds", ["1", "2", "3"],
+                  "Fine-tuning seeds (--random_seed); the first chooses the "
+                  "learning rate.")
+flags.DEFINE_string("classifier_flags", "",
+                    "The other run_classifier.py flags of every run, one "
+                    "string (split as a shell would).")
+flags.DEFINE_integer("jobs", 2, "Runs at a time.")
+flags.DEFINE_string("results_tsv", None, "TSV the metrics are appended to.")
+flags.DEFINE_string("python", sys.executable, "Python that runs the runs.")
+
+RESULT_COLUMNS = ("model", "task", "learning_rate", "seed", "split",
+                  "metric", "value")
+
+
+class Run(object):
+  """One fine-tuning run: a model at a learning rate and seed."""
+
+  def __init__(self, model, learning_rate, seed):
+    self.model, self.learning_rate, self.seed = model, learning_rate, seed
+    self.output_dir = os.path.join(FLAGS.output_dir, model.name,
+                                   "lr%s-seed%s" % (learning_rate, seed))
+
+  def command(self, extra_args):
+    """The run_classifier.py command line of this run."""
+    args = [FLAGS.python, os.path.join(REPO, "run_classifier.py"),
+            "--task_name", FLAGS.task_name, "--data_dir", FLAGS.data_dir,
+            "--bert_config_file", self.model.config,
+            "--learning_rate", self.learning_rate,
+            "--random_seed", self.seed, "--output_dir", self.output_dir,
+            "--do_train=true", "--do_eval=true", "--do_predict=true"]
+    if self.model.checkpoint:
+      args += ["--init_checkpoint", self.model.checkpoint]
+    return args + list(extra_args)
+
+
+Model = collections.namedtuple("Model", "name config checkpoint")
+
+
+def parse_model(spec):
+  """NAME=CONFIG[,CHECKPOINT] -> Model; cli.UserError when malformed."""
+  name, sep, rest = spec.partition("=")
+  parts = rest.split(",")
+  if not sep or not name or not parts[0] or len(parts) > 2:
+    raise cli.UserError("--model %r: expected NAME=BERT_CONFIG[,CHECKPOINT]"
+                        % spec)
+  return Model(name, parts[0], parts[1] if len(parts) == 2 else "")
+
+
+def run_all(runs, extra_args, jobs):
+  """Runs `runs`, `jobs` at a time; raises cli.UserError on a failure."""
+  env = dict(os.environ)
+  threads = str(max(1, (os.cpu_count() or 1) // jobs))
+  env.setdefault("TF_NUM_INTRAOP_THREADS", threads)
+  env.setdefault("OMP_NUM_THREADS", threads)
+  pending = list(runs)
+  running = []
+  while pending or running:
+    while pending and len(running) < jobs:
+      run = pending.pop(0)
+      os.makedirs(os.path.dirname(run.output_dir), exist_ok=True)
+      command = run.command(extra_args)
+      print("+ " + " ".join(shlex.quote(a) for a in command), flush=True)
+      log = open(run.output_dir + ".log", "w")
+      running.append((run, subprocess.Popen(command, stdout=log,
+                                            stderr=subprocess.STDOUT,
+                                            env=env), log, time.time()))
+    time.sleep(0.2)
+    for item in list(running):
+      run, process, log, start = item
+      if process.poll() is None:
+        continue
+      running.remove(item)
+      log.close()
+      if process.returncode:
+        for other in running:
+          other[1].terminate()
+        with open(run.output_dir + ".log", errors="replace") as f:
+          tail = f.read().splitlines()[-15:]
+        print("\n".join(tail))
+        raise cli.UserError("fine-tuning %s (learning rate %s, seed %s) "
+                            "failed: see %s.log" % (
+                                run.model.name, run.learning_rate,
+                                run.seed, run.output_dir))
+      logging.info("%s lr %s seed %s: %.1f s", run.model.name,
+                   run.learning_rate, run.seed, time.time() - start)
+
+
+def score(run, task, test_labels):
+  """{split: metrics} of a finished run: its dev results, its test score."""
+  dev = results.read_eval_results(run.output_dir)
+  path = os.path.join(run.output_dir, "test_results.tsv")
+  predictions = np.loadtxt(path, ndmin=2)
+  if len(predictions) != len(test_labels):
+    raise cli.UserError("%s: %d predictions for %d test labels" %
+                        (path, len(predictions), len(test_labels)))
+  test = glue.compute_metrics(task, predictions, np.asarray(test_labels))
+  return {"dev": dev, "test": test}
+
+
+def main(argv):
+  del argv
+  extra_args = shlex.split(FLAGS.classifier_flags)
+  for name in ("output_dir", "task_name", "data_dir", "test_labels",
+               "results_tsv"):
+    if not getattr(FLAGS, name):
+      raise cli.UserError("--%s is required" % name)
+  models = [parse_model(spec) for spec in FLAGS.model]
+  if not models:
+    raise cli.UserError("--model: give at least one")
+  task = glue.get_task(FLAGS.task_name)
+  metric = "eval_" + task.metrics[0]
+  test_labels = sample_data.test_labels(FLAGS.test_labels)
+
+  grid = [Run(m, lr, FLAGS.seeds[0]) for m in models
+          for lr in FLAGS.learning_rates]
+  run_all(grid, extra_args, FLAGS.jobs)
+  scores = {id(run): score(run, task, test_labels) for run in grid}
+  chosen = {}
+  for m in models:
+    tried = [run for run in grid if run.model is m]
+    best = max(tried, key=lambda run: scores[id(run)]["dev"][metric])
+    chosen[m.name] = best.learning_rate
+    logging.info("%s: learning rate %s (dev %s %s)", m.name,
+                 best.learning_rate, metric[5:], ", ".join(
+                     "%.4f at %s" % (scores[id(r)]["dev"][metric],
+                                     r.learning_rate) for r in tried))
+  rest = [Run(m, chosen[m.name], seed) for m in models
+          for seed in FLAGS.seeds[1:]]
+  run_all(rest, extra_args, FLAGS.jobs)
+  scores.update({id(run): score(run, task, test_labels) for run in rest})
+
+  new_file = not os.path.exists(FLAGS.results_tsv)
+  with open(FLAGS.results_tsv, "a") as f:
+    if new_file:
+      f.write("\t".join(RESULT_COLUMNS) + "\n")
+    for run in grid + rest:
+      for split in ("dev", "test"):
+        value = scores[id(run)][split][metric]
+        f.write("\t".join([run.model.name, FLAGS.task_name,
+                           run.learning_rate, run.seed, split, metric[5:],
+                           "%.6f" % value]) + "\n")
+  with open(os.path.join(FLAGS.output_dir, "chosen.tsv"), "w") as f:
+    f.write("model\tlearning_rate\n")
+    for m in models:
+      f.write("%s\t%s\n" % (m.name, chosen[m.name]))
+  for m in models:
+    test = [scores[id(r)]["test"][metric] for r in grid + rest
+            if r.model is m and r.learning_rate == chosen[m.name]]
+    print("%-28s lr %-6s test %s mean %.4f (%.4f-%.4f over %d seeds)" % (
+        m.name, chosen[m.name], metric[5:], np.mean(test), min(test),
+        max(test), len(test)), flush=True)
+
+
+if __name__ == "__main__":
+  cli.run(main)
