@@ -285,6 +285,12 @@ def recommended_verdict(per_model):
                                           len(ours)))
 
 
+def _bar_label(heading):
+  """A column heading broken into short lines under a bar."""
+  return (heading.replace(": ", ":\n").replace(", ", ",\n")
+          .replace(" + ", "\n+ "))
+
+
 def finetuning_panel(per_model):
   """Bars of the mean test accuracies, whiskers from the lowest to the
   highest seed, with the majority-class line."""
@@ -368,8 +374,7 @@ def main(argv):
             "student_mlm": "orange", "student_horovod": "red"}
   shown = [(name, heading) for name, heading in columns
            if name != "student_horovod"]
-  accuracy.bars([h.replace(": ", ":\n").replace(", ", ",\n")
-                 for _, h in shown],
+  accuracy.bars([_bar_label(h) for _, h in shown],
                 [evals[n]["masked_lm_accuracy"] for n, _ in shown],
                 [colors[n] for n, _ in shown])
   panels = [accuracy]
@@ -380,8 +385,7 @@ def main(argv):
     agreement = svg_chart.Panel(
         "Agreement with the teacher (held-out records)",
         ylabel="student top-1 = teacher top-1")
-    agreement.bars([h.replace(": ", ":\n").replace(", ", ",\n")
-                    for _, h in agreeing],
+    agreement.bars([_bar_label(h) for _, h in agreeing],
                    [evals[n]["teacher_top1_agreement"] for n, _ in agreeing],
                    [colors[n] for n, _ in agreeing])
     panels.append(agreement)

@@ -98,3 +98,23 @@ def test_bars_are_as_tall_as_their_values():
 def test_a_line_needs_as_many_x_as_y_values():
   with pytest.raises(ValueError, match="as many x as y"):
     svg_chart.Panel("t").line([1, 2], [1], "blue", "bad")
+
+
+def test_bar_ranges_span_their_low_and_high_values():
+  panel = svg_chart.Panel("Test accuracy")
+  panel.bars(["a", "b"], [0.2, 0.3], ["blue", "red"],
+             ranges=[(0.1, 0.3), (0.25, 0.4)])
+  panel.set_ylim(0, 0.5)
+  root = ElementTree.fromstring(svg_chart.figure_svg([panel]))
+  grid = _grid_lines(root)
+  whiskers = [l for l in root.iter(SVG + "line") if l.get("class") == "range"]
+  assert len(whiskers) == 2
+  for whisker, high in zip(whiskers, ["0.3", "0.4"]):
+    assert whisker.get("x1") == whisker.get("x2")
+    assert float(whisker.get("y2")) == pytest.approx(grid[high], abs=0.11)
+  # The first whisker starts at 0.1; the second at 0.25, between 0.2 and 0.3.
+  assert float(whiskers[0].get("y1")) == pytest.approx(grid["0.1"], abs=0.11)
+  assert float(whiskers[1].get("y1")) == pytest.approx(
+      (grid["0.2"] + grid["0.3"]) / 2, abs=0.11)
+  with pytest.raises(ValueError, match="one range per bar"):
+    panel.bars(["a", "b"], [0.2, 0.3], ["blue", "red"], ranges=[(0.1, 0.3)])
