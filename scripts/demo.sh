@@ -81,26 +81,33 @@ run_stage_array() {
 }
 
 # after NAME: waits until the stage of the array NAME is done (in the other
-# lane); exits if the other lane failed.
+# lane).
 after() {
-  until [ -e "$OUT/.done/$1" ]; do
-    [ -e "$OUT/.done/FAILED" ] && exit 1
-    sleep 0.5
-  done
+  until [ -e "$OUT/.done/$1" ]; do sleep 0.5; done
 }
 
 # run_lanes FUNCTION FUNCTION: runs the two functions at the same time, each
-# on one core (their TensorFlow processes use one thread); exits if either
-# fails.
+# on one core (their TensorFlow processes use one thread) and in its own
+# process group. When a lane fails, or on Ctrl-C or SIGTERM, the other lane
+# and everything it started get SIGTERM (a training stage then writes its
+# checkpoint and stops), and the demo exits with an error.
 run_lanes() {
-  local pids=() lane
+  local lane groups=()
+  set -m  # each background lane leads a process group of its own
   for lane in "$@"; do
-    ( export TF_NUM_INTRAOP_THREADS=1 OMP_NUM_THREADS=1
-      "$lane" || { touch "$OUT/.done/FAILED"; exit 1; } ) &
-    pids+=($!)
+    ( set +m; export TF_NUM_INTRAOP_THREADS=1 OMP_NUM_THREADS=1; "$lane" ) &
+    groups+=("-$!")
   done
-  local failed=0 pid
-  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  set +m
+  trap 'kill -TERM -- "${groups[@]}" 2>/dev/null; exit 130' INT TERM
+  local failed=0
+  for lane in "$@"; do
+    if ! wait -n; then
+      failed=1
+      kill -TERM -- "${groups[@]}" 2>/dev/null || true
+    fi
+  done
+  trap - INT TERM
   [ "$failed" -eq 0 ] || exit 1
 }
 

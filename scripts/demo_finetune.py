@@ -14,8 +14,8 @@ folder (sample_data.test_labels). No choice looks at the test figures.
 
 Every run's dev and test metrics go to --results_tsv (columns: model, task,
 learning_rate, seed, split, metric, value; appended to, so several tasks
-share a file), and each model's chosen learning rate to
-<output_dir>/chosen.tsv. Runs go --jobs at a time, each with its share of
+share a file), and each model's chosen learning rate (and the seed that
+chose it) to <output_dir>/chosen.tsv. Runs go --jobs at a time, each with its share of
 the cores (TF_NUM_INTRAOP_THREADS), and print the command they run.
 
 Usage:
@@ -71,6 +71,10 @@ flags.DEFINE_integer("jobs", 2, "Runs at a time.")
 flags.DEFINE_string("results_tsv", None, "TSV the metrics are appended to.")
 flags.DEFINE_string("python", sys.executable, "Python that runs the runs.")
 
+# run_classifier.py flags this script sets for each run.
+DRIVER_FLAGS = ("task_name", "data_dir", "bert_config_file", "init_checkpoint",
+                "learning_rate", "random_seed", "output_dir", "do_train",
+                "do_eval", "do_predict")
 RESULT_COLUMNS = ("model", "task", "learning_rate", "seed", "split",
                   "metric", "value")
 
@@ -137,6 +141,7 @@ def run_all(runs, extra_args, jobs):
       if process.returncode:
         for other in running:
           other[1].terminate()
+          other[1].wait()
         with open(run.output_dir + ".log", errors="replace") as f:
           tail = f.read().splitlines()[-15:]
         print("\n".join(tail))
@@ -162,17 +167,41 @@ def score(run, task, test_labels):
 
 def main(argv):
   del argv
-  extra_args = shlex.split(FLAGS.classifier_flags)
   for name in ("output_dir", "task_name", "data_dir", "test_labels",
                "results_tsv"):
     if not getattr(FLAGS, name):
       raise cli.UserError("--%s is required" % name)
+  try:
+    extra_args = shlex.split(FLAGS.classifier_flags)
+  except ValueError as exc:
+    raise cli.UserError("--classifier_flags: %s" % exc)
+  for arg in extra_args:
+    name = arg.lstrip("-").split("=")[0]
+    if arg.startswith("-") and name in DRIVER_FLAGS:
+      raise cli.UserError(
+          "--classifier_flags: %s is set by this script for each run (give "
+          "--learning_rates, --seeds or --output_dir instead)" % arg)
   models = [parse_model(spec) for spec in FLAGS.model]
   if not models:
     raise cli.UserError("--model: give at least one")
+  if not FLAGS.learning_rates or not FLAGS.seeds:
+    raise cli.UserError("--learning_rates and --seeds need at least one "
+                        "value each")
+  if FLAGS.jobs < 1:
+    raise cli.UserError("--jobs must be at least 1, got %d" % FLAGS.jobs)
+  if os.path.isdir(FLAGS.output_dir) and os.listdir(FLAGS.output_dir):
+    raise cli.UserError(
+        "--output_dir %s is not empty: give a new folder (a run there "
+        "would resume its old checkpoint, not start over)" % FLAGS.output_dir)
+  results_folder = os.path.dirname(os.path.abspath(FLAGS.results_tsv))
+  if not os.path.isdir(results_folder):
+    raise cli.UserError("--results_tsv: no folder %s" % results_folder)
   task = glue.get_task(FLAGS.task_name)
   metric = "eval_" + task.metrics[0]
-  test_labels = sample_data.test_labels(FLAGS.test_labels)
+  try:
+    test_labels = sample_data.test_labels(FLAGS.test_labels)
+  except ValueError as exc:
+    raise cli.UserError("--test_labels: %s" % exc)
 
   grid = [Run(m, lr, FLAGS.seeds[0]) for m in models
           for lr in FLAGS.learning_rates]
@@ -203,9 +232,9 @@ def main(argv):
                            run.learning_rate, run.seed, split, metric[5:],
                            "%.6f" % value]) + "\n")
   with open(os.path.join(FLAGS.output_dir, "chosen.tsv"), "w") as f:
-    f.write("model\tlearning_rate\n")
+    f.write("model\tlearning_rate\tchosen_with_seed\n")
     for m in models:
-      f.write("%s\t%s\n" % (m.name, chosen[m.name]))
+      f.write("%s\t%s\t%s\n" % (m.name, chosen[m.name], FLAGS.seeds[0]))
   for m in models:
     test = [scores[id(r)]["test"][metric] for r in grid + rest
             if r.model is m and r.learning_rate == chosen[m.name]]

@@ -215,7 +215,7 @@ def finetune_table(demo_dir, counts):
   chosen = collections.OrderedDict()
   with open(os.path.join(demo_dir, "finetune", "chosen.tsv")) as f:
     for line in list(f)[1:]:
-      model, learning_rate = line.rstrip("\n").split("\t")
+      model, learning_rate, first_seed = line.rstrip("\n").split("\t")
       chosen[model] = learning_rate
   # The demo's task (other tasks' rows may follow, README section "What
   # distillation buys").
@@ -224,7 +224,8 @@ def finetune_table(demo_dir, counts):
   per_model = model_results(rows, chosen)
   models = [m for m, _, _ in MODELS if m in per_model]
   grid = sorted({row["learning_rate"] for row in rows}, key=float)
-  first_seed = min({row["seed"] for row in rows}, key=int)
+  value = {(row["model"], row["learning_rate"], row["seed"], row["split"]):
+           row["value"] for row in rows}
   params = {}
   for model in models:
     run_dir = os.path.join(demo_dir, "finetune", model, "lr%s-seed%s" % (
@@ -238,9 +239,8 @@ def finetune_table(demo_dir, counts):
       for m in models)]
   for lr in grid:
     table.append(("dev accuracy, lr %s, seed %s" % (lr, first_seed),) + tuple(
-        "%.3f" % row["value"] for m in models for row in rows
-        if row["model"] == m and row["learning_rate"] == lr and
-        row["seed"] == first_seed and row["split"] == "dev"))
+        "%.3f" % value[(m, lr, first_seed, "dev")]
+        if (m, lr, first_seed, "dev") in value else "-" for m in models))
   table.append(("learning rate chosen on dev",) + tuple(
       per_model[m]["learning_rate"] for m in models))
   seeds = sorted(per_model[models[0]]["test"], key=int)
@@ -253,7 +253,8 @@ def finetune_table(demo_dir, counts):
   table.append(("inference sequences/s (dev)",) + tuple(
       "%.0f" % params[m][1]["eval_sequences_per_sec"] for m in models))
   title = ("Fine-tuned on sentence polarity (stage VIII; SST-2 format: %d "
-           "training, %d dev, %d test sentences, majority class 0.5; every "
+           "training, %d dev, %d test sentences, test majority class 0.5; "
+           "every "
            "model the same epochs, learning-rate grid %s and seeds %s; the "
            "test labels are never seen by a run or a choice)" % (
                counts[0], counts[1], counts[2], ", ".join(grid),

@@ -77,11 +77,11 @@ class Panel(object):
     `ranges`, one (low, high) per bar (e.g. the lowest and highest of the
     seeds whose mean the bar shows), draws a whisker across each bar.
     """
-    self.bar_values = [(n, float(v), c)
-                       for n, v, c in zip(names, values, colors)]
-    self.bar_ranges = [(float(lo), float(hi)) for lo, hi in ranges or []]
-    if ranges is not None and len(self.bar_ranges) != len(self.bar_values):
+    bar_values = [(n, float(v), c) for n, v, c in zip(names, values, colors)]
+    bar_ranges = [(float(lo), float(hi)) for lo, hi in ranges or []]
+    if ranges is not None and len(bar_ranges) != len(bar_values):
       raise ValueError("bars need one range per bar")
+    self.bar_values, self.bar_ranges = bar_values, bar_ranges
 
   def reference_line(self, y, label):
     """A dashed horizontal line across the panel at `y`, labelled."""
@@ -150,12 +150,10 @@ class Panel(object):
                      px(i - 0.4), top, px(i + 0.4) - px(i - 0.4),
                      max(0.0, base - top), COLORS[color]))
       if self.bar_ranges:
-        low, high = self.bar_ranges[i]
-        line(px(i), py(max(low, y0)), px(i), py(high),
-             'class="range" stroke="black"')
+        low, high = (min(max(y, y0), y1) for y in self.bar_ranges[i])
+        line(px(i), py(low), px(i), py(high), 'class="range" stroke="black"')
         for y in (low, high):
-          line(px(i - 0.12), py(max(y, y0)), px(i + 0.12), py(max(y, y0)),
-               'stroke="black"')
+          line(px(i - 0.12), py(y), px(i + 0.12), py(y), 'stroke="black"')
         top = min(top, py(high))
       text(px(i), top - 4, "%.3f" % value, size=11)
     if self.reference:

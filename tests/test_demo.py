@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from xml.etree import ElementTree
 
 import numpy as np
@@ -232,7 +233,9 @@ def _check_finetuning(out):
   assert list(rows[0]) == ["model", "task", "learning_rate", "seed", "split",
                            "metric", "value"]
   with open(os.path.join(out, "finetune", "chosen.tsv")) as f:
-    chosen = dict(line.rstrip("\n").split("\t") for line in list(f)[1:])
+    table = list(csv.DictReader(f, delimiter="\t"))
+  chosen = {row["model"]: row["learning_rate"] for row in table}
+  assert {row["chosen_with_seed"] for row in table} == {FT_SEEDS[0]}
   assert set(chosen) == set(MODELS)
   value = collections.defaultdict(dict)
   for row in rows:
@@ -274,16 +277,64 @@ def _check_finetuning(out):
         assert np.abs(tuned - start).max() > 0.01
 
 
-def test_finetune_driver_refuses_a_malformed_model_in_one_line(tmp_path):
+@pytest.mark.parametrize("extra,message", [
+    (["--model", "teacher"],
+     "--model 'teacher': expected NAME=BERT_CONFIG[,CHECKPOINT]"),
+    (["--model", "a=c.json", "--classifier_flags", "--learning_rate=1e-4"],
+     "--classifier_flags: --learning_rate=1e-4 is set by this script for "
+     "each run"),
+    (["--model", "a=c.json", "--output_dir", "{used}"],
+     "is not empty: give a new folder"),
+])
+def test_finetune_driver_refuses_bad_input_in_one_line(tmp_path, extra,
+                                                       message):
   out = tmp_path / "runs"
+  used = tmp_path / "used"
+  (used / "a").mkdir(parents=True)
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "scripts", "demo_finetune.py"),
        "--output_dir", str(out), "--task_name", "sst-2",
        "--data_dir", str(tmp_path), "--test_labels", "polarity_sst2",
-       "--results_tsv", str(tmp_path / "r.tsv"), "--model", "teacher"],
+       "--results_tsv", str(tmp_path / "r.tsv")] +
+      [a.replace("{used}", str(used)) for a in extra],
       env=script_env(), capture_output=True, text=True, check=False)
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1] == (
-      "error: --model 'teacher': expected NAME=BERT_CONFIG[,CHECKPOINT]")
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last, result.stderr
   assert "Traceback" not in result.stderr
   assert not out.exists() and not (tmp_path / "r.tsv").exists()
+  assert os.listdir(used) == ["a"]
+
+
+def test_a_failing_stage_stops_both_lanes_at_once(tmp_path, wiki_dump):
+  """A stage of one lane fails: the demo exits with its error line at once,
+  and the other lane's running stage is stopped, not waited for."""
+  out = tmp_path / "demo_output"
+  dump = write_dump_pages(wiki_dump, tmp_path / "quarter.xml",
+                          lambda pages: pages[::4])
+  python = tmp_path / "python"
+  # The teacher's first eval (the first lane's first stage) fails; every
+  # other command runs as usual.
+  python.write_text(
+      "#!/bin/bash\n"
+      "case \"$*\" in *teacher_before_adaptation*) exit 3;; esac\n"
+      "exec %s \"$@\"\n" % forked_python())
+  python.chmod(0o755)
+  env = script_env()
+  env.update(DEMO_OUTPUT=str(out), DEMO_WIKI_DUMP=dump, DEMO_STEPS="2000",
+             DEMO_MAX_SEQ_LENGTH=str(SEQ), DEMO_MAX_PREDICTIONS=str(PRED),
+             DEMO_DUPE_FACTOR="1", PYTHON=str(python))
+  start = time.time()
+  result = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600,
+                          check=False)
+  assert result.returncode == 1, result.stdout[-2000:]
+  assert ("demo: stage I teacher before adaptation (eval) failed" in
+          result.stderr), result.stderr[-2000:]
+  # The other lane had started its 2,000-step student: stopped, not finished.
+  assert time.time() - start < 120
+  assert not os.path.exists(os.path.join(out, "student_mlm",
+                                         "eval_results.txt"))
+  leftover = subprocess.run(["pgrep", "-f", str(out)], capture_output=True,
+                            text=True, check=False).stdout
+  assert not leftover.strip(), leftover
