@@ -153,6 +153,19 @@ def test_hard_and_next_sentence_losses_match_numpy():
       nsp.numpy(), -np.mean(lp[np.arange(4), labels[:, 0]]), rtol=1e-5)
 
 
+def np_hard_and_next_sentence_losses(features, mlm_logits, nsp_logits):
+  """(masked-LM cross-entropy on the true ids, next-sentence loss) of a
+  batch, in NumPy (float64), normalised as the original."""
+  lp = np_log_softmax(np.asarray(mlm_logits).astype(np.float64))
+  weights = features["masked_lm_weights"].numpy()
+  ids = features["masked_lm_ids"].numpy()
+  hard = -(weights * np.take_along_axis(lp, ids[..., None], -1)[..., 0]
+           ).sum() / (weights.sum() + 1e-5)
+  nsp_lp = np_log_softmax(np.asarray(nsp_logits).astype(np.float64))
+  labels = features["next_sentence_labels"].numpy()[:, 0]
+  return hard, -np.mean(nsp_lp[np.arange(len(labels)), labels])
+
+
 def test_distiller_loss_on_real_records_matches_numpy(stage4_file):
   """The whole objective on a real stage-IV batch, recomputed in NumPy."""
   lengths = records.stage4_lengths(MAX_SEQ_LENGTH, MAX_PREDICTIONS,
@@ -177,13 +190,7 @@ def test_distiller_loss_on_real_records_matches_numpy(stage4_file):
   weights = features["masked_lm_weights"].numpy()
   logits = mlm_logits.numpy()
   soft = np_soft_loss(logits, probs, weights, indices, 1.0, False)
-  lp = np_log_softmax(logits.astype(np.float64))
-  ids = features["masked_lm_ids"].numpy()
-  hard = -(weights * np.take_along_axis(lp, ids[..., None], -1)[..., 0]
-           ).sum() / (weights.sum() + 1e-5)
-  nsp_lp = np_log_softmax(nsp_logits.numpy().astype(np.float64))
-  labels = features["next_sentence_labels"].numpy()[:, 0]
-  nsp = -np.mean(nsp_lp[np.arange(len(labels)), labels])
+  hard, nsp = np_hard_and_next_sentence_losses(features, logits, nsp_logits)
   np.testing.assert_allclose(outputs["loss"].numpy(), soft + 0.5 * hard + nsp,
                              rtol=1e-5)
   # The teacher's top word: the stored index with the largest probability.
@@ -211,14 +218,8 @@ def test_plain_masked_lm_objective_needs_no_teacher(stage3_dir):
   mlm_logits, nsp_logits = distiller.student(
       features["input_ids"], features["input_mask"], features["segment_ids"],
       features["masked_lm_positions"], training=False)
-  lp = np_log_softmax(mlm_logits.numpy().astype(np.float64))
-  weights = features["masked_lm_weights"].numpy()
-  ids = features["masked_lm_ids"].numpy()
-  hard = -(weights * np.take_along_axis(lp, ids[..., None], -1)[..., 0]
-           ).sum() / (weights.sum() + 1e-5)
-  nsp_lp = np_log_softmax(nsp_logits.numpy().astype(np.float64))
-  labels = features["next_sentence_labels"].numpy()[:, 0]
-  nsp = -np.mean(nsp_lp[np.arange(len(labels)), labels])
+  hard, nsp = np_hard_and_next_sentence_losses(
+      features, mlm_logits.numpy(), nsp_logits)
   np.testing.assert_allclose(outputs["loss"].numpy(), 2.0 * hard + nsp,
                              rtol=1e-5)
   assert float(outputs["soft_loss"]) == 0.0
