@@ -332,8 +332,8 @@ def evaluate(distiller, opts, eval_files, lengths):
     training loss), masked_lm_hard_label_loss (cross-entropy on the true ids),
     next_sentence_accuracy, next_sentence_loss, loss,
     teacher_top1_agreement (student argmax == teacher's top word; not
-    without a teacher), eval_examples; and each enabled layer-wise loss (unweighted, e.g.
-    hidden_loss), averaged over the eval examples.
+    without a teacher), eval_examples; and each enabled layer-wise loss
+    (unweighted, e.g. hidden_loss), averaged over the eval examples.
   """
   dataset = records.make_dataset(eval_files, lengths, opts.eval_batch_size,
                                  is_training=False)
@@ -392,7 +392,7 @@ def evaluate(distiller, opts, eval_files, lengths):
                                        totals["examples"])
   results["next_sentence_loss"] = totals["nsp_loss"] / totals["examples"]
   results["loss"] = results["masked_lm_loss"] + results["next_sentence_loss"]
-  if opts.uses_teacher:
+  if "agreement" in totals:  # the batches had a teacher to agree with
     results["teacher_top1_agreement"] = totals["agreement"] / weight
   for name in layer_loss_names:
     results[name] = totals[name] / totals["examples"]

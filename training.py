@@ -303,10 +303,10 @@ def train(loop, make_iterator, schedule, saver=None, summary_writer=None):
 
   `make_iterator()` gives the training batches from that step on; it is
   called only when there is a step to run (a finished run builds no input
-  pipeline). Every process calls it; the chief (saver and summary_writer given) logs,
-  writes scalars (loss, learning_rate, examples_per_sec) and saves
-  model.ckpt-<step> every save_checkpoints_steps, at the end and when
-  stopped by a signal.
+  pipeline). Every process calls it; the chief (saver and summary_writer
+  given) logs, writes scalars (loss, learning_rate, examples_per_sec) and
+  saves model.ckpt-<step> every save_checkpoints_steps, at the end and
+  when stopped by a signal.
 
   Returns:
     The mean loss of the last device loop (nan when no step ran).

