@@ -31,6 +31,7 @@ from absl import logging
 
 import cli
 import errors
+import outputs
 import pretraining_data
 import tokenization
 
@@ -105,7 +106,7 @@ def main(argv):
   """Checks the flags and inputs, converts all files, logs a summary."""
   del argv  # cli.run rejects leftover words
   check_flags()
-  if not os.path.isdir(FLAGS.input_dir):
+  if not outputs.isdir(FLAGS.input_dir):
     raise cli.UserError("--input_dir: not a folder: %s" % FLAGS.input_dir)
   input_files = pretraining_data.list_input_files(FLAGS.input_dir)
   if not input_files:
@@ -133,11 +134,11 @@ def main(argv):
 
   progress = cli.Progress("create_pretraining_data", unit="files",
                           total=len(input_files))
-  outputs, stats = pretraining_data.create_files(
+  written, stats = pretraining_data.create_files(
       job, input_files, FLAGS.output_dir, FLAGS.output_base_name,
       num_workers, progress)
   for name in pretraining_data.remove_stale_outputs(
-      FLAGS.output_dir, FLAGS.output_base_name, outputs):
+      FLAGS.output_dir, FLAGS.output_base_name, written):
     logging.warning("removed %s (left by an earlier run)", name)
 
   total = {key: sum(s[key] for s in stats) for key in stats[0]}
@@ -160,7 +161,7 @@ def main(argv):
   logging.info(
       "wrote %d files in %s: %d instances (%.1f%% random next) from %d "
       "documents, %d sentences, %d tokens, %d bytes of text; %d bytes of "
-      "records", len(outputs), FLAGS.output_dir, total["instances"],
+      "records", len(written), FLAGS.output_dir, total["instances"],
       100.0 * total["random_next"] / max(total["instances"], 1),
       total["documents"], total["sentences"], total["tokens"],
       total["bytes"], total["output_bytes"])

@@ -40,7 +40,7 @@ def tensorflow():
   return tf
 
 
-def _listdir(directory):
+def listdir(directory):
   """The names in `directory`; OSError (as os.listdir) when it is missing."""
   if not is_remote(directory):
     return os.listdir(directory)
@@ -70,6 +70,36 @@ def _remove(path):
     shutil.rmtree(path)
   else:
     os.remove(path)
+
+
+def isdir(path):
+  """os.path.isdir, on any file system."""
+  if is_remote(path):
+    return tensorflow().io.gfile.isdir(path)
+  return os.path.isdir(path)
+
+
+def file_size(path):
+  """The size of a file in bytes, on any file system."""
+  if is_remote(path):
+    return tensorflow().io.gfile.stat(path).length
+  return os.path.getsize(path)
+
+
+def read_bytes(path):
+  """The whole content of a file, on any file system."""
+  if is_remote(path):
+    with tensorflow().io.gfile.GFile(path, "rb") as f:
+      return f.read()
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def open_for_writing(path):
+  """A new binary file object writing `path`, on any file system."""
+  if is_remote(path):
+    return tensorflow().io.gfile.GFile(path, "wb")
+  return open(path, "wb")
 
 
 def replace(source, final):
@@ -140,7 +170,9 @@ _TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>[^./]*)-(?P<pid>\d+)(\..*)?$")
 def process_alive(host, pid):
   """False only when process `pid` of this machine is known to be gone.
 
-  A process of another machine (a folder on shared storage) counts as alive.
+  A process of another machine (a folder on shared storage) counts as alive;
+  one that has ended and waits to be reaped (a zombie: e.g. a killed MPI
+  rank whose parent is gone too) does not.
   """
   if host != this_host():
     return True
@@ -150,7 +182,11 @@ def process_alive(host, pid):
     return False
   except PermissionError:
     return True
-  return True
+  try:
+    with open("/proc/%d/stat" % pid) as f:
+      return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+  except (OSError, IndexError):
+    return True
 
 
 def remove_stale_temporaries(directory, final_name=None):
@@ -166,7 +202,7 @@ def remove_stale_temporaries(directory, final_name=None):
   """
   removed = []
   try:
-    names = sorted(_listdir(directory))
+    names = sorted(listdir(directory))
   except OSError:
     return removed
   for name in names:
@@ -188,7 +224,8 @@ def remove_stale_temporaries(directory, final_name=None):
   return removed
 
 
-def _remove_quietly(path):
+def remove_quietly(path):
+  """Removes a file or folder if it can; never raises."""
   if is_remote(path):
     with contextlib.suppress(OSError, tensorflow().errors.OpError):
       _remove(path)
@@ -233,7 +270,7 @@ def atomic_outputs(final_paths):
       replace(tmp, final)
   except BaseException:
     for tmp in tmps:
-      _remove_quietly(tmp)
+      remove_quietly(tmp)
     raise
 
 

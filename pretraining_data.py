@@ -84,8 +84,7 @@ def read_documents(path, tokenizer):
   Raises:
     errors.InputError: if the file holds NUL bytes (binary) or is not UTF-8.
   """
-  with open(path, "rb") as f:
-    data = f.read()
+  data = outputs.read_bytes(path)
   if b"\x00" in data:
     raise errors.InputError("%s: binary file (NUL byte at offset %d), expected "
                      "UTF-8 text with one sentence per line" %
@@ -417,7 +416,7 @@ class FileJob(object):
     records = self.generator.file_instances(
         documents, self.dupe_factor, self.rng_for(file_index),
         self.encoder.encode)
-    with open(output_path, "wb") as f:
+    with outputs.open_for_writing(output_path) as f:
       stats["output_bytes"] = record_format.write_tfrecords(f, records)
     stats["instances"] = len(records)
     # next_sentence_labels is the last feature: its value is a record's
@@ -427,11 +426,13 @@ class FileJob(object):
 
 
 def list_input_files(input_dir):
-  """The regular, non-hidden files of `input_dir`, in sorted order."""
-  names = sorted(os.listdir(input_dir))
-  return [os.path.join(input_dir, n) for n in names
-          if not n.startswith(".") and
-          os.path.isfile(os.path.join(input_dir, n))]
+  """The regular, non-hidden files of `input_dir`, in sorted order (any
+  file system: see outputs.is_remote)."""
+  names = sorted(outputs.listdir(input_dir))
+  paths = [os.path.join(input_dir, n) for n in names if not n.startswith(".")]
+  if outputs.is_remote(input_dir):
+    return [p for p in paths if not outputs.isdir(p)]
+  return [p for p in paths if os.path.isfile(p)]
 
 
 # --------------------------------------------------------------------------
@@ -475,9 +476,9 @@ def remove_stale_outputs(output_dir, output_base_name, keep):
   pattern = re.compile(r"^%s_\d+\.tfrecord$" % re.escape(output_base_name))
   keep = set(os.path.basename(p) for p in keep)
   removed = []
-  for name in sorted(os.listdir(output_dir)):
+  for name in sorted(outputs.listdir(output_dir)):
     if pattern.match(name) and name not in keep:
-      os.remove(os.path.join(output_dir, name))
+      outputs.remove_quietly(os.path.join(output_dir, name))
       removed.append(name)
   return removed
 
@@ -509,7 +510,7 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
   tmps = [outputs.temporary_name(f) for f in finals]
   # Largest files first: the workers then finish at about the same time.
   tasks = sorted(((i, input_files[i], tmps[i]) for i in range(len(finals))),
-                 key=lambda t: (-os.path.getsize(t[1]), t[0]))
+                 key=lambda t: (-outputs.file_size(t[1]), t[0]))
   stats = [None] * len(finals)
   num_workers = max(1, min(num_workers, len(tasks)))
   try:
@@ -521,8 +522,14 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
         if progress is not None:
           progress.update(1, extra=_progress_note(stats))
     else:
-      with multiprocessing.Pool(num_workers, initializer=_init_pool_worker,
-                                initargs=(job, os.getpid())) as pool:
+      # Remote paths go through TensorFlow's file systems, which must not
+      # be used in a child forked from a parent that has loaded them: the
+      # workers are then started afresh.
+      context = multiprocessing.get_context(
+          "spawn" if any(outputs.is_remote(p) for p in input_files + finals)
+          else None)
+      with context.Pool(num_workers, initializer=_init_pool_worker,
+                        initargs=(job, os.getpid())) as pool:
         for index, file_stats in pool.imap_unordered(_run_task, tasks):
           stats[index] = file_stats
           if progress is not None:
@@ -534,13 +541,10 @@ def create_files(job, input_files, output_dir, output_base_name, num_workers,
                                  ", ..." if len(input_files) > 3 else ""))
   except BaseException:
     for tmp in tmps:
-      try:
-        os.remove(tmp)
-      except OSError:
-        pass
+      outputs.remove_quietly(tmp)
     raise
   for tmp, final in zip(tmps, finals):
-    os.replace(tmp, final)
+    outputs.replace(tmp, final)
   return finals, stats
 
 

@@ -34,6 +34,7 @@ import re
 import unicodedata
 
 import errors
+import outputs
 
 # Words whose tokens are cached, per tokenizer; the cache is emptied when it
 # grows past this many words, which bounds its memory (a few hundred MB at
@@ -107,7 +108,8 @@ def load_vocab(vocab_file):
   its first id, and ids count distinct tokens in file order.
 
   Args:
-    vocab_file: path of the vocabulary file.
+    vocab_file: path of the vocabulary file (local, or any that
+      tf.io.gfile opens).
 
   Returns:
     collections.OrderedDict token -> id.
@@ -117,8 +119,7 @@ def load_vocab(vocab_file):
     ValueError: if a line is not valid UTF-8.
   """
   vocab = collections.OrderedDict()
-  with open(vocab_file, "rb") as f:
-    data = f.read()
+  data = outputs.read_bytes(vocab_file)  # a local or gs://... path
   lines = data.split(b"\n")
   if lines and not lines[-1]:
     lines.pop()
