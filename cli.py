@@ -365,13 +365,35 @@ def check_output_file(path, flag_name="--output_file"):
   """
   if not path:
     raise UserError("%s is required" % flag_name)
-  if path.endswith(os.sep) or os.path.isdir(path):
+  remote = outputs.is_remote(path)
+  if path.endswith("/") or (outputs.tensorflow().io.gfile.isdir(path)
+                            if remote else os.path.isdir(path)):
     raise UserError("%s: %s is a folder; give a file name (e.g. %s)" %
                     (flag_name, path,
-                     os.path.join(path.rstrip(os.sep) or os.sep,
-                                  "out.tfrecord")))
-  ensure_writable_dir(os.path.dirname(os.path.abspath(path)), flag_name)
+                     os.path.join(path.rstrip("/") or "/", "out.tfrecord")))
+  ensure_writable_dir(os.path.dirname(path) if remote else
+                      os.path.dirname(os.path.abspath(path)), flag_name)
   return path
+
+
+# Environment variables in which a launcher tells its processes how many
+# there are: Open MPI's mpirun, horovodrun (Gloo), MPICH / Intel MPI.
+_LAUNCHER_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE",
+                            "PMI_SIZE")
+
+
+def launched_processes():
+  """How many processes the launcher of this one started (1 if none).
+
+  Read from the environment that mpirun or horovodrun gives each process,
+  before Horovod is imported: a script that runs alone as well as under
+  mpirun (stage IV) starts Horovod only when there are several processes.
+  """
+  for name in _LAUNCHER_SIZE_VARIABLES:
+    value = os.environ.get(name, "")
+    if value.isdigit() and int(value) > 0:
+      return int(value)
+  return 1
 
 
 def same_file(a, b):

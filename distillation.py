@@ -215,13 +215,20 @@ def record_lengths(opts, vocab_size):
 def validate_inputs(paths, lengths, opts):
   """records.validate_files with the flags named in errors.
 
-  Stage-III records given without an online teacher get a hint.
+  Stage-IV labels are read in the form the first file holds (float32, or
+  compact: records.match_label_form). Stage-III records given without an
+  online teacher get a hint.
+
+  Returns:
+    (the files that hold records, their feature lengths).
   """
   flag_values = {"max_seq_length": opts.max_seq_length,
                  "max_predictions_per_seq": opts.max_predictions_per_seq,
                  "truncation_factor": opts.truncation_factor}
   try:
-    return records.validate_files(paths, lengths, flag_values)
+    lengths = records.match_label_form(lengths, paths[0]) if paths else (
+        lengths)
+    return records.validate_files(paths, lengths, flag_values), lengths
   except errors.StageThreeRecordsError as exc:
     raise cli.UserError(
         "%s (or give --teacher_bert_config_file and --teacher_init_checkpoint "
@@ -457,7 +464,8 @@ def run(opts, distribution=None):
     share = records.training_share(
         cli.resolve_input_files(opts.input_file, "--input_file"),
         distribution.num_shards, distribution.shard_index)
-    share = share._replace(files=validate_inputs(share.files, lengths, opts))
+    files, lengths = validate_inputs(share.files, lengths, opts)
+    share = share._replace(files=files)
     if distribution.num_shards > 1:
       logging.info(
           "Rank %d trains on %s", distribution.shard_index,
@@ -465,16 +473,17 @@ def run(opts, distribution=None):
           else "records i %% %d == %d of all %d file(s)" % (
               share.record_shards, share.record_shard_index,
               len(share.files)))
+  eval_lengths = lengths
   if opts.do_eval and distribution.is_chief:
     if opts.eval_input_file:
-      eval_files = validate_inputs(
+      eval_files, eval_lengths = validate_inputs(
           cli.resolve_input_files(opts.eval_input_file, "--eval_input_file"),
           lengths, opts)
     elif (share is not None and
           share.record_shards == distribution.num_shards):
       eval_files = share.files
     else:
-      eval_files = validate_inputs(
+      eval_files, eval_lengths = validate_inputs(
           cli.resolve_input_files(opts.input_file, "--input_file"), lengths,
           opts)
   # Ids beyond the student's vocabulary would fail only when a batch holds
@@ -490,11 +499,12 @@ def run(opts, distribution=None):
     cli.ensure_writable_dir(opts.output_dir)
   with training.output_lock(opts.output_dir, distribution, opts.do_train):
     return _build_and_run(opts, distribution, student_config,
-                          teacher_config, lengths, share, eval_files)
+                          teacher_config, lengths, share, eval_files,
+                          eval_lengths)
 
 
 def _build_and_run(opts, distribution, student_config, teacher_config,
-                   lengths, share, eval_files):
+                   lengths, share, eval_files, eval_lengths):
   """The second half of `run`: build the models, train, evaluate."""
   dtype = compute_dtype(opts)
   labeler = None
@@ -553,7 +563,7 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
   if not (opts.do_eval and distribution.is_chief):
     return None
   try:
-    metrics = evaluate(distiller, opts, eval_files, lengths)
+    metrics = evaluate(distiller, opts, eval_files, eval_lengths)
   except tf.errors.DataLossError as exc:
     raise records.find_damaged_file(eval_files, exc)
   metrics["global_step"] = int(optimizer.global_step.numpy())

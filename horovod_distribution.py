@@ -73,6 +73,12 @@ class HorovodDistribution(training.Distribution):
     if self.size > 1:
       hvd.broadcast_variables(list(variables), root_rank=0)
 
+  def broadcast_object(self, value):
+    """Rank 0's `value` (a picklable object), on every process."""
+    if self.size == 1:
+      return value
+    return hvd.broadcast_object(value, root_rank=0)
+
   def watch_training(self, global_step):
     """A watchdog that ends the job when global_step stops advancing."""
     return StallWatchdog(global_step, self.peers, self.rank,

@@ -2,12 +2,15 @@
 # Stage VII: distils the student across the GPUs of several nodes. mpirun
 # starts network_distillation_distributed_truncated.py once per GPU on the
 # nodes of a hosts file; Horovod averages the gradients (NCCL inside a node,
-# hierarchical allreduce across nodes).
+# hierarchical allreduce across nodes). With STAGE=labels it runs stage IV
+# the same way: produce_teacher_labels.py --output_dir, the stage-III files
+# dealt to the processes (one GPU each), a rerun resuming.
 #
 # Usage: multinode_train.sh TOTAL_GPUS [FLAG ...]
 #   TOTAL_GPUS  processes to start, one per GPU: at most the sum of the slots
 #               in the hosts file (slots fill the nodes in file order)
-#   FLAG ...    more flags for network_distillation_distributed_truncated.py;
+#   FLAG ...    more flags for network_distillation_distributed_truncated.py
+#               (STAGE=labels: produce_teacher_labels.py);
 #               they come last, so they override the settings below
 #
 # Settings, from environment variables [defaults]. Paths must be the same on
@@ -17,11 +20,16 @@
 #   REPO_DIR           this repository                  [this script's folder]
 #   PYTHON             python with TensorFlow + Horovod [$REPO_DIR/.venv/bin/python
 #                                                        if present, else python3]
+#   STAGE              distill, or labels (stage IV)    [distill]
 #   INPUT_FILE (DATA)  stage-IV records, glob or comma list
-#                                          [data/record_distill/*.tfrecord]
+#                                          [data/record_distill/*.tfrecord;
+#                       STAGE=labels: stage-III records, data/record/*.tfrecord]
 #   BERT_CONFIG        the student's bert_config.json   [required: no default,
-#                      a forgotten one must not train a BERT-Base "student"]
-#   OUTPUT_DIR         checkpoints, events, eval results [output_dir]
+#                      a forgotten one must not train a BERT-Base "student";
+#                      STAGE=labels: the teacher's]
+#   INIT_CHECKPOINT    STAGE=labels: the teacher's checkpoint [required]
+#   OUTPUT_DIR         checkpoints, events, eval results [output_dir;
+#                      STAGE=labels: the labelled files, data/record_distill]
 #   TRUNCATION_FACTOR  [10]     TRAIN_BATCH_SIZE (per GPU)  [128]
 #   NUM_TRAIN_STEPS    [2000]   NUM_WARMUP_STEPS            [1000]
 #                      (the script divides both by TOTAL_GPUS, as the original)
@@ -51,7 +59,7 @@ set -euo pipefail
 PROG=$(basename "$0")
 
 usage() {
-  sed -n '7,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '/^# Usage:/,/they come last/p' "$0" | sed 's/^# \{0,1\}//'
   echo "Settings come from environment variables; see the top of $0."
 }
 
@@ -81,19 +89,45 @@ if [ -x "$REPO_DIR/.venv/bin/python" ]; then
 else
   PYTHON=${PYTHON:-python3}
 fi
-INPUT_FILE=${INPUT_FILE:-${DATA:-data/record_distill/*.tfrecord}}
+STAGE=${STAGE:-distill}
 BERT_CONFIG=${BERT_CONFIG:-}
-if [ -z "$BERT_CONFIG" ]; then
-  usage_error "set BERT_CONFIG to the student's bert_config.json (the teacher's config would train a 12-layer model from random)"
-fi
-OUTPUT_DIR=${OUTPUT_DIR:-output_dir}
 TRUNCATION_FACTOR=${TRUNCATION_FACTOR:-10}
-TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-128}
-NUM_TRAIN_STEPS=${NUM_TRAIN_STEPS:-2000}
-NUM_WARMUP_STEPS=${NUM_WARMUP_STEPS:-1000}
-DO_EVAL=${DO_EVAL:-false}
 MPIRUN=${MPIRUN:-mpirun}
-SCRIPT=network_distillation_distributed_truncated.py
+case $STAGE in
+  distill)
+    INPUT_FILE=${INPUT_FILE:-${DATA:-data/record_distill/*.tfrecord}}
+    if [ -z "$BERT_CONFIG" ]; then
+      usage_error "set BERT_CONFIG to the student's bert_config.json (the teacher's config would train a 12-layer model from random)"
+    fi
+    OUTPUT_DIR=${OUTPUT_DIR:-output_dir}
+    TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-128}
+    NUM_TRAIN_STEPS=${NUM_TRAIN_STEPS:-2000}
+    NUM_WARMUP_STEPS=${NUM_WARMUP_STEPS:-1000}
+    DO_EVAL=${DO_EVAL:-false}
+    SCRIPT=network_distillation_distributed_truncated.py
+    script_flags=(--bert_config_file "$BERT_CONFIG"
+                  --input_file "$INPUT_FILE"
+                  --output_dir "$OUTPUT_DIR"
+                  --truncation_factor "$TRUNCATION_FACTOR"
+                  --train_batch_size "$TRAIN_BATCH_SIZE"
+                  --num_train_steps "$NUM_TRAIN_STEPS"
+                  --num_warmup_steps "$NUM_WARMUP_STEPS"
+                  --do_train=true --do_eval="$DO_EVAL") ;;
+  labels)
+    INPUT_FILE=${INPUT_FILE:-${DATA:-data/record/*.tfrecord}}
+    INIT_CHECKPOINT=${INIT_CHECKPOINT:-}
+    if [ -z "$BERT_CONFIG" ] || [ -z "$INIT_CHECKPOINT" ]; then
+      usage_error "STAGE=labels: set BERT_CONFIG and INIT_CHECKPOINT to the teacher's bert_config.json and checkpoint"
+    fi
+    OUTPUT_DIR=${OUTPUT_DIR:-data/record_distill}
+    SCRIPT=produce_teacher_labels.py
+    script_flags=(--bert_config_file "$BERT_CONFIG"
+                  --init_checkpoint "$INIT_CHECKPOINT"
+                  --input_file "$INPUT_FILE"
+                  --output_dir "$OUTPUT_DIR"
+                  --truncation_factor "$TRUNCATION_FACTOR") ;;
+  *) usage_error "STAGE must be distill or labels, found '$STAGE'" ;;
+esac
 
 # The hosts file: count the slots, reject lines mpirun would misread.
 if [ ! -f "$HOSTS_FILE" ]; then
@@ -146,9 +180,9 @@ fi
 # Relative paths are opened by processes that start in REPO_DIR (mpirun
 # -wdir), not in the folder this script was started from.
 relative=()
-for setting in INPUT_FILE BERT_CONFIG OUTPUT_DIR; do
-  value=${!setting}
-  if [[ $value != /* ]]; then
+for setting in INPUT_FILE BERT_CONFIG OUTPUT_DIR INIT_CHECKPOINT; do
+  value=${!setting:-/}
+  if [[ $value != /* && $value != *://* ]]; then
     relative+=("$setting=$value")
   fi
 done
@@ -221,16 +255,7 @@ if [ -n "${MPI_EXTRA_ARGS:-}" ]; then
   read -r -a extra <<< "$MPI_EXTRA_ARGS"
   cmd+=("${extra[@]}")
 fi
-cmd+=("$PYTHON" "$REPO_DIR/$SCRIPT"
-      --bert_config_file "$BERT_CONFIG"
-      --input_file "$INPUT_FILE"
-      --output_dir "$OUTPUT_DIR"
-      --truncation_factor "$TRUNCATION_FACTOR"
-      --train_batch_size "$TRAIN_BATCH_SIZE"
-      --num_train_steps "$NUM_TRAIN_STEPS"
-      --num_warmup_steps "$NUM_WARMUP_STEPS"
-      --do_train=true --do_eval="$DO_EVAL"
-      "$@")
+cmd+=("$PYTHON" "$REPO_DIR/$SCRIPT" "${script_flags[@]}" "$@")
 
 echo "$PROG: $TOTAL_GPUS processes on $nodes node(s) of $HOSTS_FILE ($total_slots slots), interface ${IFACE:-auto}"
 printf '%q ' "${cmd[@]}"

@@ -28,38 +28,97 @@ def stage3_lengths(max_seq_length, max_predictions_per_seq):
   return lengths
 
 
-def teacher_lengths(max_predictions_per_seq, truncation_factor, vocab_size):
-  """Feature name -> length of the teacher features of stage-IV records."""
+class Packed(int):
+  """The length of a feature stored as one bytes value (compact labels).
+
+  An int (the number of values, as for the other features) that also
+  knows the values' little-endian dtype (record_format.COMPACT_DTYPES).
+  """
+
+  def __new__(cls, n, dtype):
+    self = super(Packed, cls).__new__(cls, n)
+    self.dtype = np.dtype(dtype)
+    return self
+
+  @property
+  def num_bytes(self):
+    return int(self) * self.dtype.itemsize
+
+
+def teacher_lengths(max_predictions_per_seq, truncation_factor, vocab_size,
+                    compact=False):
+  """Feature name -> length of the teacher features of stage-IV records.
+
+  With `compact`, the lengths are `Packed` (float16 probabilities, uint16
+  ids: produce_teacher_labels.py --compact_labels).
+  """
   if truncation_factor > 0:
     n = max_predictions_per_seq * truncation_factor
-    return collections.OrderedDict([(record_format.TRUNCATED_PROBS, n),
-                                    (record_format.TOP_K_INDICES, n)])
-  if not vocab_size:
-    raise ValueError("vocab_size is needed for full teacher distributions")
+    names = (record_format.TRUNCATED_PROBS, record_format.TOP_K_INDICES)
+  else:
+    if not vocab_size:
+      raise ValueError("vocab_size is needed for full teacher distributions")
+    n = max_predictions_per_seq * vocab_size
+    names = (record_format.FULL_PROBS,)
   return collections.OrderedDict(
-      [(record_format.FULL_PROBS, max_predictions_per_seq * vocab_size)])
+      (name, Packed(n, record_format.COMPACT_DTYPES[name]) if compact else n)
+      for name in names)
 
 
 def stage4_lengths(max_seq_length, max_predictions_per_seq, truncation_factor,
-                   vocab_size=None):
-  """Feature name -> length for stage-IV records."""
+                   vocab_size=None, compact=False):
+  """Feature name -> length for stage-IV records (see `teacher_lengths`)."""
   lengths = stage3_lengths(max_seq_length, max_predictions_per_seq)
   lengths.update(teacher_lengths(max_predictions_per_seq, truncation_factor,
-                                 vocab_size))
+                                 vocab_size, compact))
   return lengths
+
+
+def is_compact(lengths):
+  """True when `lengths` expects compact teacher labels."""
+  return any(isinstance(n, Packed) for n in lengths.values())
+
+
+def match_label_form(lengths, path):
+  """`lengths` with its teacher features in the form the file `path` holds.
+
+  Stage-IV files hold float32/int64 labels, or compact ones (bytes values:
+  produce_teacher_labels.py --compact_labels); a reader takes either. The
+  first record of `path` decides (an empty or stage-III file changes
+  nothing); `validate_file` then holds every file to that form.
+  """
+  found = read_first_example(path) or {}
+  compact = any(found.get(name, (None,))[0] == "bytes_list"
+                for name in record_format.TEACHER_FEATURES if name in lengths)
+  if compact == is_compact(lengths):
+    return lengths
+  matched = collections.OrderedDict()
+  for name, n in lengths.items():
+    if name in record_format.TEACHER_FEATURES:
+      n = Packed(n, record_format.COMPACT_DTYPES[name]) if compact else int(n)
+    matched[name] = n
+  return matched
 
 
 def feature_spec(lengths):
   """`tf.io.parse_example` spec for a feature name -> length map."""
   spec = {}
   for name, n in lengths.items():
+    if isinstance(n, Packed):
+      spec[name] = tf.io.FixedLenFeature([], tf.string)
+      continue
     dtype = tf.float32 if name in record_format.FLOAT_FEATURES else tf.int64
     spec[name] = tf.io.FixedLenFeature([n], dtype)
   return spec
 
 
 def read_first_example(path):
-  """Returns feature name -> (kind, length) of the first record of a file."""
+  """Returns feature name -> (kind, length) of the first record of a file.
+
+  kind is the tf.train.Feature field ("int64_list", "float_list",
+  "bytes_list"); length the number of values, for bytes_list the number
+  of bytes of its values.
+  """
   try:
     it = iter(tf.data.TFRecordDataset(path).take(1))
     raw = next(it, None)
@@ -78,7 +137,9 @@ def read_first_example(path):
   found = {}
   for name, feat in example.features.feature.items():
     kind = feat.WhichOneof("kind")
-    found[name] = (kind, len(getattr(feat, kind).value) if kind else 0)
+    values = getattr(feat, kind).value if kind else []
+    found[name] = (kind, sum(len(v) for v in values)
+                   if kind == "bytes_list" else len(values))
   return found
 
 
@@ -142,7 +203,21 @@ def validate_file(path, lengths, flags=None):
       raise errors.RecordMismatchError(
           "%s: records have no feature %r (found: %s)" %
           (path, name, ", ".join(sorted(found))))
-    if found[name][1] != n:
+    if isinstance(n, Packed) != (found[name][0] == "bytes_list"):
+      raise errors.RecordMismatchError(
+          "%s: feature %s holds %s teacher labels, expected %s ones (the "
+          "files of one run come from one produce_teacher_labels.py "
+          "setting, --compact_labels or not)" % (
+              path, name,
+              "compact" if found[name][0] == "bytes_list" else "float32",
+              "compact" if isinstance(n, Packed) else "float32"))
+    if isinstance(n, Packed):
+      if found[name][1] != n.num_bytes:
+        raise errors.RecordMismatchError(
+            "%s: compact feature %s has %d bytes, expected %d (%d values)%s"
+            % (path, name, found[name][1], n.num_bytes, n,
+               _describe_flags(name, flags)))
+    elif found[name][1] != n:
       raise errors.RecordMismatchError(
           "%s: feature %s has length %d, expected %d%s" %
           (path, name, found[name][1], n, _describe_flags(name, flags)))
@@ -183,24 +258,39 @@ def check_word_ids(paths, vocab_size, whose, names=WORD_ID_FEATURES,
       feature and the id.
     errors.DamagedFileError: a file cut or corrupt within those records.
   """
-  spec = {name: tf.io.VarLenFeature(tf.int64) for name in names}
   for path in paths:
+    found = read_first_example(path) or {}
+    # Compact ids (bytes) are decoded; the other features are int64 lists.
+    spec = {name: tf.io.VarLenFeature(
+        tf.string if found.get(name, (None,))[0] == "bytes_list"
+        else tf.int64) for name in names}
     try:
       for raw in tf.data.TFRecordDataset(path).take(max_records).batch(
           max_records):
         parsed = tf.io.parse_example(raw, spec)
         for name in names:
-          values = parsed[name]
-          bad = tf.where((values.values < 0) | (values.values >= vocab_size))
+          rows, ids = _ids_by_record(parsed[name])
+          bad = tf.where((ids < 0) | (ids >= vocab_size))
           if bad.shape[0]:
             first = int(bad[0][0])
             raise errors.RecordMismatchError(
                 "%s: record %d (counting from 0): %s holds id %d, outside "
                 "[0, %d) (vocab_size of %s)" % (
-                    path, int(values.indices[first][0]), name,
-                    int(values.values[first]), vocab_size, whose))
+                    path, int(rows[first]), name, int(ids[first]),
+                    vocab_size, whose))
     except tf.errors.OpError as exc:
       raise _damaged(path, exc)
+
+
+def _ids_by_record(values):
+  """(record index, id) of every id of a parsed VarLenFeature, compact
+  (uint16 bytes, one value per record) or int64."""
+  if values.dtype != tf.string:
+    return values.indices[:, 0], values.values
+  dense = tf.io.decode_raw(tf.sparse.to_dense(values, "")[:, 0], tf.uint16,
+                           little_endian=True)
+  rows = tf.repeat(tf.range(tf.shape(dense)[0]), tf.shape(dense)[1])
+  return rows, tf.cast(tf.reshape(dense, [-1]), tf.int64)
 
 
 def count_records(paths):
@@ -269,35 +359,47 @@ def find_damaged_file(paths, exc):
       ", ".join(paths), " ".join(getattr(exc, "message", str(exc)).split())))
 
 
-def split_files_by_size(paths, num_shards):
-  """Whole files per shard, balanced by size, or None if too few files.
+def deal_files_by_size(paths, num_shards, sizes=None):
+  """Whole files dealt to `num_shards` shares, balanced by size.
 
-  The files are dealt largest first, each to the shard holding the fewest
-  bytes so far (ties: the lower shard index; equal sizes keep their given
-  order), so the shares are disjoint, together hold every non-empty file,
-  and their byte totals differ by at most the largest file. Sizes come from
-  the file system (nothing is opened); empty files (no records) are left
-  out.
+  The files are dealt largest first, each to the share holding the fewest
+  bytes so far (ties: the lower share index; equal sizes keep their given
+  order), so the shares are disjoint, together hold every file, and their
+  byte totals differ by at most the largest file. With fewer files than
+  shares, some shares are empty.
 
   Args:
-    paths: TFRecord files.
+    paths: files.
     num_shards: number of shares (e.g. Horovod processes).
+    sizes: their sizes in bytes; by default from the file system (nothing
+      is opened).
 
   Returns:
-    A list of `num_shards` lists of paths (each in the given order), or None
-    when fewer than `num_shards` files hold records.
+    A list of `num_shards` lists of paths, each in the given order.
+  """
+  if sizes is None:
+    sizes = [tf.io.gfile.stat(p).length for p in paths]
+  loads = [0] * num_shards
+  chosen = [[] for _ in range(num_shards)]
+  for i in sorted(range(len(paths)), key=lambda i: (-sizes[i], i)):
+    shard = min(range(num_shards), key=lambda s: (loads[s], s))
+    loads[shard] += sizes[i]
+    chosen[shard].append(i)
+  return [[paths[i] for i in sorted(share)] for share in chosen]
+
+
+def split_files_by_size(paths, num_shards):
+  """`deal_files_by_size` of the non-empty files, or None if too few.
+
+  Empty files (no records) are left out; None when fewer than `num_shards`
+  files hold records (every share must have one).
   """
   sizes = [tf.io.gfile.stat(p).length for p in paths]
   nonempty = [i for i, size in enumerate(sizes) if size > 0]
   if len(nonempty) < num_shards:
     return None
-  loads = [0] * num_shards
-  chosen = [[] for _ in range(num_shards)]
-  for i in sorted(nonempty, key=lambda i: (-sizes[i], i)):
-    shard = min(range(num_shards), key=lambda s: (loads[s], s))
-    loads[shard] += sizes[i]
-    chosen[shard].append(i)
-  return [[paths[i] for i in sorted(share)] for share in chosen]
+  return deal_files_by_size([paths[i] for i in nonempty], num_shards,
+                            [sizes[i] for i in nonempty])
 
 
 # What one process reads for training: make_dataset(files, ...,
@@ -331,6 +433,12 @@ def parse_fn(lengths):
 
   def _parse(serialized):
     parsed = tf.io.parse_example(serialized, spec)
+    for name, n in lengths.items():
+      if isinstance(n, Packed):  # float16 -> float32, uint16 -> int32
+        values = tf.io.decode_raw(parsed[name], tf.as_dtype(n.dtype.type),
+                                  little_endian=True)
+        parsed[name] = tf.cast(tf.reshape(values, [-1, int(n)]),
+                               tf.float32 if n.dtype.kind == "f" else tf.int64)
     return {k: (tf.cast(v, tf.int32) if v.dtype == tf.int64 else v)
             for k, v in parsed.items()}
 

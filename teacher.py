@@ -44,6 +44,7 @@ import checkpoints
 import cli
 import hardware
 import modeling
+import outputs
 import record_format
 import records
 
@@ -257,45 +258,79 @@ def _file_identity(path):
   return [os.path.realpath(path), stat.st_size, stat.st_mtime_ns]
 
 
-def labels_manifest(input_files, checkpoint, bert_config_file,
-                    truncation_factor, compute_dtype, max_seq_length,
-                    max_predictions_per_seq):
-  """What a stage IV output is made of (a dict of JSON values).
-
-  The inputs by identity (path, size, modification time); the teacher by
-  the sha256 of its checkpoint's .index (which holds every tensor's
-  checksum, so it changes with any weight) and of its config; and the
-  settings the labels depend on. Two runs whose manifests are equal write
-  the same labels.
-  """
+def teacher_fingerprint(checkpoint, bert_config_file):
+  """What identifies a teacher: the sha256 of its checkpoint's .index (which
+  holds every tensor's checksum, so it changes with any weight) and of its
+  config file. A pair of hex strings."""
   prefix = checkpoints.resolve_checkpoint(checkpoint)
   with tf.io.gfile.GFile(prefix + ".index", "rb") as f:
     index_digest = hashlib.sha256(f.read()).hexdigest()
   with tf.io.gfile.GFile(bert_config_file, "rb") as f:
     config_digest = hashlib.sha256(f.read()).hexdigest()
+  return index_digest, config_digest
+
+
+def labels_manifest(input_files, fingerprint, truncation_factor,
+                    compute_dtype, max_seq_length, max_predictions_per_seq,
+                    compact=False):
+  """What a stage IV output is made of (a dict of JSON values).
+
+  The inputs by identity (path, size, modification time); the teacher by
+  its `teacher_fingerprint`; and the settings the labels depend on. Two
+  runs whose manifests are equal write the same labels.
+  """
   return collections.OrderedDict([
       ("inputs", [_file_identity(p) for p in input_files]),
-      ("teacher_checkpoint_index_sha256", index_digest),
-      ("teacher_config_sha256", config_digest),
+      ("teacher_checkpoint_index_sha256", fingerprint[0]),
+      ("teacher_config_sha256", fingerprint[1]),
       ("truncation_factor", truncation_factor),
       ("compute_dtype", tf.as_dtype(compute_dtype).name),
       ("max_seq_length", max_seq_length),
-      ("max_predictions_per_seq", max_predictions_per_seq)])
+      ("max_predictions_per_seq", max_predictions_per_seq),
+      ("compact_labels", bool(compact))])
+
+
+def read_manifest(output_path):
+  """The manifest recorded beside a stage IV output, or None."""
+  try:
+    with tf.io.gfile.GFile(manifest_path(output_path)) as f:
+      recorded = json.load(f)
+  except (tf.errors.NotFoundError, ValueError):
+    return None
+  return recorded if isinstance(recorded, dict) else None
 
 
 def manifest_differences(output_path, manifest):
   """What differs between `manifest` and the one recorded for the output:
   a list of its keys, ["no record of what made it"] when there is none."""
-  try:
-    with tf.io.gfile.GFile(manifest_path(output_path)) as f:
-      recorded = json.load(f)
-  except (tf.errors.NotFoundError, ValueError):
+  recorded = read_manifest(output_path)
+  if recorded is None:
     return ["no record of what made it"]
   names = {"inputs": "the input files",
            "teacher_checkpoint_index_sha256": "the teacher checkpoint",
            "teacher_config_sha256": "the teacher config"}
   return [names.get(key, key) for key, value in manifest.items()
           if json.loads(json.dumps(value)) != recorded.get(key)]
+
+
+def why_relabel(output_path, manifest):
+  """Why the output cannot be kept for `manifest`; None when it can.
+
+  An output is renamed into place whole and its manifest after it, so an
+  output whose manifest matches was complete when written; it is kept if
+  it still has the size recorded then (nothing is read but the manifest).
+  """
+  if not tf.io.gfile.exists(output_path):
+    return "missing"
+  differences = manifest_differences(output_path, manifest)
+  if differences:
+    return "made by other settings: " + ", ".join(differences)
+  recorded = read_manifest(output_path) or {}
+  size = tf.io.gfile.stat(output_path).length
+  if recorded.get("output_bytes") != size:
+    return "%d bytes, %s when written" % (size,
+                                         recorded.get("output_bytes", "?"))
+  return None
 
 
 def write_manifest(path, manifest):
@@ -305,13 +340,49 @@ def write_manifest(path, manifest):
     f.write("\n")
 
 
-def add_teacher_features(serialized, probs, indices=None):
+def write_labelled_file(labeler, input_files, output_path, manifest,
+                        max_seq_length, max_predictions_per_seq, batch_size,
+                        total, compact=False):
+  """Labels `input_files` into `output_path`, its manifest beside it.
+
+  Both are written under temporary names and renamed when complete, the
+  output first: an output without its manifest is labelled again (an older
+  manifest is removed before anything is written). The manifest records
+  `manifest`, the records written and the output's size (`why_relabel`).
+
+  Returns:
+    The number of records written (`total`).
+
+  Raises:
+    cli.UserError: see `label_records`; or fewer or more records than
+      `total` were read.
+  """
+  if tf.io.gfile.exists(manifest_path(output_path)):
+    tf.io.gfile.remove(manifest_path(output_path))
+  with outputs.atomic_outputs([output_path, manifest_path(output_path)]) as (
+      tmp, tmp_manifest):
+    written = label_records(labeler, input_files, tmp, max_seq_length,
+                            max_predictions_per_seq, batch_size, total=total,
+                            compact=compact)
+    if written != total:
+      raise cli.UserError("%s: wrote %d records but the input holds %d" %
+                          (output_path, written, total))
+    write_manifest(tmp_manifest, dict(
+        manifest, records=written,
+        output_bytes=tf.io.gfile.stat(tmp).length))
+  return written
+
+
+def add_teacher_features(serialized, probs, indices=None, compact=False):
   """The record `serialized` with the teacher features added.
 
   Args:
     serialized: a serialized tf.train.Example (a stage-III record).
     probs: float32 [P, K] (with `indices`) or [P, V].
     indices: int [P, K] or None (full distribution).
+    compact: store each feature as one bytes value, the little-endian array
+      of record_format.COMPACT_DTYPES (float16 probabilities, uint16 ids;
+      ids must be below 65536), instead of float32 and int64 lists.
 
   Returns:
     The serialized tf.train.Example: every feature of `serialized` with its
@@ -325,13 +396,22 @@ def add_teacher_features(serialized, probs, indices=None):
     probs_name = record_format.TRUNCATED_PROBS
     index_feature = feature[record_format.TOP_K_INDICES]
     index_feature.Clear()
-    index_feature.int64_list.value.extend(np.asarray(indices).reshape(-1))
+    if compact:
+      index_feature.bytes_list.value.append(np.asarray(
+          indices, record_format.COMPACT_DTYPES[
+              record_format.TOP_K_INDICES]).tobytes())
+    else:
+      index_feature.int64_list.value.extend(np.asarray(indices).reshape(-1))
   else:
     probs_name = record_format.FULL_PROBS
   probs_feature = feature[probs_name]
   probs_feature.Clear()
-  probs_feature.float_list.MergeFromString(
-      record_format.packed_float_list(np.asarray(probs).reshape(-1)))
+  if compact:
+    probs_feature.bytes_list.value.append(np.asarray(
+        probs, record_format.COMPACT_DTYPES[probs_name]).tobytes())
+  else:
+    probs_feature.float_list.MergeFromString(
+        record_format.packed_float_list(np.asarray(probs).reshape(-1)))
   return example.SerializeToString()
 
 
@@ -408,9 +488,10 @@ def teacher_input_dataset(input_files, max_seq_length, max_predictions_per_seq,
 class _BatchWriter(object):
   """Serialises labelled batches into a TFRecord file on a worker thread."""
 
-  def __init__(self, path, progress):
+  def __init__(self, path, progress, compact=False):
     self._writer = tf.io.TFRecordWriter(path)
     self._progress = progress
+    self._compact = compact
     self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     self._pending = collections.deque()
     self.count = 0
@@ -418,7 +499,8 @@ class _BatchWriter(object):
   def _write(self, serialized, probs, indices):
     for i, raw in enumerate(serialized):
       self._writer.write(add_teacher_features(
-          raw, probs[i], None if indices is None else indices[i]))
+          raw, probs[i], None if indices is None else indices[i],
+          self._compact))
     self.count += len(serialized)
     self._progress.update(len(serialized))
 
@@ -444,7 +526,8 @@ class _BatchWriter(object):
 
 
 def label_records(labeler, input_files, output_path, max_seq_length,
-                  max_predictions_per_seq, batch_size, total=None):
+                  max_predictions_per_seq, batch_size, total=None,
+                  compact=False):
   """Writes every input record with the teacher's labels to one file.
 
   Args:
@@ -455,6 +538,7 @@ def label_records(labeler, input_files, output_path, max_seq_length,
     max_seq_length, max_predictions_per_seq: the records' feature lengths.
     batch_size: records per teacher batch.
     total: number of input records if known (for the ETA).
+    compact: write compact labels (see `add_teacher_features`).
 
   Returns:
     The number of records written (one per input record, in input order).
@@ -467,7 +551,7 @@ def label_records(labeler, input_files, output_path, max_seq_length,
                                   max_predictions_per_seq, batch_size,
                                   labeler.config)
   progress = cli.Progress("teacher labels", unit="seq", total=total)
-  writer = _BatchWriter(output_path, progress)
+  writer = _BatchWriter(output_path, progress, compact)
   ok = False
   try:
     for serialized, count, features in dataset:

@@ -97,6 +97,10 @@ class Distribution(object):
     """Averages gradients over processes (one process: unchanged)."""
     return grads
 
+  def broadcast_object(self, value):
+    """Rank 0's `value` (a picklable object), on every process."""
+    return value
+
   def broadcast_variables(self, variables):
     """Sets `variables` to the chief's values (one process: nothing to do)."""
     del variables
