@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -56,18 +55,6 @@ flags.DEFINE_integer("rounds", 3, "Timed rounds of each (best is reported).")
 flags.DEFINE_integer("max_seq_length", 128, "As the original's default.")
 flags.DEFINE_integer("max_predictions_per_seq", 20, "As the original's.")
 flags.DEFINE_integer("dupe_factor", 5, "Passes over the text.")
-
-
-def timed(cmd, run_env):
-  """Runs a command; returns its wall time in seconds."""
-  start = time.perf_counter()
-  result = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True,
-                          text=True, check=False)
-  seconds = time.perf_counter() - start
-  if result.returncode != 0:
-    raise RuntimeError("%s failed:\n%s" % (" ".join(cmd),
-                                           result.stderr[-3000:]))
-  return seconds
 
 
 def make_text(work):
@@ -124,8 +111,9 @@ def main(argv):
     ours_times, peer_times = [], []
     for r in range(FLAGS.rounds):
       ours_env = helpers.script_env()
-      ours_times.append(timed(ours_cmd, ours_env))
-      peer_times.append(timed(peer_cmd, original_bert.reference_env(ours_env)))
+      ours_times.append(common.timed_command(ours_cmd, ours_env, REPO))
+      peer_times.append(common.timed_command(
+          peer_cmd, original_bert.reference_env(ours_env), REPO))
       print("round %d: ours %.2f s, original %.2f s" %
             (r + 1, ours_times[-1], peer_times[-1]))
       sys.stdout.flush()

@@ -22,10 +22,8 @@ Usage (about 2 minutes on 2 cores at the defaults):
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -57,17 +55,6 @@ def label_command(tmp, output_dir):
           "--max_seq_length", str(FLAGS.seq_length),
           "--max_predictions_per_seq", str(FLAGS.predictions),
           "--batch_size", str(FLAGS.batch_size)]
-
-
-def timed(cmd, env):
-  """Seconds `cmd` took; exits with its output if it fails."""
-  start = time.perf_counter()
-  result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
-                          text=True, check=False)
-  seconds = time.perf_counter() - start
-  if result.returncode != 0:
-    sys.exit("%s failed:\n%s" % (" ".join(cmd[:3]), result.stderr[-3000:]))
-  return seconds
 
 
 def main(argv):
@@ -108,7 +95,8 @@ def run(tmp):
     for side in ("one", "job"):
       out = os.path.join(tmp, "out_%s_%d" % (side, round_))
       cmd = label_command(tmp, out)
-      seconds = timed(mpirun + cmd if side == "job" else cmd, env)
+      seconds = common.timed_command(
+          mpirun + cmd if side == "job" else cmd, env, REPO)
       best[side] = max(best[side], total / seconds)
       print("%s, round %d: %d records in %.1f s" % (side, round_ + 1, total,
                                                     seconds))

@@ -8,7 +8,9 @@ into one table.
 
 import json
 import os
+import subprocess
 import sys
+import time
 
 
 def describe_hardware():
@@ -82,3 +84,19 @@ def set_threads():
   tf.config.threading.set_inter_op_parallelism_threads(2)
   torch.set_num_threads(threads)
   return threads
+
+
+def timed_command(cmd, env, cwd):
+  """Runs a command (a whole process); returns its wall time in seconds.
+
+  Raises:
+    RuntimeError: it failed (the end of its stderr in the message).
+  """
+  start = time.perf_counter()
+  result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
+                          text=True, check=False)
+  seconds = time.perf_counter() - start
+  if result.returncode != 0:
+    raise RuntimeError("%s failed:\n%s" % (" ".join(cmd),
+                                           result.stderr[-3000:]))
+  return seconds

@@ -72,3 +72,26 @@ def polarity_test_labels(polarity_dir, reviews_csv):
   with open(os.path.join(polarity_dir, "test.tsv"), encoding="utf-8") as f:
     return [label_of[line.rstrip("\n").split("\t")[1]]
             for line in list(f)[1:]]
+
+
+def teacher_with_changed_weight(teacher_dir, folder):
+  """Another teacher of the same shape: a copy of `teacher_dir` (config,
+  vocabulary, bert_model.ckpt) in `folder` whose masked-LM output bias is
+  raised by 1. Returns `folder`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import checkpoints  # pylint: disable=g-import-not-at-top
+  os.makedirs(str(folder), exist_ok=True)
+  for name in ("bert_config.json", "vocab.txt"):
+    with open(os.path.join(teacher_dir, name), "rb") as src, open(
+        os.path.join(str(folder), name), "wb") as dst:
+      dst.write(src.read())
+  reader = tf.train.load_checkpoint(os.path.join(teacher_dir,
+                                                 "bert_model.ckpt"))
+  weights = {n: reader.get_tensor(n)
+             for n in reader.get_variable_to_shape_map()}
+  weights["cls/predictions/output_bias"] = (
+      weights["cls/predictions/output_bias"] + np.float32(1.0))
+  checkpoints.save_checkpoint(weights,
+                              os.path.join(str(folder), "bert_model.ckpt"))
+  return folder

@@ -18,10 +18,10 @@ import time
 from absl import flags
 import pytest
 
-import checkpoints
 import cli
 import conftest
 import errors
+import helpers
 import inprocess
 import outputs
 from conftest import REPO
@@ -552,20 +552,8 @@ def test_stage4_skips_a_complete_output_and_names_damaged_input(
                                             "small_k10.tfrecord"]
   # Another teacher (one weight changed), then other input records of the
   # same count: each rerun labels again, naming what differs.
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  other_teacher = tmp_path / "other_teacher"
-  other_teacher.mkdir()
-  for name in ("bert_config.json", "vocab.txt"):
-    (other_teacher / name).write_bytes(
-        open(os.path.join(teacher_dir, name), "rb").read())
-  reader = tf.train.load_checkpoint(os.path.join(teacher_dir,
-                                                 "bert_model.ckpt"))
-  weights = {n: reader.get_tensor(n)
-             for n in reader.get_variable_to_shape_map()}
-  weights["cls/predictions/output_bias"] = (
-      weights["cls/predictions/output_bias"] + np.float32(1.0))
-  checkpoints.save_checkpoint(weights, str(other_teacher / "bert_model.ckpt"))
+  other_teacher = helpers.teacher_with_changed_weight(
+      teacher_dir, tmp_path / "other_teacher")
   for change, differs in (
       (lambda: None, "the teacher checkpoint"),
       (lambda: copy_records(os.path.join(stage3_dir, "wiki_1.tfrecord"),

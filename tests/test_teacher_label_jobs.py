@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
 import conftest
+import helpers
 import inprocess
 import record_format
 import records
@@ -246,15 +246,8 @@ def test_a_rerun_relabels_what_changed_and_keeps_the_rest(
   assert (out / "b.tfrecord").read_bytes() != data[:-10]
   assert records.check_records(str(out / "b.tfrecord")) == 40
   # Another teacher (one weight changed): both files.
-  other = tmp_path / "other_teacher"
-  reader = tf.train.load_checkpoint(os.path.join(teacher_dir,
-                                                 "bert_model.ckpt"))
-  weights = {n: reader.get_tensor(n)
-             for n in reader.get_variable_to_shape_map()}
-  weights["cls/predictions/output_bias"] = (
-      weights["cls/predictions/output_bias"] + np.float32(1.0))
-  os.makedirs(other)
-  checkpoints.save_checkpoint(weights, str(other / "bert_model.ckpt"))
+  other = helpers.teacher_with_changed_weight(teacher_dir,
+                                             tmp_path / "other_teacher")
   log = rerun(teacher=str(other / "bert_model.ckpt"))
   assert len(re.findall(r"labelling again \(made by other settings: the "
                         r"teacher checkpoint\)", log)) == 2, log[-2000:]
