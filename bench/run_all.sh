@@ -3,7 +3,8 @@
 # and a peer in the same run, and prints one table of all their figures.
 #
 #   III  create_pretraining_data.py vs Google's original script
-#   IV   produce_teacher_labels.py vs Hugging Face BertForMaskedLM (PyTorch)
+#   IV   produce_teacher_labels.py vs Hugging Face BertForMaskedLM (PyTorch),
+#        and as an mpirun -np 2 job vs one process on the same cores
 #   V    distillation training step vs Hugging Face BertForPreTraining, and
 #        the same with an online teacher and hidden + attention losses
 #   VIII run_classifier.py's training step (BERT-Base size, seq 128) vs
@@ -16,7 +17,7 @@
 # The peers of IV, V and VIII need PyTorch and transformers; they are benchmark
 # tools, not project dependencies, so they are installed here (CPU wheels)
 # when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
-# Usage: make bench    (about 25 minutes on 2 cores: stages IV and V run
+# Usage: make bench    (about 30 minutes on 2 cores: stages IV and V run
 # both sides in float32 and bfloat16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,7 @@ while read -r name bench args; do
 done <<'EOF'
 bench_pretraining_data bench_pretraining_data
 bench_teacher_labels bench_teacher_labels
+bench_teacher_label_job bench_teacher_label_job
 bench_distillation bench_distillation
 bench_layer_distillation bench_distillation --layer_losses --dtypes float32 --batch_size 8 --steps 2
 bench_finetuning bench_finetuning
