@@ -398,9 +398,16 @@ def launched_processes():
 
 def same_file(a, b):
   """True when paths `a` and `b` name the same file or folder: through
-  links, `..`, `//` or another mount of it (the same device and inode)."""
+  links, `..`, `//` or another mount of it (the same device and inode).
+  A file:// path is the local path it names; other remote paths are
+  compared as written (after collapsing repeated slashes)."""
+  a, b = (p[len("file://"):] if str(p).startswith("file://") else str(p)
+          for p in (a, b))
   if outputs.is_remote(a) or outputs.is_remote(b):
-    return a.rstrip("/") == b.rstrip("/")
+    def _plain(path):
+      scheme, rest = path.split("://", 1) if "://" in path else ("", path)
+      return scheme, re.sub(r"/+", "/", rest).rstrip("/")
+    return _plain(a) == _plain(b)
   if os.path.realpath(a) == os.path.realpath(b):
     return True
   try:

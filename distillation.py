@@ -226,8 +226,7 @@ def validate_inputs(paths, lengths, opts):
                  "max_predictions_per_seq": opts.max_predictions_per_seq,
                  "truncation_factor": opts.truncation_factor}
   try:
-    lengths = records.match_label_form(lengths, paths[0]) if paths else (
-        lengths)
+    lengths = records.match_label_form(lengths, paths)
     return records.validate_files(paths, lengths, flag_values), lengths
   except errors.StageThreeRecordsError as exc:
     raise cli.UserError(

@@ -79,15 +79,21 @@ def is_compact(lengths):
   return any(isinstance(n, Packed) for n in lengths.values())
 
 
-def match_label_form(lengths, path):
-  """`lengths` with its teacher features in the form the file `path` holds.
+def match_label_form(lengths, paths):
+  """`lengths` with its teacher features in the form the files hold.
 
   Stage-IV files hold float32/int64 labels, or compact ones (bytes values:
   produce_teacher_labels.py --compact_labels); a reader takes either. The
-  first record of `path` decides (an empty or stage-III file changes
-  nothing); `validate_file` then holds every file to that form.
+  first record of the first of `paths` that holds one decides (stage-III
+  files change nothing); `validate_file` then holds every file to that
+  form.
   """
-  found = read_first_example(path) or {}
+  found = {}
+  for path in paths:
+    found = read_first_example(path)
+    if found is not None:
+      break
+  found = found or {}
   compact = any(found.get(name, (None,))[0] == "bytes_list"
                 for name in record_format.TEACHER_FEATURES if name in lengths)
   if compact == is_compact(lengths):

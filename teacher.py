@@ -290,27 +290,35 @@ def labels_manifest(input_files, fingerprint, truncation_factor,
       ("compact_labels", bool(compact))])
 
 
+# Manifest keys added after the first release, and the value that a record
+# written before them implies.
+_LATER_KEYS = {"compact_labels": False}
+_NO_RECORD = "no record of what made it"
+
+
 def read_manifest(output_path):
-  """The manifest recorded beside a stage IV output, or None."""
+  """The manifest recorded beside a stage IV output, or None (none, not
+  readable, or not a JSON object)."""
   try:
     with tf.io.gfile.GFile(manifest_path(output_path)) as f:
       recorded = json.load(f)
-  except (tf.errors.NotFoundError, ValueError):
+  except (tf.errors.OpError, ValueError):
     return None
   return recorded if isinstance(recorded, dict) else None
 
 
 def manifest_differences(output_path, manifest):
   """What differs between `manifest` and the one recorded for the output:
-  a list of its keys, ["no record of what made it"] when there is none."""
+  a list of its keys, [_NO_RECORD] when there is none."""
   recorded = read_manifest(output_path)
   if recorded is None:
-    return ["no record of what made it"]
+    return [_NO_RECORD]
   names = {"inputs": "the input files",
            "teacher_checkpoint_index_sha256": "the teacher checkpoint",
            "teacher_config_sha256": "the teacher config"}
   return [names.get(key, key) for key, value in manifest.items()
-          if json.loads(json.dumps(value)) != recorded.get(key)]
+          if json.loads(json.dumps(value)) !=
+          recorded.get(key, _LATER_KEYS.get(key))]
 
 
 def why_relabel(output_path, manifest):
@@ -323,6 +331,8 @@ def why_relabel(output_path, manifest):
   if not tf.io.gfile.exists(output_path):
     return "missing"
   differences = manifest_differences(output_path, manifest)
+  if differences == [_NO_RECORD]:
+    return _NO_RECORD
   if differences:
     return "made by other settings: " + ", ".join(differences)
   recorded = read_manifest(output_path) or {}
@@ -358,7 +368,12 @@ def write_labelled_file(labeler, input_files, output_path, manifest,
       `total` were read.
   """
   if tf.io.gfile.exists(manifest_path(output_path)):
-    tf.io.gfile.remove(manifest_path(output_path))
+    try:
+      tf.io.gfile.remove(manifest_path(output_path))
+    except tf.errors.OpError as exc:
+      raise cli.UserError("%s: cannot remove the old record of what made "
+                          "it: %s" % (manifest_path(output_path),
+                                      exc.message.splitlines()[0]))
   with outputs.atomic_outputs([output_path, manifest_path(output_path)]) as (
       tmp, tmp_manifest):
     written = label_records(labeler, input_files, tmp, max_seq_length,

@@ -101,6 +101,11 @@ class Distribution(object):
     """Rank 0's `value` (a picklable object), on every process."""
     return value
 
+  def shutdown(self):
+    """Ends this process's communication with the others (a job whose
+    processes work alone after a start, stage IV's); no collective runs
+    after it."""
+
   def broadcast_variables(self, variables):
     """Sets `variables` to the chief's values (one process: nothing to do)."""
     del variables

@@ -228,6 +228,18 @@ def test_a_rerun_relabels_what_changed_and_keeps_the_rest(
   log = rerun()
   assert "0 of 2 files to label (2 complete, kept)" in log
   assert made(out) == first
+  # A record written before compact labels existed (no such key) stands
+  # for float32 labels: kept.
+  record = out / ".b.tfrecord.made-by.json"
+  record.write_text(re.sub(r',\s*"compact_labels": false', "",
+                           record.read_text()))
+  assert "compact_labels" not in record.read_text()
+  assert "0 of 2 files to label" in rerun()
+  # A damaged record: labelled again, saying so.
+  record.write_text("{not json")
+  assert "b.tfrecord: labelling again (no record of what made it)" in rerun()
+  assert "0 of 2 files to label" in rerun()
+  first = made(out)
   # Other records in a (same count): a only.
   copy_records(source, inputs / "a.tfrecord", 40, skip=80)
   log = rerun()
@@ -286,8 +298,13 @@ def test_compact_labels_are_float16_and_uint16_and_train(
   # The reader takes either form (decoded as above), file by file; one
   # training set holds one form.
   lengths = records.stage4_lengths(S, P, K)
+  # An empty file first in a set does not decide its form.
+  empty = str(tmp_path / "a_empty.tfrecord")
+  tf.io.TFRecordWriter(empty).close()
+  assert records.is_compact(records.match_label_form(lengths,
+                                                     [empty, compact]))
   for path, want_probs in ((compact, probs), (reference, ref_probs)):
-    matched = records.match_label_form(lengths, path)
+    matched = records.match_label_form(lengths, [path])
     assert records.is_compact(matched) == (path == compact)
     assert records.validate_file(path, matched)
     batch = next(iter(records.make_dataset([path], matched, 8,
@@ -299,7 +316,7 @@ def test_compact_labels_are_float16_and_uint16_and_train(
   with pytest.raises(Exception, match=r"holds float32 teacher labels, "
                      r"expected compact ones"):
     records.validate_file(reference, records.match_label_form(lengths,
-                                                              compact))
+                                                              [compact]))
   student = tmp_path / "student.json"
   student.write_text(
       '{"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1, '
@@ -417,6 +434,10 @@ def test_bad_job_settings_fail_with_one_line(tmp_path, four_files,
       "into the input folder": (
           label_flags(teacher_dir, spec, "--output_dir",
                       os.path.dirname(four_files[0])),
+          "holds the input file"),
+      "into the input folder as file://": (
+          label_flags(teacher_dir, spec, "--output_dir",
+                      "file://" + os.path.dirname(four_files[0])),
           "holds the input file"),
       "compact ids beyond 16 bits": (
           [a if a != os.path.join(teacher_dir, "bert_config.json")
