@@ -78,6 +78,7 @@ import checkpoints
 import cli
 import modeling
 import optimization
+import records
 import tokenization
 import training
 
@@ -420,7 +421,7 @@ class FineTuner(object):
     step = self.global_step
     if step:
       dataset = dataset.skip(step)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return records.without_autotune(dataset.prefetch(2))
 
   def train(self, features):
     """Trains from global_step to num_train_steps on `features`.
@@ -489,7 +490,8 @@ class FineTuner(object):
     logging.info("%s: %d examples in batches of %d", name, n, batch_size)
     progress = cli.Progress(name, unit="examples", total=n)
     first_batch_end, after_first = None, 0
-    for index, batch in enumerate(dataset.prefetch(2)):
+    for index, batch in enumerate(records.without_autotune(
+        dataset.prefetch(2))):
       for key, value in step(batch).items():
         parts[key].append(value.numpy())
       real = min(batch_size, n - index * batch_size)

@@ -189,3 +189,18 @@ def test_split_files_by_size_is_disjoint_complete_and_balanced(tmp_path):
   # its records (record i -> rank i mod N).
   assert records.split_files_by_size(paths, 12) is None
   assert records.training_share(paths, 12, 7) == (paths, 12, 7)
+
+
+def test_input_pipelines_run_without_tf_data_autotuning(tmp_path):
+  # With autotuning on, the end of an iterator waited up to 19 s for the
+  # autotuner's thread on a busy machine (stage IV's end of file, stage V's
+  # step from training to evaluation): every pipeline turns it off.
+  import teacher  # pylint: disable=g-import-not-at-top
+  lengths = records.stage3_lengths(8, 3)
+  path = str(tmp_path / "r.tfrecord")
+  tf.io.TFRecordWriter(path).close()
+  for dataset in (
+      records.make_dataset([path], lengths, 4, is_training=True, seed=1),
+      records.make_dataset([path], lengths, 4, is_training=False),
+      teacher.teacher_input_dataset([path], 8, 3, 4)):
+    assert dataset.options().autotune.enabled is False
