@@ -17,6 +17,14 @@ loaded as the script loads a teacher) and K = 10:
         model called whole projects every position onto the vocabulary). It
         reads and writes no records.
 
+Two more views of the same work, so that a stall at the end or a start-up
+cost shows as a difference: the steady state (ours: the labelling function
+alone on batches already parsed and in memory, as the peer's always are),
+and whole processes (ours: produce_teacher_labels.py on the records; the
+peer: bench/hf_peer.py, which imports no TensorFlow, labels the same inputs
+from a .npz and writes its labels), each timed from its start to its exit
+(`--whole_process_rounds`, best of).
+
 Each side runs in float32 and in bfloat16 (`--dtypes`): ours with
 --compute_dtype=bfloat16, the peer under torch.autocast("cpu",
 dtype=torch.bfloat16), the mixed precision a PyTorch user tries first. Rows:
@@ -24,14 +32,16 @@ ours vs the peer in the same precision, and our bfloat16 vs our float32.
 
 The peer gets our teacher's weights, so both compute the same function: the
 largest difference of their top-K probabilities is printed. Both use the same
-number of CPU threads and run in the same process; tracing/compilation is
-done in a warm-up on one batch first, and the best of the rounds is reported.
+number of CPU threads; the in-process rows run in this one process, their
+tracing/compilation done in a warm-up on one batch first, and the best of
+the rounds is reported.
 The machine's bfloat16 support (hardware.py) is printed first.
 
 Usage (keep it short on shared machines):
   PYTHONPATH=. .venv/bin/python bench/bench_teacher_labels.py
 """
 
+import json
 import os
 import shutil
 import sys
@@ -48,6 +58,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
+from bench import hf_peer  # pylint: disable=g-import-not-at-top
 import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
 import record_format  # pylint: disable=g-import-not-at-top
@@ -56,6 +67,7 @@ import teacher  # pylint: disable=g-import-not-at-top
 from tests import example_records  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 common.define_model_flags("Teacher", num_layers=12)
 flags.DEFINE_integer("batch_size", 32, "Teacher batch size (both).")
 flags.DEFINE_integer("num_records", 192, "Records labelled per round.")
@@ -64,6 +76,8 @@ flags.DEFINE_integer("rounds", 3, "Measurement rounds, alternating ours and "
 flags.DEFINE_list("modes", ["graph"],
                   "Our variants to time: graph (tf.function), xla "
                   "(tf.function with jit_compile, --use_xla).")
+flags.DEFINE_integer("whole_process_rounds", 1,
+                     "Rounds of the whole-process runs (0: none).")
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
                   "Precisions to time, ours and the peer's: float32, "
                   "bfloat16 (ours --compute_dtype=bfloat16, the peer under "
@@ -153,63 +167,102 @@ def hf_state_dict(variables_by_name, torch):
   return state
 
 
+def peer_config_kwargs():
+  """The peer's transformers.BertConfig arguments (the teacher's shape)."""
+  return dict(vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
+              num_hidden_layers=FLAGS.num_layers,
+              num_attention_heads=FLAGS.num_heads,
+              intermediate_size=FLAGS.intermediate_size, hidden_act="gelu",
+              max_position_embeddings=512, type_vocab_size=2,
+              layer_norm_eps=1e-12)
+
+
+def stacked_inputs(examples):
+  """The teacher's inputs of `examples` as int64 arrays [n, ...]."""
+  return {name: np.stack([np.asarray(e[name], np.int64) for e in examples])
+          for name in teacher.TEACHER_INPUTS}
+
+
 class Peer(object):
   """Hugging Face BertForMaskedLM (PyTorch) at the masked positions."""
 
   def __init__(self, variables_by_name, examples, dtype):
     import torch  # pylint: disable=g-import-not-at-top
-    import transformers  # pylint: disable=g-import-not-at-top
-    self.torch = torch
-    self.dtype = dtype
-    config = transformers.BertConfig(
-        vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size,
-        num_hidden_layers=FLAGS.num_layers,
-        num_attention_heads=FLAGS.num_heads,
-        intermediate_size=FLAGS.intermediate_size, hidden_act="gelu",
-        max_position_embeddings=512, type_vocab_size=2,
-        layer_norm_eps=1e-12)
-    self.model = transformers.BertForMaskedLM(config)
-    missing, unexpected = self.model.load_state_dict(
-        hf_state_dict(variables_by_name, torch), strict=False)
-    missing = [m for m in missing if not m.startswith(
-        "cls.predictions.decoder")]  # tied to the word embeddings
-    assert not missing and not unexpected, (missing, unexpected)
-    self.model.tie_weights()
-    self.model.eval()
-    self.batches = []
-    b = FLAGS.batch_size
-    for start in range(0, len(examples), b):
-      chunk = examples[start:start + b]
-      stack = lambda name: torch.tensor(  # pylint: disable=g-long-lambda
-          np.stack([np.asarray(e[name], np.int64) for e in chunk]))
-      self.batches.append({
-          "input_ids": stack("input_ids"),
-          "attention_mask": stack("input_mask"),
-          "token_type_ids": stack("segment_ids"),
-          "positions": stack("masked_lm_positions"),
-      })
+    self.peer = hf_peer.HFPeer(
+        peer_config_kwargs(), hf_state_dict(variables_by_name, torch),
+        stacked_inputs(examples), dtype, FLAGS.k, FLAGS.batch_size)
 
   def run(self, num_batches=None):
     """Labels the batches; returns (records labelled, first batch's top-K)."""
-    torch = self.torch
-    count, first = 0, None
-    with torch.no_grad(), torch.autocast(
-        "cpu", dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
-      for batch in self.batches[:num_batches]:
-        hidden = self.model.bert(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"]).last_hidden_state
-        index = batch["positions"].unsqueeze(-1).expand(-1, -1,
-                                                        FLAGS.hidden_size)
-        logits = self.model.cls(torch.gather(hidden, 1, index))
-        probs = torch.softmax(logits.float(), dim=-1)
-        top = torch.topk(probs, FLAGS.k, dim=-1)
-        result = (top.values.numpy(), top.indices.numpy())
-        if first is None:
-          first = result
-        count += len(batch["input_ids"])
-    return count, first
+    count, labels = self.peer.run(num_batches)
+    return count, labels[0]
+
+
+class OursInMemory(object):
+  """Our teacher's steady state: the labelling function alone, on batches
+  already parsed and in memory (as the peer's)."""
+
+  def __init__(self, labeler, examples):
+    self.labeler = labeler
+    inputs = stacked_inputs(examples)
+    b = FLAGS.batch_size
+    self.batches = [{name: tf.constant(values[start:start + b], tf.int32)
+                     for name, values in inputs.items()}
+                    for start in range(0, len(examples), b)]
+
+  def run(self):
+    count = 0
+    for batch in self.batches:
+      probs, _ = self.labeler(batch)
+      probs.numpy()
+      count += int(batch["input_ids"].shape[0])
+    return count
+
+
+def whole_processes(tmp, config, model, examples, path, threads):
+  """Records/s of one whole process of each side, per dtype.
+
+  Ours: produce_teacher_labels.py on the records (Python start, TensorFlow
+  import, checkpoint load, labelling, writing). The peer: bench/hf_peer.py
+  (Python start, torch and transformers imports, loading the weights,
+  labelling the inputs from a .npz, writing the labels).
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(tmp, "bert_config.json"), "w") as f:
+    f.write(config.to_json_string())
+  with open(os.path.join(tmp, "peer_config.json"), "w") as f:
+    json.dump(peer_config_kwargs(), f)
+  torch.save(hf_state_dict(model.variables_by_name(), torch),
+             os.path.join(tmp, "peer_state.pt"))
+  np.savez(os.path.join(tmp, "inputs.npz"), **stacked_inputs(examples))
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2",
+             TF_NUM_INTRAOP_THREADS=str(threads))
+  best = {}
+  for _ in range(FLAGS.whole_process_rounds):
+    for dtype in FLAGS.dtypes:
+      ours = [sys.executable, os.path.join(REPO, "produce_teacher_labels.py"),
+              "--bert_config_file", os.path.join(tmp, "bert_config.json"),
+              "--init_checkpoint", os.path.join(tmp, "bert_model.ckpt"),
+              "--input_file", path, "--output_file",
+              os.path.join(tmp, "whole.tfrecord"), "--overwrite",
+              "--truncation_factor", str(FLAGS.k),
+              "--max_seq_length", str(FLAGS.seq_length),
+              "--max_predictions_per_seq", str(FLAGS.predictions),
+              "--batch_size", str(FLAGS.batch_size),
+              "--compute_dtype", dtype]
+      peer = [sys.executable, os.path.join(REPO, "bench", "hf_peer.py"),
+              "--config", os.path.join(tmp, "peer_config.json"),
+              "--state", os.path.join(tmp, "peer_state.pt"),
+              "--inputs", os.path.join(tmp, "inputs.npz"),
+              "--output", os.path.join(tmp, "peer_labels.npz"),
+              "--dtype", dtype, "--k", str(FLAGS.k),
+              "--batch_size", str(FLAGS.batch_size),
+              "--threads", str(threads)]
+      for side, cmd in (("ours", ours), ("peer", peer)):
+        rate = len(examples) / common.timed_command(cmd, env, REPO)
+        key = "%s %s" % (side, dtype)
+        best[key] = max(best.get(key, 0.0), rate)
+  return best
 
 
 def first_batch_labels(path):
@@ -258,14 +311,20 @@ def run(tmp):
     for dtype in FLAGS.dtypes:
       runners["ours %s %s" % (mode, dtype)] = Ours(
           config, checkpoint, mode == "xla", dtype, tmp)
+  if "graph" in FLAGS.modes:
+    for dtype in FLAGS.dtypes:
+      runners["ours steady " + dtype] = OursInMemory(
+          runners["ours graph " + dtype].labeler, examples)
   for dtype in FLAGS.dtypes:
     runners["peer " + dtype] = Peer(model.variables_by_name(), examples,
                                     dtype)
-  del model
 
   # Warm-up (tracing, XLA compilation, allocators) and agreement check.
   _, peer_first = runners["peer float32"].run(num_batches=1)
   for name, runner in runners.items():
+    if name.startswith("ours steady"):
+      runner.run()
+      continue
     if name.startswith("peer"):
       _, (probs, indices) = runner.run(num_batches=1)
     else:
@@ -282,6 +341,8 @@ def run(tmp):
       start = time.perf_counter()
       if name.startswith("peer"):
         count, _ = runner.run()
+      elif name.startswith("ours steady"):
+        count = runner.run()
       else:
         count = runner.run(path)
       assert count == len(examples)
@@ -311,6 +372,24 @@ def run(tmp):
                     "sequences/s", best["ours %s bfloat16" % mode],
                     best["ours %s float32" % mode], "ours in float32",
                     "target >= 3x on bfloat16 hardware; " + sizes)
+  # The same work measured two more ways: the labelling alone on batches in
+  # memory (both sides' steady state), and whole processes (start-up and
+  # loading included): a stall or a start-up cost shows as the difference.
+  if "graph" in FLAGS.modes:
+    for dtype in FLAGS.dtypes:
+      common.report("IV teacher labels, steady state (%s)" % dtype,
+                    "sequences/s", best["ours steady " + dtype],
+                    best["peer " + dtype], peer_names[dtype],
+                    sizes + "; both label batches already in memory")
+  if FLAGS.whole_process_rounds:
+    whole = whole_processes(tmp, config, model, examples, path, threads)
+    for dtype in FLAGS.dtypes:
+      common.report(
+          "IV teacher labels, whole process (%s)" % dtype, "sequences/s",
+          whole["ours " + dtype], whole["peer " + dtype], peer_names[dtype],
+          sizes + "; produce_teacher_labels.py against bench/hf_peer.py, "
+          "each from its start (imports, loading the weights) to its "
+          "labels written")
 
 if __name__ == "__main__":
   app.run(main)
