@@ -88,12 +88,8 @@ def match_label_form(lengths, paths):
   files change nothing); `validate_file` then holds every file to that
   form.
   """
-  found = {}
-  for path in paths:
-    found = read_first_example(path)
-    if found is not None:
-      break
-  found = found or {}
+  found = next((f for f in map(read_first_example, paths) if f is not None),
+               {})
   compact = any(found.get(name, (None,))[0] == "bytes_list"
                 for name in record_format.TEACHER_FEATURES if name in lengths)
   if compact == is_compact(lengths):

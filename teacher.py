@@ -310,10 +310,12 @@ def read_manifest(output_path):
   return recorded if isinstance(recorded, dict) else None
 
 
-def manifest_differences(output_path, manifest):
-  """What differs between `manifest` and the one recorded for the output:
-  a list of its keys, [_NO_RECORD] when there is none."""
-  recorded = read_manifest(output_path)
+def manifest_differences(output_path, manifest, recorded=None):
+  """What differs between `manifest` and the one recorded for the output
+  (`recorded`, read from beside it if not given): a list of its keys,
+  [_NO_RECORD] when there is none."""
+  if recorded is None:
+    recorded = read_manifest(output_path)
   if recorded is None:
     return [_NO_RECORD]
   names = {"inputs": "the input files",
@@ -333,12 +335,12 @@ def why_relabel(output_path, manifest):
   """
   if not tf.io.gfile.exists(output_path):
     return "missing"
-  differences = manifest_differences(output_path, manifest)
-  if differences == [_NO_RECORD]:
+  recorded = read_manifest(output_path)
+  if recorded is None:
     return _NO_RECORD
+  differences = manifest_differences(output_path, manifest, recorded)
   if differences:
     return "made by other settings: " + ", ".join(differences)
-  recorded = read_manifest(output_path) or {}
   size = tf.io.gfile.stat(output_path).length
   if recorded.get("output_bytes") != size:
     return "%d bytes, %s when written" % (size,
