@@ -421,7 +421,8 @@ class FineTuner(object):
     step = self.global_step
     if step:
       dataset = dataset.skip(step)
-    return records.without_autotune(dataset.prefetch(2))
+    return records.without_autotune(
+        dataset.prefetch(records.PREFETCH_BATCHES))
 
   def train(self, features):
     """Trains from global_step to num_train_steps on `features`.
@@ -491,7 +492,7 @@ class FineTuner(object):
     progress = cli.Progress(name, unit="examples", total=n)
     first_batch_end, after_first = None, 0
     for index, batch in enumerate(records.without_autotune(
-        dataset.prefetch(2))):
+        dataset.prefetch(records.PREFETCH_BATCHES))):
       for key, value in step(batch).items():
         parts[key].append(value.numpy())
       real = min(batch_size, n - index * batch_size)

@@ -500,8 +500,9 @@ def teacher_input_dataset(input_files, max_seq_length, max_predictions_per_seq,
 
   ds = tf.data.Dataset.from_tensor_slices(list(input_files)).flat_map(_read)
   ds = ds.batch(batch_size)
-  ds = ds.map(_prepare, num_parallel_calls=2, deterministic=True)
-  return records.without_autotune(ds.prefetch(2))
+  ds = ds.map(_prepare, num_parallel_calls=records.PARALLEL_CALLS,
+              deterministic=True)
+  return records.without_autotune(ds.prefetch(records.PREFETCH_BATCHES))
 
 
 class _BatchWriter(object):

@@ -21,7 +21,6 @@ Usage (about 2 minutes on 2 cores at the defaults):
 """
 
 import os
-import shutil
 import sys
 import tempfile
 
@@ -59,11 +58,9 @@ def label_command(tmp, output_dir):
 
 def main(argv):
   del argv
-  tmp = tempfile.mkdtemp(prefix="bench_teacher_label_job_")
-  try:
+  with tempfile.TemporaryDirectory(prefix="bench_teacher_label_job_",
+                                   ignore_cleanup_errors=True) as tmp:
     run(tmp)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(tmp):

@@ -43,7 +43,6 @@ Usage (keep it short on shared machines):
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -278,11 +277,9 @@ def first_batch_labels(path):
 
 def main(argv):
   del argv
-  tmp = tempfile.mkdtemp(prefix="bench_teacher_labels_")
-  try:
+  with tempfile.TemporaryDirectory(prefix="bench_teacher_labels_",
+                                   ignore_cleanup_errors=True) as tmp:
     run(tmp)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(tmp):
