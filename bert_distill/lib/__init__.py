@@ -1,0 +1,1 @@
+"""Libraries: formats, data, losses; they import no stage, flag or script."""
