@@ -34,9 +34,9 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-import cli
-import hf_bert
-import outputs
+from bert_distill import cli
+from bert_distill.lib import hf_bert
+from bert_distill.lib import outputs
 
 FLAGS = flags.FLAGS
 
@@ -243,7 +243,7 @@ def convert(hf_dir, output_dir, random_seed=12345):
     cli.UserError: a missing or inconsistent input, one line.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_distill.lib import checkpoints  # pylint: disable=g-import-not-at-top
   import modeling  # pylint: disable=g-import-not-at-top
 
   if not hf_dir:

@@ -29,10 +29,10 @@ import re
 from absl import flags
 from absl import logging
 
-import cli
-import errors
-import outputs
-import pretraining_data
+from bert_distill import cli
+from bert_distill.lib import errors
+from bert_distill.lib import outputs
+from bert_distill.stages import pretraining_data
 import tokenization
 
 FLAGS = flags.FLAGS

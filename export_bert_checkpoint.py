@@ -29,10 +29,10 @@ Example:
 
 from absl import flags
 
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import exporter
+from bert_distill.stages import exporter
 import tokenization
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

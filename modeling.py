@@ -30,7 +30,7 @@ import math
 
 import tensorflow as tf
 
-import errors
+from bert_distill.lib import errors
 
 # The epsilon of Google's LayerNorm (tf.contrib.layers.layer_norm, float32).
 LAYER_NORM_EPSILON = 1e-12

@@ -42,13 +42,13 @@ the watchdog that names a stopped rank.
 from absl import flags
 from absl import logging
 
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import distillation
-import distillation_flags
-import horovod_distribution
-import stage_flags
+from bert_distill.stages import distillation
+from bert_distill.flags import distillation_flags
+from bert_distill.stages import horovod_distribution
+from bert_distill.flags import stage_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS

@@ -17,13 +17,13 @@ Example:
 
 from absl import flags
 
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import distillation
-import distillation_flags
-import stage_flags
-import training
+from bert_distill.stages import distillation
+from bert_distill.flags import distillation_flags
+from bert_distill.flags import stage_flags
+from bert_distill.stages import training
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS

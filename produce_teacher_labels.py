@@ -44,16 +44,16 @@ import os
 from absl import flags
 from absl import logging
 
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import errors
-import record_flags
-import record_format
-import records
-import teacher
+from bert_distill.lib import errors
+from bert_distill.flags import record_flags
+from bert_distill.lib import record_format
+from bert_distill.lib import records
+from bert_distill.stages import teacher
 import tensorflow as tf
-import training
+from bert_distill.stages import training
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -280,7 +280,7 @@ def start_job():
   """This process's place in the job: alone, or a Horovod rank (mpirun)."""
   if cli.launched_processes() == 1:
     return training.Distribution()
-  import horovod_distribution  # pylint: disable=g-import-not-at-top
+  from bert_distill.stages import horovod_distribution  # pylint: disable=g-import-not-at-top
   distribution, device = horovod_distribution.start()
   logging.info("%d processes label the files, one %s each",
                distribution.size, device)

@@ -35,12 +35,12 @@ Launch with mpirun (one node, 8 GPUs):
 
 from absl import flags
 
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import classifier
-import classifier_flags
-import finetuning_flags
+from bert_distill.stages import classifier
+from bert_distill.flags import classifier_flags
+from bert_distill.flags import finetuning_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 flags.adopt_module_key_flags(classifier_flags)  # list them in --help

@@ -22,12 +22,12 @@ Example:
 
 from absl import flags
 
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import question_answering
-import squad_flags
-import stage_flags
+from bert_distill.stages import question_answering
+from bert_distill.flags import squad_flags
+from bert_distill.flags import stage_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS

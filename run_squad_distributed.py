@@ -33,12 +33,12 @@ Launch with mpirun (one node, 8 GPUs):
 
 from absl import flags
 
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import finetuning_flags
-import question_answering
-import squad_flags
+from bert_distill.flags import finetuning_flags
+from bert_distill.stages import question_answering
+from bert_distill.flags import squad_flags
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 flags.adopt_module_key_flags(squad_flags)  # list them in --help

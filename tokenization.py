@@ -33,8 +33,8 @@ import collections
 import re
 import unicodedata
 
-import errors
-import outputs
+from bert_distill.lib import errors
+from bert_distill.lib import outputs
 
 # Words whose tokens are cached, per tokenizer; the cache is emptied when it
 # grows past this many words, which bounds its memory (a few hundred MB at

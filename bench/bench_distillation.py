@@ -61,20 +61,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
-import distillation  # pylint: disable=g-import-not-at-top
-import distillation_objective  # pylint: disable=g-import-not-at-top
+from bert_distill.stages import distillation  # pylint: disable=g-import-not-at-top
+from bert_distill.stages import distillation_objective  # pylint: disable=g-import-not-at-top
 # Defines the scripts' flags: the benchmark's options start from their
 # defaults.
-import distillation_flags  # pylint: disable=g-import-not-at-top,unused-import
-import layer_losses  # pylint: disable=g-import-not-at-top
-import checkpoints  # pylint: disable=g-import-not-at-top
+from bert_distill.flags import distillation_flags  # pylint: disable=g-import-not-at-top,unused-import
+from bert_distill.lib import layer_losses  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
 import optimization  # pylint: disable=g-import-not-at-top
-import record_format  # pylint: disable=g-import-not-at-top
-import records  # pylint: disable=g-import-not-at-top
-import stage_flags  # pylint: disable=g-import-not-at-top
-import teacher  # pylint: disable=g-import-not-at-top
-import training  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import record_format  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import records  # pylint: disable=g-import-not-at-top
+from bert_distill.flags import stage_flags  # pylint: disable=g-import-not-at-top
+from bert_distill.stages import teacher  # pylint: disable=g-import-not-at-top
+from bert_distill.stages import training  # pylint: disable=g-import-not-at-top
 from tests import example_records  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS

@@ -36,12 +36,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
-import classifier  # pylint: disable=g-import-not-at-top
+from bert_distill.stages import classifier  # pylint: disable=g-import-not-at-top
 # Defines run_classifier.py's flags: the benchmark's options start from their
 # defaults.
-import classifier_flags  # pylint: disable=g-import-not-at-top,unused-import
-import finetuning  # pylint: disable=g-import-not-at-top
-import stage_flags  # pylint: disable=g-import-not-at-top
+from bert_distill.flags import classifier_flags  # pylint: disable=g-import-not-at-top,unused-import
+from bert_distill.stages import finetuning  # pylint: disable=g-import-not-at-top
+from bert_distill.flags import stage_flags  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 common.define_model_flags("Model", num_layers=12)

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from bench import common
 from tests import helpers
 from tests import original_bert
-import records
+from bert_distill.lib import records
 import sample_data
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from bench import bench_teacher_labels  # pylint: disable=g-import-not-at-top
 from bench import common  # pylint: disable=g-import-not-at-top
-import checkpoints  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS

@@ -58,11 +58,11 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from bench import common  # pylint: disable=g-import-not-at-top
 from bench import hf_peer  # pylint: disable=g-import-not-at-top
-import checkpoints  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
-import record_format  # pylint: disable=g-import-not-at-top
-import records  # pylint: disable=g-import-not-at-top
-import teacher  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import record_format  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import records  # pylint: disable=g-import-not-at-top
+from bert_distill.stages import teacher  # pylint: disable=g-import-not-at-top
 from tests import example_records  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS

@@ -34,9 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-import exporter  # pylint: disable=g-import-not-at-top
-import hf_bert  # pylint: disable=g-import-not-at-top
-import checkpoints  # pylint: disable=g-import-not-at-top
+from bert_distill.stages import exporter  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import hf_bert  # pylint: disable=g-import-not-at-top
+from bert_distill.lib import checkpoints  # pylint: disable=g-import-not-at-top
 import modeling  # pylint: disable=g-import-not-at-top
 import sample_data  # pylint: disable=g-import-not-at-top
 import tokenization  # pylint: disable=g-import-not-at-top

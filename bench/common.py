@@ -15,7 +15,7 @@ import time
 
 def describe_hardware():
   """One line: the CPU (or GPU) and its bfloat16 units, and the core count."""
-  import hardware  # pylint: disable=g-import-not-at-top
+  from bert_distill.lib import hardware  # pylint: disable=g-import-not-at-top
   return "%s; %d cores" % (hardware.bfloat16_support().what, os.cpu_count())
 
 

@@ -35,8 +35,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-import errors
-import outputs
+from bert_distill.lib import errors
+from bert_distill.lib import outputs
 
 # Lines TensorFlow 2.21 writes to stderr while it is imported, whatever
 # TF_CPP_MIN_LOG_LEVEL says: absl's "before absl::InitializeLog()" warning,

@@ -40,10 +40,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
-import glue
-import results
+from bert_distill.lib import glue
+from bert_distill.lib import results
 import sample_data
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

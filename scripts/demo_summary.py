@@ -25,12 +25,12 @@ import svg_chart  # beside this script
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import cli
+from bert_distill import cli
 cli.import_tensorflow_quietly()
 import tensorflow as tf
-import outputs
-import records
-import results
+from bert_distill.lib import outputs
+from bert_distill.lib import records
+from bert_distill.lib import results
 import sample_data
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

@@ -309,6 +309,7 @@ def pytest_unconfigure(config):
 FILES_FIRST = ("test_demo.py", "test_distillation.py", "test_docs.py",
                "test_produce_teacher_labels.py", "test_export.py",
                "test_layer_losses.py", "test_squad.py", "test_hardening.py",
+               "test_hardening_outputs.py",
                "test_distributed.py", "test_classifier.py")
 
 
@@ -395,16 +396,22 @@ def wiki_text_dir(tmp_path_factory, wiki_dump):
       out, "--num_files", 4, "--processes", 2]))
 
 
+def stage3_command(input_dir, output_dir, vocab_file, *extra):
+  """A stage III command line at the tests' sizes, two workers, and
+  `extra` flags."""
+  return ["create_pretraining_data.py", "--input_dir", input_dir,
+          "--output_dir", output_dir, "--output_base_name", "wiki",
+          "--vocab_file", vocab_file, "--max_seq_length", MAX_SEQ_LENGTH,
+          "--max_predictions_per_seq", MAX_PREDICTIONS, "--num_workers",
+          2] + list(extra)
+
+
 @pytest.fixture(scope="session")
 def stage3_dir(tmp_path_factory, wiki_text_dir, vocab_file):
   """Stage III output: masked-LM TFRecords (seq 64, 10 predictions)."""
-  return made_once(tmp_path_factory, "stage3", lambda out: run_script([
-      "create_pretraining_data.py", "--input_dir", wiki_text_dir,
-      "--output_dir", out, "--output_base_name", "wiki",
-      "--vocab_file", vocab_file, "--do_lower_case=true",
-      "--max_seq_length", MAX_SEQ_LENGTH,
-      "--max_predictions_per_seq", MAX_PREDICTIONS,
-      "--dupe_factor", 1, "--random_seed", 12345, "--num_workers", 2]))
+  return made_once(tmp_path_factory, "stage3", lambda out: run_script(
+      stage3_command(wiki_text_dir, out, vocab_file, "--do_lower_case=true",
+                     "--dupe_factor", 1, "--random_seed", 12345)))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-import record_format
+from bert_distill.lib import record_format
 
 
 def make_example(features):

@@ -11,6 +11,12 @@
                 an executable that runs a function of a module of tests/
                 (the `python` of python_fork.py, the `mpirun` of
                 cores.py).
+  start_session(args), session_processes(sid), wait_until(...),
+  default_sigint()
+                a script as the leader of a new session, the live
+                processes of a session, polling for a condition, Ctrl-C's
+                default action in a child (the tests of kills and
+                Ctrl-C).
   polarity_test_labels(polarity_dir, reviews_csv)
                 the labels of a polarity folder's test.tsv, looked up by
                 sentence in the source CSV (not through sample_data).
@@ -19,7 +25,10 @@
 import bz2
 import csv
 import os
+import signal
+import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +89,7 @@ def teacher_with_changed_weight(teacher_dir, folder):
   raised by 1. Returns `folder`."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_distill.lib import checkpoints  # pylint: disable=g-import-not-at-top
   os.makedirs(str(folder), exist_ok=True)
   for name in ("bert_config.json", "vocab.txt"):
     with open(os.path.join(teacher_dir, name), "rb") as src, open(
@@ -95,3 +104,51 @@ def teacher_with_changed_weight(teacher_dir, folder):
   checkpoints.save_checkpoint(weights,
                               os.path.join(str(folder), "bert_model.ckpt"))
   return folder
+
+
+def session_processes(sid):
+  """Pids of the live processes of session `sid` (from /proc)."""
+  pids = []
+  for name in os.listdir("/proc"):
+    if not name.isdigit():
+      continue
+    try:
+      with open("/proc/%s/stat" % name) as f:
+        stat = f.read()
+    except OSError:
+      continue
+    fields = stat[stat.rindex(")") + 2:].split()
+    # fields[0] is the state, fields[3] the session id.
+    if int(fields[3]) == sid and fields[0] != "Z":
+      pids.append(int(name))
+  return pids
+
+
+def wait_until(predicate, timeout, what):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    time.sleep(0.05)
+  raise AssertionError("timed out waiting for " + what)
+
+
+def default_sigint():
+  """Ctrl-C's default action in a child about to start.
+
+  A shell without job control starts a background job (`make test &`) with
+  SIGINT ignored, and an ignored signal stays ignored across exec: Python
+  would then install no KeyboardInterrupt handler and a Ctrl-C test would
+  see the run finish instead.
+  """
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_session(args, **kwargs):
+  """Starts `python args...` as the leader of a new session, with Ctrl-C's
+  default action whatever the test runner's own (see default_sigint)."""
+  return subprocess.Popen([sys.executable] + [str(a) for a in args],
+                          cwd=REPO, env=kwargs.pop("env", script_env()),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True,
+                          preexec_fn=default_sigint, **kwargs)

@@ -23,13 +23,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import cli
+from bert_distill import cli
 import network_distillation_distributed_truncated as script
 import numpy as np
 import tensorflow as tf
 
-import horovod_distribution
-import records
+from bert_distill.stages import horovod_distribution
+from bert_distill.lib import records
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DEBUG_DIR_ENV = "DISTILL_DEBUG_DIR"

@@ -22,21 +22,41 @@ import sys
 from absl import flags
 from absl import logging
 
-import cli
+from bert_distill import cli
 
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIKIEXTRACTOR = os.path.join(REPO, "wikiextractor")
 
+FLAGS_PACKAGE = "bert_distill.flags"
 # Modules that define flags when imported: imported afresh by every `load`.
-FLAG_MODULES = ("stage_flags", "record_flags", "distillation_flags",
-                "finetuning_flags", "classifier_flags", "squad_flags")
+FLAG_MODULES = tuple(
+    FLAGS_PACKAGE + "." + name
+    for name in ("stage_flags", "record_flags", "distillation_flags",
+                 "finetuning_flags", "classifier_flags", "squad_flags"))
 
 
 def _is_project_module(name):
   module = sys.modules.get(name)
-  path = getattr(module, "__file__", None) or ""
-  return os.path.dirname(os.path.abspath(path)) in (REPO, WIKIEXTRACTOR)
+  path = os.path.abspath(getattr(module, "__file__", None) or "")
+  return os.path.dirname(path) in (REPO, WIKIEXTRACTOR) or path.startswith(
+      os.path.join(REPO, "bert_distill") + os.sep)
+
+
+def full_name(module_name):
+  """A script's name as it is ("run_classifier"), a flag module's short
+  name ("classifier_flags") in its package."""
+  in_package = FLAGS_PACKAGE + "." + module_name
+  return in_package if in_package in FLAG_MODULES else module_name
+
+
+def _forget_module(name):
+  """Removes `name` from sys.modules and from its package's attributes, so
+  that `from package import name` imports it afresh."""
+  sys.modules.pop(name, None)
+  package, _, attribute = name.rpartition(".")
+  if package in sys.modules and hasattr(sys.modules[package], attribute):
+    delattr(sys.modules[package], attribute)
 
 
 def project_flags():
@@ -63,11 +83,13 @@ def _forget_project_flags():
 
 
 def load(module_name):
-  """Imports `module_name` afresh with only its own flags (and absl's)."""
+  """Imports `module_name` (see `full_name`) afresh with only its own flags
+  (and absl's)."""
   _unparse_flags()
   _forget_project_flags()
+  module_name = full_name(module_name)
   for name in (module_name,) + FLAG_MODULES:
-    sys.modules.pop(name, None)
+    _forget_module(name)
   return importlib.import_module(module_name)
 
 
@@ -78,7 +100,7 @@ def options(flags_module_name, **values):
   E.g. options("distillation_flags", do_train=True) is a distillation.Options.
   """
   module = load(flags_module_name)
-  import stage_flags  # pylint: disable=g-import-not-at-top
+  from bert_distill.flags import stage_flags  # pylint: disable=g-import-not-at-top
   return dataclasses.replace(
       stage_flags.options_from_flags(module.OPTIONS), **values)
 

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
-import classifier
-import cli
+from bert_distill.lib import checkpoints
+from bert_distill.stages import classifier
+from bert_distill import cli
 import conftest
-import glue
+from bert_distill.lib import glue
 import inprocess
 import modeling
-import results
+from bert_distill.lib import results
 import sample_data
 import tokenization
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from conftest import google_variable_shapes, run_script
 from hf_reference import HfBert, log_softmax
 import convert_hf_bert_checkpoint as convert
-import checkpoints
+from bert_distill.lib import checkpoints
 import inprocess
 import modeling
 

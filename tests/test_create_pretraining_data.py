@@ -17,9 +17,9 @@ import tensorflow as tf
 import original_bert
 from conftest import MAX_PREDICTIONS, MAX_SEQ_LENGTH, run_script
 import example_records
-import pretraining_data
-import record_format
-import records
+from bert_distill.stages import pretraining_data
+from bert_distill.lib import record_format
+from bert_distill.lib import records
 import tokenization
 
 SCRIPT = "create_pretraining_data.py"

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from conftest import REPO, forked_python, sample, script_env
 from helpers import polarity_test_labels, write_dump_pages
-import results
+from bert_distill.lib import results
 
 SEQ = 64
 PRED = 10

@@ -23,15 +23,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
-import cli
+from bert_distill.lib import checkpoints
+from bert_distill import cli
 import conftest
-import distillation
+from bert_distill.stages import distillation
 import inprocess
 import modeling
-import records
-import results
-import training
+from bert_distill.lib import records
+from bert_distill.lib import results
+from bert_distill.stages import training
 
 SCRIPT = "network_distillation_distributed_truncated.py"
 SINGLE_SCRIPT = "network_distillation_single_machine_truncated.py"

@@ -29,10 +29,10 @@ import tensorflow as tf
 from conftest import check_error_runs, check_main_errors, run_script
 from hf_reference import HfBert, log_softmax
 import convert_hf_bert_checkpoint as convert
-import checkpoints
-import exporter
+from bert_distill.lib import checkpoints
+from bert_distill.stages import exporter
 import modeling
-import outputs
+from bert_distill.lib import outputs
 
 NUM_LABELS = 3
 TINY = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,

@@ -10,11 +10,12 @@ does not give it).
 """
 
 import dataclasses
+import importlib
 
 from absl import flags
 import pytest
 
-import cli
+from bert_distill import cli
 import inprocess
 
 FLAGS = flags.FLAGS
@@ -50,14 +51,16 @@ def test_every_flag_is_an_option_and_every_option_a_flag(
   key_flags = {f.name for f in FLAGS.get_key_flags_for_module(module)}
   assert set(defined) == key_flags  # --help lists every one of them
   stage_module, class_name = options_name.split(".")
-  options_class = getattr(__import__(stage_module), class_name)
+  options_class = getattr(
+      importlib.import_module("bert_distill.stages." + stage_module),
+      class_name)
   fields = {f.name: f for f in dataclasses.fields(options_class)}
   assert set(fields) == set(defined) - TPU_FLAGS
   assert TPU_FLAGS <= set(defined)
   for name, field in fields.items():
     assert field.default is dataclasses.MISSING, name  # one set of defaults
     assert field.type is FIELD_TYPES[defined[name].flag_type()], name
-  import stage_flags  # pylint: disable=g-import-not-at-top
+  from bert_distill.flags import stage_flags  # pylint: disable=g-import-not-at-top
   assert getattr(module, flags_module).OPTIONS is options_class
   opts = stage_flags.options_from_flags(options_class)
   assert type(opts) is options_class
@@ -71,7 +74,7 @@ def test_options_take_the_command_line_and_reject_tpu_flags(flags_module):
   """A value given on the command line is the option's value; a TPU flag
   given another value than its default stops with one line naming it."""
   module = inprocess.load(flags_module)
-  import stage_flags  # pylint: disable=g-import-not-at-top
+  from bert_distill.flags import stage_flags  # pylint: disable=g-import-not-at-top
   with inprocess.parsed(["test", "--learning_rate", "0.25", "--do_train",
                          "--random_seed", "7"]):
     opts = stage_flags.options_from_flags(module.OPTIONS)
@@ -96,10 +99,10 @@ def test_run_squad_keeps_googles_defaults():
 def test_distiller_gets_the_loss_settings_of_the_flags():
   """LossSettings (what Distiller reads) are options of the same names and
   values: --temperature on the command line reaches the objective."""
-  import distillation  # pylint: disable=g-import-not-at-top
-  import distillation_objective  # pylint: disable=g-import-not-at-top
+  from bert_distill.stages import distillation  # pylint: disable=g-import-not-at-top
+  from bert_distill.stages import distillation_objective  # pylint: disable=g-import-not-at-top
   inprocess.load("distillation_flags")
-  import stage_flags  # pylint: disable=g-import-not-at-top
+  from bert_distill.flags import stage_flags  # pylint: disable=g-import-not-at-top
   with inprocess.parsed(["test", "--temperature", "2.5",
                          "--hard_label_weight", "0.5"]):
     opts = stage_flags.options_from_flags(distillation.Options)

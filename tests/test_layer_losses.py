@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
-import cli
-import distillation
-import distillation_objective
+from bert_distill.lib import checkpoints
+from bert_distill import cli
+from bert_distill.stages import distillation
+from bert_distill.stages import distillation_objective
 import inprocess
 import modeling
 import optimization
-import teacher
-import training
+from bert_distill.stages import teacher
+from bert_distill.stages import training
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import TRUNCATION_FACTOR

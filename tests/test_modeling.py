@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import google_variable_shapes
-import checkpoints
-import errors
+from bert_distill.lib import checkpoints
+from bert_distill.lib import errors
 import modeling
 
 # ---------------------------------------------------------------------------

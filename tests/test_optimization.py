@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
+from bert_distill.lib import checkpoints
 import modeling
 import optimization
 import sample_data

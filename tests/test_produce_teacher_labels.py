@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
-import cli
+from bert_distill.lib import checkpoints
+from bert_distill import cli
 import example_records
-import hardware
+from bert_distill.lib import hardware
 import modeling
-import record_format
-import records
-import teacher
+from bert_distill.lib import record_format
+from bert_distill.lib import records
+from bert_distill.stages import teacher
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import STAGE4_INPUTS

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import errors
+from bert_distill import cli
+from bert_distill.lib import errors
 import example_records
-import outputs
-import record_format
-import records
+from bert_distill.lib import outputs
+from bert_distill.lib import record_format
+from bert_distill.lib import records
 
 
 def _write(path, examples):
@@ -195,7 +195,7 @@ def test_input_pipelines_run_without_tf_data_autotuning(tmp_path):
   # With autotuning on, the end of an iterator waited up to 19 s for the
   # autotuner's thread on a busy machine (stage IV's end of file, stage V's
   # step from training to evaluation): every pipeline turns it off.
-  import teacher  # pylint: disable=g-import-not-at-top
+  from bert_distill.stages import teacher  # pylint: disable=g-import-not-at-top
   lengths = records.stage3_lengths(8, 3)
   path = str(tmp_path / "r.tfrecord")
   tf.io.TFRecordWriter(path).close()

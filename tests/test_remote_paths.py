@@ -18,10 +18,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
+from bert_distill.lib import checkpoints
 import inprocess
-import outputs
-import results
+from bert_distill.lib import outputs
+from bert_distill.lib import results
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import TRUNCATION_FACTOR
@@ -148,7 +148,7 @@ SENTENCES = [("a warm , funny and moving film", 1),
 
 
 def run_stage8_classifier(**values):
-  import classifier  # pylint: disable=g-import-not-at-top
+  from bert_distill.stages import classifier  # pylint: disable=g-import-not-at-top
   return classifier.run(inprocess.options("classifier_flags", **values))
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
+from bert_distill import cli
 import conftest
 import inprocess
-import question_answering
-import squad
+from bert_distill.stages import question_answering
+from bert_distill.lib import squad
 import tokenization
 
 # A small window, so that many contexts need several.

@@ -24,8 +24,8 @@ import tensorflow as tf
 import conftest
 import helpers
 import inprocess
-import record_format
-import records
+from bert_distill.lib import record_format
+from bert_distill.lib import records
 from conftest import MAX_PREDICTIONS
 from conftest import MAX_SEQ_LENGTH
 from conftest import TRUNCATION_FACTOR

@@ -15,13 +15,13 @@ import signal
 
 import pytest
 
-import checkpoints
-import classifier
-import cli
+from bert_distill.lib import checkpoints
+from bert_distill.stages import classifier
+from bert_distill import cli
 import conftest
-import distillation
+from bert_distill.stages import distillation
 import inprocess
-import question_answering
+from bert_distill.stages import question_answering
 import test_hardening as th
 
 STSB = os.path.join(conftest.FIXTURES, "sts-b")

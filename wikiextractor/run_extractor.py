@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_distill import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():

@@ -47,8 +47,8 @@ from absl import flags
 from absl import logging
 import blingfire
 
-import cli
-import outputs
+from bert_distill import cli
+from bert_distill.lib import outputs
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS

@@ -1,1 +1,1 @@
-"""The scripts' side: each script family's flags, and `cli`, what scripts share."""
+"""Each script family's flags, defined once; a script imports its family's."""

@@ -8,9 +8,9 @@ aside; tests/test_flags.py checks that the two stay in step.
 
 from absl import flags
 
-import classifier
-import finetuning_flags
-import glue
+from bert_distill.stages import classifier
+from bert_distill.flags import finetuning_flags
+from bert_distill.lib import glue
 
 FLAGS = flags.FLAGS
 

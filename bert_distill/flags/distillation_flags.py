@@ -12,9 +12,9 @@ the two stay in step.
 
 from absl import flags
 
-import distillation
-import record_flags
-import stage_flags
+from bert_distill.stages import distillation
+from bert_distill.flags import record_flags
+from bert_distill.flags import stage_flags
 
 FLAGS = flags.FLAGS
 

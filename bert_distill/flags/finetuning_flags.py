@@ -15,7 +15,7 @@ is their main.
 from absl import flags
 from absl import logging
 
-import stage_flags
+from bert_distill.flags import stage_flags
 
 FLAGS = flags.FLAGS
 
@@ -107,7 +107,7 @@ def horovod_main(options_class, run):
   def main(argv):
     del argv
     # Imported here: the one-process scripts do not need Horovod installed.
-    import horovod_distribution  # pylint: disable=g-import-not-at-top
+    from bert_distill.stages import horovod_distribution  # pylint: disable=g-import-not-at-top
     distribution, device = horovod_distribution.start()
     options = stage_flags.options_from_flags(options_class, FLAGS)
     logging.info(

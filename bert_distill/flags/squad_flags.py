@@ -8,8 +8,8 @@ step.
 
 from absl import flags
 
-import finetuning_flags
-import question_answering
+from bert_distill.flags import finetuning_flags
+from bert_distill.stages import question_answering
 
 FLAGS = flags.FLAGS
 

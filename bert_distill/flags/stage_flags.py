@@ -14,7 +14,7 @@ import dataclasses
 
 from absl import flags
 
-import cli
+from bert_distill import cli
 
 FLAGS = flags.FLAGS
 

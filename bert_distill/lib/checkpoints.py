@@ -28,8 +28,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import errors
-import outputs
+from bert_distill.lib import errors
+from bert_distill.lib import outputs
 
 CHECKPOINT_BASENAME = "model.ckpt"
 # The companion checkpoint of model.ckpt-<step> holding the variables that

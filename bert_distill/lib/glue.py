@@ -44,7 +44,7 @@ from typing import Optional, Tuple
 from absl import logging
 import numpy as np
 
-import errors
+from bert_distill.lib import errors
 
 
 class DataError(errors.InputError):

@@ -25,7 +25,7 @@ project calls "gelu_exact".
 
 import re
 
-import errors
+from bert_distill.lib import errors
 
 # Hugging Face hidden_act -> this project's (Google's) name. For each of
 # ours, the first Hugging Face name listed is the one an export writes.

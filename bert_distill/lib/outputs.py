@@ -25,7 +25,7 @@ import socket
 
 from absl import logging
 
-import errors
+from bert_distill.lib import errors
 
 
 def is_remote(path):

@@ -13,8 +13,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
-import errors
-import record_format
+from bert_distill.lib import errors
+from bert_distill.lib import record_format
 
 
 def stage3_lengths(max_seq_length, max_predictions_per_seq):

@@ -14,7 +14,7 @@ import os
 from absl import logging
 import tensorflow as tf
 
-import outputs
+from bert_distill.lib import outputs
 
 EVAL_RESULTS_FILE = "eval_results.txt"
 

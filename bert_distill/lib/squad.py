@@ -44,7 +44,7 @@ import string
 from absl import logging
 import numpy as np
 
-import errors
+from bert_distill.lib import errors
 
 import tokenization
 

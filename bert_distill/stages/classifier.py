@@ -31,12 +31,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import cli
-import finetuning
-import glue
-import outputs
-import results
-import training
+from bert_distill import cli
+from bert_distill.stages import finetuning
+from bert_distill.lib import glue
+from bert_distill.lib import outputs
+from bert_distill.lib import results
+from bert_distill.stages import training
 
 TEST_RESULTS_FILE = "test_results.tsv"
 # Google's classifier head initialiser (stddev 0.02, whatever the config).

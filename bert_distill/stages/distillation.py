@@ -39,16 +39,16 @@ import time
 from absl import logging
 import tensorflow as tf
 
-import checkpoints
-import cli
-import distillation_objective
-import errors
-import layer_losses
+from bert_distill.lib import checkpoints
+from bert_distill import cli
+from bert_distill.stages import distillation_objective
+from bert_distill.lib import errors
+from bert_distill.lib import layer_losses
 import optimization
-import records
-import results
-import teacher
-import training
+from bert_distill.lib import records
+from bert_distill.lib import results
+from bert_distill.stages import teacher
+from bert_distill.stages import training
 
 
 @dataclasses.dataclass

@@ -33,11 +33,11 @@ import dataclasses
 
 import tensorflow as tf
 
-import cli
-import layer_losses
+from bert_distill import cli
+from bert_distill.lib import layer_losses
 import modeling
-import record_format
-import teacher
+from bert_distill.lib import record_format
+from bert_distill.stages import teacher
 
 
 # The layer-wise losses: weight option -> name of the loss (in the outputs of

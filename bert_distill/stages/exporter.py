@@ -37,11 +37,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
-import errors
-import hf_bert
+from bert_distill.lib import checkpoints
+from bert_distill.lib import errors
+from bert_distill.lib import hf_bert
 import modeling
-import outputs
+from bert_distill.lib import outputs
 import tokenization
 
 AUTO = "auto"

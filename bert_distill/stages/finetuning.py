@@ -74,13 +74,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
-import cli
+from bert_distill.lib import checkpoints
+from bert_distill import cli
 import modeling
 import optimization
-import records
+from bert_distill.lib import records
 import tokenization
-import training
+from bert_distill.stages import training
 
 @dataclasses.dataclass
 class Options(object):

@@ -40,8 +40,8 @@ from absl import logging
 import horovod.tensorflow as hvd
 import tensorflow as tf
 
-import cli
-import training
+from bert_distill import cli
+from bert_distill.stages import training
 
 # Defaults of Horovod's stall check, set unless the user set them (the
 # check time is at most the shutdown time: Horovod ignores the shutdown time

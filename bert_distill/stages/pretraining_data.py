@@ -48,10 +48,10 @@ import signal
 
 
 
-import cli
-import errors
-import outputs
-import record_format
+from bert_distill import cli
+from bert_distill.lib import errors
+from bert_distill.lib import outputs
+from bert_distill.lib import record_format
 
 
 # A "random next" segment B comes from another document of the same input

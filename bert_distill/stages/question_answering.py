@@ -36,12 +36,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import cli
-import finetuning
-import outputs
-import results
-import squad
-import training
+from bert_distill import cli
+from bert_distill.stages import finetuning
+from bert_distill.lib import outputs
+from bert_distill.lib import results
+from bert_distill.lib import squad
+from bert_distill.stages import training
 
 PREDICTIONS_FILE = "predictions.json"
 NBEST_FILE = "nbest_predictions.json"

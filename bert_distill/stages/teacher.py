@@ -40,13 +40,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-import checkpoints
-import cli
-import hardware
+from bert_distill.lib import checkpoints
+from bert_distill import cli
+from bert_distill.lib import hardware
 import modeling
-import outputs
-import record_format
-import records
+from bert_distill.lib import outputs
+from bert_distill.lib import record_format
+from bert_distill.lib import records
 
 # The features the teacher reads from a stage-III record.
 TEACHER_INPUTS = record_format.SEQUENCE_FEATURES + ("masked_lm_positions",)

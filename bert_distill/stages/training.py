@@ -49,10 +49,10 @@ import time
 from absl import logging
 import tensorflow as tf
 
-import checkpoints
-import cli
-import outputs
-import results
+from bert_distill.lib import checkpoints
+from bert_distill import cli
+from bert_distill.lib import outputs
+from bert_distill.lib import results
 
 
 class Distribution(object):
