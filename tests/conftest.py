@@ -276,7 +276,7 @@ def lock_held_elsewhere(folder):
   (cli.DirectoryLock); the process is killed (SIGKILL) afterwards, so its
   lock file stays behind, as a killed run's does."""
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time, cli; "
+      [sys.executable, "-c", "import sys, time; from bert_distill import cli; "
        "cli.DirectoryLock(sys.argv[1]).acquire(); print('held', flush=True);"
        " time.sleep(600)", str(folder)],
       cwd=REPO, env=script_env(), stdout=subprocess.PIPE, text=True)

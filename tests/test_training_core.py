@@ -3,8 +3,8 @@
 Fine-tuning (stage VIII) once had a copy of the distillation loop without
 the output lock, the stop-on-signal checkpoint, the stall watchdog and the
 eval-only check; these tests hold it to what stage V does (stage V's own
-cases are in test_hardening.py). Real processes where the process is what
-is tested (signals, a frozen Horovod rank); the rest through `run` in this
+cases are in test_hardening_outputs.py). Real processes where the process
+is what is tested (signals, a frozen Horovod rank); the rest through `run` in this
 process. The data: the STS-B excerpt in tests/fixtures (real pairs).
 """
 
@@ -22,7 +22,7 @@ import conftest
 from bert_distill.stages import distillation
 import inprocess
 from bert_distill.stages import question_answering
-import test_hardening as th
+import test_hardening_outputs as th
 
 STSB = os.path.join(conftest.FIXTURES, "sts-b")
 SQUAD_EXCERPT = os.path.join(conftest.FIXTURES, "squad",
