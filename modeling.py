@@ -27,6 +27,7 @@ import copy
 import difflib
 import json
 import math
+import typing
 
 import tensorflow as tf
 
@@ -405,23 +406,73 @@ class _TransformerLayer(object):
     self.output_ln_gamma = varset.ones(p + "LayerNorm/gamma", [h])
 
 
-EncoderInternals = collections.namedtuple(
-    "EncoderInternals",
-    ["hidden_states", "attention_scores", "queries", "keys", "values"])
-EncoderInternals.__doc__ = """What the encoder computes inside (all float32).
+class LayerInternals(typing.NamedTuple):
+  """What one layer's attention computes inside (all float32), for
+  layer-wise distillation losses; N heads, H hidden size, S the sequence
+  length.
 
-Returned by `BertModel.run` and `BertPretrainingModel.__call__` with
-`return_internals=True`, for layer-wise distillation losses. L is the number
-of layers, N of heads, H the hidden size, S the sequence length:
+    attention_scores  [B, N, S, S]: q.k / sqrt(H / N) per head, before the
+                      padding mask is added and before the softmax.
+    queries, keys, values
+                      [B, S, H] each: the query, key and value projections
+                      (x W + b), heads side by side.
+  """
+  attention_scores: tf.Tensor
+  queries: tf.Tensor
+  keys: tf.Tensor
+  values: tf.Tensor
 
-  hidden_states     L + 1 tensors [B, S, H]: the embeddings' output (after
-                    LayerNorm and dropout), then each layer's output.
-  attention_scores  L tensors [B, N, S, S]: q.k / sqrt(H / N) per head, before
-                    the padding mask is added and before the softmax.
-  queries, keys, values
-                    L tensors [B, S, H] each: the layer's query, key and value
-                    projections (x W + b), heads side by side.
-"""
+
+class EncoderInternals(typing.NamedTuple):
+  """What the encoder computes inside (all float32), for layer-wise
+  distillation losses; L layers, H hidden size, S the sequence length.
+
+    hidden_states     L + 1 tensors [B, S, H]: the embeddings' output (after
+                      LayerNorm and dropout), then each layer's output.
+    attention_scores, queries, keys, values
+                      L tensors each, one per layer: see `LayerInternals`.
+  """
+  hidden_states: tuple
+  attention_scores: tuple
+  queries: tuple
+  keys: tuple
+  values: tuple
+
+  @classmethod
+  def of_layers(cls, embeddings, layer_outputs, layers):
+    """From the embeddings' output, each layer's output and each layer's
+    `LayerInternals`."""
+    return cls((embeddings,) + tuple(layer_outputs),
+               *[tuple(getattr(layer, field) for layer in layers)
+                 for field in LayerInternals._fields])
+
+
+class EncoderOutputs(typing.NamedTuple):
+  """What `BertModel` returns (all float32).
+
+    sequence_output     [B, S, H]: the last layer's output.
+    pooled_output       [B, H]: tanh(dense(the first token's output)).
+    all_encoder_layers  L tensors [B, S, H]: each layer's output.
+    internals           an `EncoderInternals` with return_internals=True,
+                        else None.
+  """
+  sequence_output: tf.Tensor
+  pooled_output: tf.Tensor
+  all_encoder_layers: tuple
+  internals: typing.Optional[EncoderInternals]
+
+
+class PretrainingOutputs(typing.NamedTuple):
+  """What `BertPretrainingModel` returns (all float32).
+
+    masked_lm_logits      [B, P, vocab_size] at the P masked positions.
+    next_sentence_logits  [B, 2].
+    internals             the encoder's `EncoderInternals` with
+                          return_internals=True, else None.
+  """
+  masked_lm_logits: tf.Tensor
+  next_sentence_logits: tf.Tensor
+  internals: typing.Optional[EncoderInternals]
 
 
 class BertModel(tf.Module):
@@ -432,8 +483,8 @@ class BertModel(tf.Module):
                         num_hidden_layers=8, num_attention_heads=8,
                         intermediate_size=1024)
     model = BertModel(config)
-    sequence_output, pooled_output = model(input_ids, input_mask,
-                                           token_type_ids)
+    outputs = model(input_ids, input_mask, token_type_ids)
+    outputs.sequence_output, outputs.pooled_output  # an EncoderOutputs
   """
 
   def __init__(self, config, compute_dtype=tf.float32, name="bert",
@@ -483,8 +534,13 @@ class BertModel(tf.Module):
                                        self._variable_list))
 
   def __call__(self, input_ids, input_mask=None, token_type_ids=None,
-               training=False, dropout_seed=None):
+               training=False, dropout_seed=None, dropout=None,
+               return_internals=False):
     """Runs the encoder.
+
+    The steps, each a method below: `embeddings`, `attention_mask_adder`,
+    then `transformer_layer` for each layer (`attention_layer`, then
+    `feed_forward`), then `pooler`.
 
     Args:
       input_ids: int Tensor [batch_size, seq_length].
@@ -495,41 +551,13 @@ class BertModel(tf.Module):
       training: applies dropout when True.
       dropout_seed: (optional) int Tensor [2]: makes the dropout masks a
         deterministic function of this seed (stateless dropout).
-
-    Returns:
-      (sequence_output float32 [batch_size, seq_length, hidden_size],
-       pooled_output float32 [batch_size, hidden_size]).
-    """
-    sequence_output, pooled_output, _ = self.run(
-        input_ids, input_mask, token_type_ids, training=training,
-        dropout_seed=dropout_seed)
-    return sequence_output, pooled_output
-
-  def activation(self, x):
-    """The config's hidden_act applied to `x` (the masked-LM head uses it)."""
-    return self._activation(x)
-
-  def run(self, input_ids, input_mask=None, token_type_ids=None,
-          training=False, dropout_seed=None, dropout=None,
-          return_internals=False):
-    """Like `__call__`, also returning the list of every layer's output.
-
-    The steps, each a method below: `embeddings`, `attention_mask_adder`,
-    then `transformer_layer` for each layer (`attention_layer`, then
-    `feed_forward`), then `pooler`.
-
-    Args:
-      input_ids, input_mask, token_type_ids, training, dropout_seed: as in
-        `__call__`.
-      dropout: (optional) a `_Dropout` to share with a caller's heads.
-      return_internals: also return an `EncoderInternals` (what layer-wise
+      dropout: (optional) a `_Dropout` to share with a caller's heads
+        (instead of training and dropout_seed).
+      return_internals: also keep an `EncoderInternals` (what layer-wise
         distillation losses compare). Off by default: nothing more is kept.
 
     Returns:
-      (sequence_output, pooled_output, all_encoder_layers), all float32;
-      all_encoder_layers holds num_hidden_layers tensors [batch_size,
-      seq_length, hidden_size]. With return_internals, a fourth element,
-      the `EncoderInternals`.
+      An `EncoderOutputs`.
     """
     if dropout is None:
       dropout = _Dropout(training, dropout_seed)
@@ -544,23 +572,25 @@ class BertModel(tf.Module):
 
     embeddings = self.embeddings(input_ids, token_type_ids, dropout)
     adder = attention_mask_adder(input_mask)
-    internals = EncoderInternals([embeddings], [], [], [], []) if (
-        return_internals) else None
     # The residual stream is kept 2-D [B*S, H] and float32.
     layer_output = tf.reshape(embeddings, [-1, h])
-    all_layers = []
+    all_layers, layer_internals = [], []
     for layer in self._layers:
-      layer_output = self.transformer_layer(layer, layer_output, adder,
-                                            batch_size, seq_length, dropout,
-                                            internals)
+      layer_output, kept = self.transformer_layer(
+          layer, layer_output, adder, batch_size, seq_length, dropout,
+          return_internals)
       all_layers.append(tf.reshape(layer_output,
                                    [batch_size, seq_length, h]))
-    sequence_output = tf.reshape(layer_output, [batch_size, seq_length, h])
-    pooled_output = self.pooler(sequence_output)
-    if internals is not None:
-      internals.hidden_states.extend(all_layers)
-      return sequence_output, pooled_output, all_layers, internals
-    return sequence_output, pooled_output, all_layers
+      layer_internals.append(kept)
+    sequence_output = all_layers[-1] if all_layers else embeddings
+    internals = EncoderInternals.of_layers(
+        embeddings, all_layers, layer_internals) if return_internals else None
+    return EncoderOutputs(sequence_output, self.pooler(sequence_output),
+                          tuple(all_layers), internals)
+
+  def activation(self, x):
+    """The config's hidden_act applied to `x` (the masked-LM head uses it)."""
+    return self._activation(x)
 
   def embeddings(self, input_ids, token_type_ids, dropout):
     """Word + token-type + position embeddings, LayerNorm, dropout.
@@ -582,7 +612,7 @@ class BertModel(tf.Module):
     return dropout(embeddings, self.config.hidden_dropout_prob)
 
   def attention_layer(self, layer, layer_input, adder, batch_size,
-                      seq_length, dropout, internals=None):
+                      seq_length, dropout, return_internals=False):
     """Multi-headed self-attention of one layer (Google's `attention_layer`).
 
     The input is projected to queries, keys and values of
@@ -599,14 +629,12 @@ class BertModel(tf.Module):
       batch_size, seq_length: scalars.
       dropout: a `_Dropout` (attention_probs_dropout_prob on the
         probabilities).
-      internals: (optional) an `EncoderInternals` to which this layer's
-        scores (before the adder) [batch_size, num_heads, seq_length,
-        seq_length] and queries, keys and values [batch_size, seq_length,
-        hidden_size] are appended, in float32.
+      return_internals: also return this layer's `LayerInternals`.
 
     Returns:
-      The context, compute dtype [batch_size * seq_length, hidden_size]
-      (before the attention output projection).
+      (context, internals): the context, compute dtype [batch_size *
+      seq_length, hidden_size] (before the attention output projection);
+      the `LayerInternals` with return_internals, else None.
     """
     dtype = self.compute_dtype
     h = self.config.hidden_size
@@ -625,17 +653,14 @@ class BertModel(tf.Module):
     q, k, v = split_heads(queries), split_heads(keys), split_heads(values)
     scale = 1.0 / math.sqrt(float(head_size))
     scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * scale
-    if internals is not None:
-      internals.attention_scores.append(scores)
-      for found, part in ((internals.queries, queries),
-                          (internals.keys, keys),
-                          (internals.values, values)):
-        found.append(tf.reshape(tf.cast(part, tf.float32),
-                                [batch_size, seq_length, h]))
+    internals = LayerInternals(scores, *[
+        tf.reshape(tf.cast(part, tf.float32), [batch_size, seq_length, h])
+        for part in (queries, keys, values)]) if return_internals else None
     probs = tf.nn.softmax(scores + adder, axis=-1)
     probs = dropout(probs, self.config.attention_probs_dropout_prob)
     context = tf.matmul(tf.cast(probs, dtype), v)
-    return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, h])
+    return (tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, h]),
+            internals)
 
   def feed_forward(self, layer, attention_output):
     """The layer's intermediate projection and activation.
@@ -653,7 +678,7 @@ class BertModel(tf.Module):
                                   self.compute_dtype))
 
   def transformer_layer(self, layer, layer_input, adder, batch_size,
-                        seq_length, dropout, internals=None):
+                        seq_length, dropout, return_internals=False):
     """One encoder layer, as the loop body of Google's `transformer_model`.
 
     attention = LayerNorm(layer_input + dropout(dense(attention_layer)))
@@ -662,16 +687,19 @@ class BertModel(tf.Module):
     Args:
       layer: the `_TransformerLayer`.
       layer_input: float32 Tensor [batch_size * seq_length, hidden_size].
-      adder, batch_size, seq_length, dropout, internals: as in
+      adder, batch_size, seq_length, dropout, return_internals: as in
         `attention_layer`.
 
     Returns:
-      float32 Tensor [batch_size * seq_length, hidden_size].
+      (output, internals): float32 Tensor [batch_size * seq_length,
+      hidden_size]; the attention's `LayerInternals` or None, as
+      `attention_layer` returns it.
     """
     dtype = self.compute_dtype
     hidden_dropout = self.config.hidden_dropout_prob
-    context = self.attention_layer(layer, layer_input, adder, batch_size,
-                                   seq_length, dropout, internals)
+    context, internals = self.attention_layer(
+        layer, layer_input, adder, batch_size, seq_length, dropout,
+        return_internals)
     attention = _dense(context, layer.attention_output_kernel,
                        layer.attention_output_bias, dtype)
     attention = dropout(attention, hidden_dropout)
@@ -682,7 +710,7 @@ class BertModel(tf.Module):
                     dtype)
     output = dropout(output, hidden_dropout)
     return layer_norm(tf.cast(output, tf.float32) + attention,
-                      layer.output_ln_gamma, layer.output_ln_beta)
+                      layer.output_ln_gamma, layer.output_ln_beta), internals
 
   def pooler(self, sequence_output):
     """tanh(dense(first token)): float32 [batch_size, hidden_size]."""
@@ -769,22 +797,17 @@ class BertPretrainingModel(tf.Module):
       masked_lm_positions: int Tensor [batch_size, num_predictions].
       training: applies dropout when True.
       dropout_seed: (optional) int Tensor [2] for stateless dropout.
-      return_internals: also return the encoder's `EncoderInternals`.
+      return_internals: also keep the encoder's `EncoderInternals`.
 
     Returns:
-      (masked_lm_logits float32 [batch_size, num_predictions, vocab_size],
-       next_sentence_logits float32 [batch_size, 2]); with return_internals,
-      a third element, the `EncoderInternals`.
+      A `PretrainingOutputs`.
     """
-    outputs = self.bert.run(
+    encoder = self.bert(
         input_ids, input_mask, segment_ids, training=training,
         dropout_seed=dropout_seed, return_internals=return_internals)
-    sequence_output, pooled_output = outputs[:2]
-    logits = (self.masked_lm_logits(sequence_output, masked_lm_positions),
-              self.next_sentence_logits(pooled_output))
-    if return_internals:
-      return logits + (outputs[3],)
-    return logits
+    return PretrainingOutputs(
+        self.masked_lm_logits(encoder.sequence_output, masked_lm_positions),
+        self.next_sentence_logits(encoder.pooled_output), encoder.internals)
 
   def masked_lm_logits(self, sequence_output, masked_lm_positions):
     """Vocabulary logits (float32) at the masked positions only."""

@@ -175,7 +175,7 @@ class Ours(object):
     config = student_config()
     dtype = distillation.compute_dtype(opts)
     self.distiller = distillation_objective.Distiller(
-        opts.loss_settings(), config, labeler, compute_dtype=dtype)
+        opts, config, labeler, compute_dtype=dtype)
     loss_scale = (training.DynamicLossScale()
                   if dtype == tf.float16 else None)
     optimizer = optimization.create_optimizer(

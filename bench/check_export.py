@@ -109,10 +109,10 @@ def ours(config, arrays, checkpoint, ids, mask, segments, positions):
   else:
     model = encoder = modeling.BertModel(config)
   checkpoints.load_checkpoint(model.variables_by_name(), checkpoint)
-  seq, pooled = [t.numpy() for t in encoder(ids, mask, segments)]
+  seq, pooled = [t.numpy() for t in encoder(ids, mask, segments)[:2]]
   out = {"sequence_output": seq}
   if model is not encoder:
-    mlm, nsp = model(ids, mask, segments, positions)
+    mlm, nsp, _ = model(ids, mask, segments, positions)
     out.update(masked_lm_logits=mlm.numpy(), next_sentence_logits=nsp.numpy())
   if "output_weights" in arrays:
     out["logits"] = pooled @ arrays["output_weights"].T + arrays["output_bias"]

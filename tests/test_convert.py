@@ -86,8 +86,8 @@ def test_mlm_predictions_match_hf_weights(teacher_dir, small_bert_hf_dir):
   loaded, missing = checkpoints.load_checkpoint(model.variables_by_name(),
                                              teacher_dir)
   assert missing == [] and len(loaded) == len(model.variables_by_name())
-  mlm, _ = model(ids, mask, np.zeros_like(ids), positions)
-  seq, _ = model.bert(ids, mask)
+  mlm = model(ids, mask, np.zeros_like(ids), positions).masked_lm_logits
+  seq = model.bert(ids, mask).sequence_output
   real = mask.astype(bool)
   np.testing.assert_allclose(seq.numpy()[real], want_seq[real], atol=1e-5)
   got_logp = tf.nn.log_softmax(mlm).numpy()

@@ -179,11 +179,13 @@ def test_distiller_loss_on_real_records_matches_numpy(stage4_file):
                            hard_label_weight=0.5)
   tf.random.set_seed(1)
   config = modeling.BertConfig.from_dict(student_config_dict())
-  distiller = distillation_objective.Distiller(opts.loss_settings(), config)
+  distiller = distillation_objective.Distiller(opts, config)
   outputs = distiller(features, distiller.teacher_targets(features))
-  mlm_logits, nsp_logits = distiller.student(
+  student = distiller.student(
       features["input_ids"], features["input_mask"], features["segment_ids"],
       features["masked_lm_positions"], training=False)
+  mlm_logits = student.masked_lm_logits
+  nsp_logits = student.next_sentence_logits
   p, k = MAX_PREDICTIONS, TRUNCATION_FACTOR
   probs = features[record_format.TRUNCATED_PROBS].numpy().reshape(-1, p, k)
   indices = features[record_format.TOP_K_INDICES].numpy().reshape(-1, p, k)
@@ -211,13 +213,15 @@ def test_plain_masked_lm_objective_needs_no_teacher(stage3_dir):
   assert not opts.uses_teacher
   assert distillation.record_lengths(opts, 30522) == lengths
   config = modeling.BertConfig.from_dict(student_config_dict())
-  distiller = distillation_objective.Distiller(opts.loss_settings(), config)
+  distiller = distillation_objective.Distiller(opts, config)
   targets, internals = distiller.teacher_outputs(features)
   assert targets == (None, None) and internals is None
   outputs = distiller(features, targets)
-  mlm_logits, nsp_logits = distiller.student(
+  student = distiller.student(
       features["input_ids"], features["input_mask"], features["segment_ids"],
       features["masked_lm_positions"], training=False)
+  mlm_logits = student.masked_lm_logits
+  nsp_logits = student.next_sentence_logits
   hard, nsp = np_hard_and_next_sentence_losses(
       features, mlm_logits.numpy(), nsp_logits)
   np.testing.assert_allclose(outputs["loss"].numpy(), 2.0 * hard + nsp,
@@ -506,7 +510,7 @@ def test_online_teacher_matches_stored_labels(tmp_path, stage3_dir,
       modeling.BertConfig.from_json_file(teacher_config), teacher_ckpt,
       TRUNCATION_FACTOR)
   distiller = distillation_objective.Distiller(
-      opts.loss_settings(),
+      opts,
       modeling.BertConfig.from_dict(student_config_dict()), labeler)
   lengths = records.stage4_lengths(MAX_SEQ_LENGTH, MAX_PREDICTIONS,
                                    TRUNCATION_FACTOR)
@@ -604,7 +608,7 @@ def test_float16_loss_scale_skips_overflowing_steps(stage4_file):
   config = modeling.BertConfig.from_dict(student_config_dict(
       num_hidden_layers=1))
   distiller = distillation_objective.Distiller(
-      opts.loss_settings(), config, compute_dtype=tf.float16)
+      opts, config, compute_dtype=tf.float16)
   import optimization  # pylint: disable=g-import-not-at-top
   optimizer = optimization.create_optimizer(1e-3, 10, 0)
   optimizer.build(distiller.student_variables())

@@ -187,8 +187,8 @@ def test_hf_arrays_give_our_outputs(student, hf_export):
 
   model = modeling.BertPretrainingModel(config)
   checkpoints.load_checkpoint(model.variables_by_name(), folder)
-  seq, _ = model.bert(ids, mask, segments)
-  logits, _ = model(ids, mask, segments, positions)
+  seq = model.bert(ids, mask, segments).sequence_output
+  logits = model(ids, mask, segments, positions).masked_lm_logits
   real = mask.astype(bool)
   print("max |ours - NumPy(HF arrays)|: sequence output %.2e, MLM logits "
         "%.2e" % (np.abs(seq.numpy() - want_seq)[real].max(),
@@ -295,8 +295,8 @@ def test_saved_model_in_a_fresh_process(student, task_checkpoints,
 
   model = modeling.BertPretrainingModel(config)
   checkpoints.load_checkpoint(model.variables_by_name(), folder)
-  mlm, nsp = model(ids, mask, segments, positions)
-  seq, pooled = model.bert(ids, mask, segments)
+  mlm, nsp, _ = model(ids, mask, segments, positions)
+  seq, pooled = model.bert(ids, mask, segments)[:2]
   want = {"pretraining": {
       "masked_lm_log_probs": log_softmax(mlm.numpy().astype(np.float64)),
       "next_sentence_probs": np.exp(log_softmax(nsp.numpy())),

@@ -121,7 +121,7 @@ def random_distiller(tmp_path, student_dict, seed=0, **options):
       max_predictions_per_seq=3, teacher_bert_config_file="teacher.json",
       teacher_init_checkpoint=prefix, **options)
   distiller = distillation_objective.Distiller(
-      opts.loss_settings(), modeling.BertConfig.from_dict(student_dict),
+      opts, modeling.BertConfig.from_dict(student_dict),
       labeler)
   randomize(distiller.student, seed + 1)
   for var in distiller.extra_variables().values():

@@ -198,8 +198,12 @@ def test_forward_matches_numpy_on_random_model(small_checkpoint, hidden_act):
   ids, mask, segments, positions = small_inputs()
   want_seq, want_logp, want_nsp = np_bert(checkpoint_arrays(prefix), config,
                                           ids, mask, segments, positions)
-  mlm, nsp = model(ids, mask, segments, positions)
-  seq, pooled = model.bert(ids, mask, segments)
+  mlm, nsp, internals = model(ids, mask, segments, positions)
+  assert internals is None  # kept only when asked
+  encoder = model.bert(ids, mask, segments)
+  seq, pooled = encoder.sequence_output, encoder.pooled_output
+  assert len(encoder.all_encoder_layers) == config["num_hidden_layers"]
+  assert encoder.all_encoder_layers[-1] is seq
   assert mlm.dtype == tf.float32 and mlm.shape == (3, 3, 97)
   assert nsp.shape == (3, 2) and pooled.shape == (3, 24)
   np.testing.assert_allclose(seq.numpy(), want_seq, atol=1e-5, rtol=0)
@@ -211,6 +215,30 @@ def test_forward_matches_numpy_on_random_model(small_checkpoint, hidden_act):
   assert np.abs(no_mask_logp - want_logp).max() > 1e-2
 
 
+def test_internals_match_numpy(small_checkpoint):
+  """With return_internals, the encoder's outputs carry every layer's
+  hidden states, attention scores, queries, keys and values, each equal to
+  the NumPy forward pass; without, nothing is kept."""
+  config, prefix = small_checkpoint
+  model = load_model(config, prefix)
+  ids, mask, segments, _ = small_inputs()
+  want = np_encoder(checkpoint_arrays(prefix), config, ids, mask, segments)
+  encoder = model.bert(ids, mask, segments, return_internals=True)
+  internals = encoder.internals
+  assert set(modeling.EncoderInternals._fields) == set(want)
+  layers = config["num_hidden_layers"]
+  assert len(internals.hidden_states) == layers + 1
+  for name in modeling.EncoderInternals._fields:
+    got = getattr(internals, name)
+    assert len(got) == len(want[name]), name
+    for got_one, want_one in zip(got, want[name]):
+      assert got_one.dtype == tf.float32
+      np.testing.assert_allclose(got_one.numpy(), want_one, atol=1e-5,
+                                 err_msg=name)
+  assert internals.hidden_states[1:] == encoder.all_encoder_layers
+  assert model.bert(ids, mask, segments).internals is None
+
+
 def test_compiled_forward_matches_eager(small_checkpoint):
   config, prefix = small_checkpoint
   model = load_model(config, prefix)
@@ -220,8 +248,10 @@ def test_compiled_forward_matches_eager(small_checkpoint):
   for jit in (False, True):
     fn = tf.function(model.__call__, jit_compile=jit,
                      input_signature=[spec] * 4)
-    for got, want in zip(fn(ids, mask, segments, positions), eager):
-      np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    got = fn(ids, mask, segments, positions)
+    for name in ("masked_lm_logits", "next_sentence_logits"):
+      np.testing.assert_allclose(getattr(got, name).numpy(),
+                                 getattr(eager, name).numpy(), atol=1e-5)
   # int64 inputs, as parsed from TFRecords, give the same result.
   got = model(*[x.astype(np.int64) for x in small_inputs()])
   np.testing.assert_allclose(got[0].numpy(), eager[0].numpy(), atol=1e-6)
@@ -231,8 +261,9 @@ def test_default_mask_and_segments(small_checkpoint):
   config, prefix = small_checkpoint
   model = load_model(config, prefix)
   ids = small_inputs()[0]
-  seq, pooled = model.bert(ids)
-  want_seq, _ = model.bert(ids, np.ones_like(ids), np.zeros_like(ids))[:2]
+  seq, pooled = model.bert(ids)[:2]
+  want_seq = model.bert(ids, np.ones_like(ids),
+                        np.zeros_like(ids)).sequence_output
   np.testing.assert_allclose(seq.numpy(), want_seq.numpy(), atol=1e-6)
   assert pooled.shape == (3, 24)
 
@@ -283,8 +314,9 @@ def test_dropout_rate_on_embeddings():
       SMALL, num_hidden_layers=0, hidden_dropout_prob=0.4))
   model = modeling.BertModel(config)
   ids = np.random.RandomState(1).randint(0, 97, size=(8, 16))
-  seq, _ = model(ids, training=True, dropout_seed=tf.constant([1, 2]))
-  eval_seq, _ = model(ids)
+  seq = model(ids, training=True,
+              dropout_seed=tf.constant([1, 2])).sequence_output
+  eval_seq = model(ids).sequence_output
   dropped = (seq.numpy() == 0).mean()
   assert 0.35 < dropped < 0.45
   kept = seq.numpy() != 0
@@ -507,7 +539,7 @@ def test_forward_matches_numpy_on_real_small_bert(teacher_dir):
   want_seq, want_logp, want_nsp = np_bert(checkpoint_arrays(prefix), config,
                                           ids, mask, segments, positions)
   mlm, nsp = tf.function(model.__call__)(ids, mask, segments, positions)
-  got_seq, _ = model.bert(ids, mask, segments)
+  got_seq = model.bert(ids, mask, segments).sequence_output
   np.testing.assert_allclose(got_seq.numpy(), want_seq, atol=1e-5, rtol=0)
   # Log-probs reach -40 here, where float32 steps are 4e-6: rtol 1e-6.
   np.testing.assert_allclose(log_softmax(mlm), want_logp, atol=1e-5,

@@ -54,7 +54,8 @@ from bert_distill.stages import training
 @dataclasses.dataclass
 class Options(distillation_objective.LossSettings):
   """The settings of a distillation run: one field per flag of the scripts
-  (the loss settings, then the others).
+  (the loss settings, which the Distiller reads from these options, then
+  the others).
 
   The flags (distillation_flags.py) are the one source of their meaning and
   defaults; this holds their values, for code that does not read flags.
@@ -93,13 +94,6 @@ class Options(distillation_objective.LossSettings):
   def online_teacher(self):
     """True when the teacher runs inside the training step."""
     return bool(self.teacher_bert_config_file)
-
-  def loss_settings(self):
-    """The `distillation_objective.LossSettings` of these options (what
-    the Distiller reads)."""
-    return distillation_objective.LossSettings(**{
-        field.name: getattr(self, field.name)
-        for field in dataclasses.fields(distillation_objective.LossSettings)})
 
 
 # ---------------------------------------------------------------------------
@@ -452,7 +446,7 @@ def run(opts, distribution=None):
     distillation_objective.parse_layer_indices(
         opts.init_from_teacher_layers, student_config.num_hidden_layers)
   if opts.layer_loss_weights:
-    distillation_objective.layer_loss_plan(opts.loss_settings(),
+    distillation_objective.layer_loss_plan(opts,
                                           student_config, teacher_config)
 
   lengths = record_lengths(opts, student_config.vocab_size)
@@ -516,7 +510,7 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
   # The student's initialisation depends on the seed alone.
   tf.random.set_seed(opts.random_seed)
   distiller = distillation_objective.Distiller(
-      opts.loss_settings(), student_config, labeler, dtype)
+      opts, student_config, labeler, dtype)
   optimizer = optimization.create_optimizer(
       opts.learning_rate, opts.num_train_steps, opts.num_warmup_steps)
   model_variables = distiller.student_variables()

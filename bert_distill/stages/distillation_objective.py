@@ -194,7 +194,7 @@ class Distiller(tf.Module):
   (`extra_variables`) along with the student.
 
   Args:
-    settings: LossSettings (Options.loss_settings()).
+    settings: LossSettings (a run's distillation.Options are).
     student_config: the student's modeling.BertConfig.
     teacher_labeler: a loaded teacher.TeacherLabeler to run the teacher
       online (in its compute dtype, inference mode), or None to read
@@ -278,17 +278,13 @@ class Distiller(tf.Module):
       probs = tf.reshape(features[record_format.FULL_PROBS],
                          [-1, p, self.student.config.vocab_size])
       return (probs, None), None
-    outputs = teacher.soft_labels(
-        self.teacher.model, features["input_ids"], features["input_mask"],
-        features["segment_ids"], features["masked_lm_positions"], k,
-        return_internals=self.plan is not None)
-    probs, indices = outputs[:2]
-    if indices is not None:
-      indices = tf.stop_gradient(indices)
-    internals = None
-    if self.plan is not None:
-      internals = tf.nest.map_structure(tf.stop_gradient, outputs[2])
-    return (tf.stop_gradient(probs), indices), internals
+    labels = tf.nest.map_structure(
+        lambda t: None if t is None else tf.stop_gradient(t),
+        teacher.soft_labels(
+            self.teacher.model, features["input_ids"], features["input_mask"],
+            features["segment_ids"], features["masked_lm_positions"], k,
+            return_internals=self.plan is not None))
+    return (labels.probs, labels.indices), labels.internals
 
   def compute_layer_losses(self, student_internals, teacher_internals,
                            input_mask):
@@ -349,7 +345,8 @@ class Distiller(tf.Module):
         features["segment_ids"], features["masked_lm_positions"],
         return_internals=self.plan is not None,
         **_dropout_kwargs(training, dropout_seed))
-    mlm_logits, nsp_logits = student_outputs[:2]
+    mlm_logits = student_outputs.masked_lm_logits
+    nsp_logits = student_outputs.next_sentence_logits
     weights = features["masked_lm_weights"]
     hard_loss, hard_per_position = hard_cross_entropy(
         mlm_logits, features["masked_lm_ids"], weights)
@@ -378,7 +375,7 @@ class Distiller(tf.Module):
         raise ValueError("layer-wise losses need the teacher's internals "
                          "(Distiller.teacher_outputs)")
       extra_losses = self.compute_layer_losses(
-          student_outputs[2], teacher_internals, features["input_mask"])
+          student_outputs.internals, teacher_internals, features["input_mask"])
       for option, name in LAYER_LOSS_WEIGHTS.items():
         if name in extra_losses:
           loss += getattr(settings, option) * extra_losses[name]

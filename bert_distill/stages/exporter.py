@@ -417,8 +417,9 @@ class ServingModel(tf.Module):
               masked_lm_positions=None):
     """The signatures' outputs by name (shapes in `write_saved_model`)."""
     cast = lambda x: tf.cast(x, tf.int32)
-    sequence_output, pooled_output = self.bert(
-        cast(input_ids), cast(input_mask), cast(segment_ids))
+    encoder = self.bert(cast(input_ids), cast(input_mask), cast(segment_ids))
+    sequence_output, pooled_output = (encoder.sequence_output,
+                                      encoder.pooled_output)
     result = {"sequence_output": sequence_output,
               "pooled_output": pooled_output}
     if self.masked_lm:

@@ -201,10 +201,11 @@ class FineTuningModel(tf.Module):
     # gets its own seed folded from the step's seed, in call order.
     # pylint: disable-next=protected-access
     dropout = modeling._Dropout(training, dropout_seed)
-    sequence_output, pooled_output, _ = self.bert.run(
+    encoder = self.bert(
         features["input_ids"], features["input_mask"],
         features["segment_ids"], training=training, dropout=dropout)
-    return self.head(sequence_output, pooled_output, features, dropout)
+    return self.head(encoder.sequence_output, encoder.pooled_output,
+                     features, dropout)
 
 
 def initialize(model, optimizer, opts, all_variables):

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import typing
 
 from absl import logging
 import numpy as np
@@ -136,6 +137,19 @@ def require_masked_lm_variables(missing, checkpoint, flag_name, whose):
          ", ".join(needed[:3])))
 
 
+class SoftLabels(typing.NamedTuple):
+  """The teacher's distribution at the masked positions (`soft_labels`).
+
+    probs      K > 0: float32 [B, P, K], descending; K = 0: [B, P, V].
+    indices    K > 0: int32 [B, P, K] vocabulary ids; K = 0: None.
+    internals  the teacher's `modeling.EncoderInternals` of the same
+               forward pass with return_internals=True, else None.
+  """
+  probs: tf.Tensor
+  indices: typing.Optional[tf.Tensor]
+  internals: typing.Optional[modeling.EncoderInternals]
+
+
 def soft_labels(model, input_ids, input_mask, segment_ids,
                 masked_lm_positions, truncation_factor,
                 return_internals=False):
@@ -149,23 +163,20 @@ def soft_labels(model, input_ids, input_mask, segment_ids,
     input_ids, input_mask, segment_ids: int [B, S].
     masked_lm_positions: int [B, P].
     truncation_factor: K; 0 for the whole distribution.
-    return_internals: also return the teacher's `modeling.EncoderInternals`
+    return_internals: also keep the teacher's `modeling.EncoderInternals`
       of the same forward pass (for layer-wise distillation).
 
   Returns:
-    (probs, indices): K > 0: float32 [B, P, K] in descending order and int32
-    [B, P, K] vocabulary ids; K = 0: float32 [B, P, V] and None. With
-    return_internals, (probs, indices, internals).
+    `SoftLabels`.
   """
   outputs = model(input_ids, input_mask, segment_ids, masked_lm_positions,
                   training=False, return_internals=return_internals)
-  probs = tf.nn.softmax(tf.cast(outputs[0], tf.float32), axis=-1)
+  probs = tf.nn.softmax(tf.cast(outputs.masked_lm_logits, tf.float32),
+                        axis=-1)
   indices = None
   if truncation_factor > 0:
     probs, indices = tf.math.top_k(probs, k=truncation_factor, sorted=True)
-  if return_internals:
-    return probs, indices, outputs[2]
-  return probs, indices
+  return SoftLabels(probs, indices, outputs.internals)
 
 
 class TeacherLabeler(tf.Module):
@@ -223,8 +234,9 @@ class TeacherLabeler(tf.Module):
 
   def _label_batch(self, input_ids, input_mask, segment_ids,
                    masked_lm_positions):
-    return soft_labels(self.model, input_ids, input_mask, segment_ids,
-                       masked_lm_positions, self.truncation_factor)
+    labels = soft_labels(self.model, input_ids, input_mask, segment_ids,
+                         masked_lm_positions, self.truncation_factor)
+    return labels.probs, labels.indices
 
   def __call__(self, features):
     """The teacher's soft labels for a parsed batch.
@@ -235,7 +247,7 @@ class TeacherLabeler(tf.Module):
         `records.make_dataset`.
 
     Returns:
-      (probs, indices) as `soft_labels`. The function is traced once per
+      (probs, indices) as in `SoftLabels`. The function is traced once per
       batch shape.
     """
     return self._label(*[tf.convert_to_tensor(features[name])
