@@ -276,8 +276,8 @@ def test_mixed_precision_close_to_float32(small_checkpoint, dtype):
   inputs = small_inputs()
   for var in half.variables_by_name().values():
     assert var.dtype == tf.float32
-  got_mlm, got_nsp = half(*inputs)
-  want_mlm, want_nsp = full(*inputs)
+  got_mlm, got_nsp, _ = half(*inputs)
+  want_mlm, want_nsp, _ = full(*inputs)
   assert got_mlm.dtype == tf.float32 and got_nsp.dtype == tf.float32
   tol = 0.05 if dtype == tf.float16 else 0.3
   np.testing.assert_allclose(log_softmax(got_mlm), log_softmax(want_mlm),
@@ -538,7 +538,7 @@ def test_forward_matches_numpy_on_real_small_bert(teacher_dir):
   model = load_model(config, prefix)
   want_seq, want_logp, want_nsp = np_bert(checkpoint_arrays(prefix), config,
                                           ids, mask, segments, positions)
-  mlm, nsp = tf.function(model.__call__)(ids, mask, segments, positions)
+  mlm, nsp, _ = tf.function(model.__call__)(ids, mask, segments, positions)
   got_seq = model.bert(ids, mask, segments).sequence_output
   np.testing.assert_allclose(got_seq.numpy(), want_seq, atol=1e-5, rtol=0)
   # Log-probs reach -40 here, where float32 steps are 4e-6: rtol 1e-6.

@@ -22,6 +22,7 @@ import conftest
 from bert_distill.stages import distillation
 import inprocess
 from bert_distill.stages import question_answering
+import test_hardening
 import test_hardening_outputs as th
 
 STSB = os.path.join(conftest.FIXTURES, "sts-b")
@@ -155,7 +156,7 @@ def test_a_length_without_room_for_text_is_refused(tmp_path, teacher_dir,
 def test_sigterm_in_fine_tuning_saves_a_checkpoint(tmp_path, teacher_dir,
                                                    tiny_config):
   """As stage V: the current step ends, a checkpoint is written, one line,
-  exit status 128 + SIGTERM (test_hardening.stop_training_with)."""
+  exit status 128 + SIGTERM (test_hardening_outputs.stop_training_with)."""
   th.stop_training_with(
       signal.SIGTERM,
       ["run_classifier.py"] + stsb_flags(teacher_dir, tiny_config)
@@ -172,4 +173,4 @@ def test_a_frozen_rank_ends_a_fine_tuning_job_naming_it(tmp_path,
   flags = stsb_flags(teacher_dir, tiny_config) + [
       "--output_dir", out, "--do_train=true", "--num_train_epochs", 100000,
       "--save_checkpoints_steps", 2, "--iterations_per_loop", 1]
-  th.freeze_a_rank("run_classifier_distributed.py", [flags, flags], out)
+  test_hardening.freeze_a_rank("run_classifier_distributed.py", [flags, flags], out)
