@@ -32,7 +32,8 @@ FLAGS_PACKAGE = "bert_distill.flags"
 # Modules that define flags when imported: imported afresh by every `load`.
 FLAG_MODULES = tuple(
     FLAGS_PACKAGE + "." + name
-    for name in ("stage_flags", "record_flags", "distillation_flags",
+    for name in ("stage_flags", "record_flags", "layer_loss_flags",
+                 "distillation_flags",
                  "finetuning_flags", "classifier_flags", "squad_flags"))
 
 

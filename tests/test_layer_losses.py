@@ -19,6 +19,7 @@ from bert_distill.lib import checkpoints
 from bert_distill import cli
 from bert_distill.stages import distillation
 from bert_distill.stages import distillation_objective
+from bert_distill.lib import layer_losses
 import inprocess
 import modeling
 import optimization
@@ -184,7 +185,7 @@ def test_each_loss_matches_numpy(tmp_path, student_dict, options):
   base = (outputs["masked_lm_loss"] + outputs["next_sentence_loss"]).numpy()
   weighted = sum(
       options[option] * expected[name] for option, name in
-      distillation_objective.LAYER_LOSS_WEIGHTS.items() if option in options)
+      layer_losses.LAYER_LOSS_WEIGHTS.items() if option in options)
   np.testing.assert_allclose(outputs["loss"].numpy(), base + weighted,
                              rtol=1e-5)
 
@@ -207,7 +208,7 @@ def test_gradients_reach_projection_and_student_never_the_teacher(tmp_path):
   with tf.GradientTape() as tape:
     outputs = distiller(features, targets, teacher_internals=internals)
     layer_total = tf.add_n([outputs[name] for name in
-                            distillation_objective.LAYER_LOSS_WEIGHTS.values()])
+                            layer_losses.LAYER_LOSS_WEIGHTS.values()])
   grads = dict(zip(trained, tape.gradient(layer_total,
                                           list(trained.values()))))
   # The layer losses alone reach the projection and every encoder variable.

@@ -13,6 +13,7 @@ the two stay in step.
 from absl import flags
 
 from bert_distill.stages import distillation
+from bert_distill.flags import layer_loss_flags
 from bert_distill.flags import record_flags
 from bert_distill.flags import stage_flags
 
@@ -109,41 +110,6 @@ flags.DEFINE_string(
     "indices[i], and the embeddings, pooler and heads are copied from the "
     "teacher (as DistilBERT does). Needs --teacher_init_checkpoint and "
     "matching sizes.")
-flags.DEFINE_float(
-    "hidden_loss_weight", 0.0,
-    "Weight of the TinyBERT hidden-state loss: mean squared error between "
-    "the student's embeddings and layer outputs and the mapped teacher "
-    "ones (see --teacher_layer_map), through a learned linear projection "
-    "when the widths differ. Needs the online teacher. 0: off.")
-flags.DEFINE_float(
-    "attention_loss_weight", 0.0,
-    "Weight of the TinyBERT attention loss: mean squared error between the "
-    "student's pre-softmax attention scores and the mapped teacher layer's, "
-    "head by head, padding excluded. Needs the online teacher and the same "
-    "number of heads. 0: off.")
-flags.DEFINE_float(
-    "attention_relation_loss_weight", 0.0,
-    "Weight of the MiniLMv2 attention-relation loss: KL divergence between "
-    "the teacher's and the student's query-query, key-key and value-value "
-    "relations (--attention_relation_heads heads) of teacher layer "
-    "--attention_relation_teacher_layer and the student's last layer. Any "
-    "widths and head counts. Needs the online teacher. 0: off.")
-flags.DEFINE_string(
-    "teacher_layer_map", None,
-    "For --hidden_loss_weight and --attention_loss_weight: comma-separated "
-    "0-based teacher layer indices, one per student layer (student layer i "
-    "is compared with teacher layer indices[i]; the embeddings with the "
-    "embeddings). Default: uniform, student layer i <- teacher layer "
-    "(i + 1) * L_teacher / L_student - 1, e.g. 1,3,5,7,9,11 for 6 of 12.")
-flags.DEFINE_integer(
-    "attention_relation_teacher_layer", -1,
-    "The teacher layer (0-based; negative counts from the end, -1 the "
-    "last) whose relations --attention_relation_loss_weight distils into "
-    "the student's last layer.")
-flags.DEFINE_integer(
-    "attention_relation_heads", 0,
-    "Number of relation heads of --attention_relation_loss_weight; must "
-    "divide both hidden sizes. 0: the teacher's num_attention_heads.")
 flags.DEFINE_bool("use_xla", False,
                   "Compile the forward and backward pass with XLA.")
 flags.DEFINE_bool(
@@ -190,6 +156,7 @@ flags.DEFINE_bool(
     "core).")
 
 flags.adopt_module_key_flags(stage_flags)  # list them in --help
+flags.adopt_module_key_flags(layer_loss_flags)
 
 # What these flags fill (stage_flags.options_from_flags).
 OPTIONS = distillation.Options

@@ -25,17 +25,65 @@ for MiniLMv2) and the layers' means are summed, as TinyBERT and MiniLMv2 do.
 
 The projection's variables are named under VARIABLE_SCOPE
 ("distillation/hidden_projection/..."), apart from the BERT variables.
+
+`LayerLosses` is what a training objective holds (stage V's Distiller, a
+task-distilling fine-tuning run): the losses that `LayerLossSettings` turn
+on, checked against both models' configs (`layer_loss_plan`), with the
+projection they need.
 """
 
 import collections
+import dataclasses
 import math
 
 import tensorflow as tf
+
+from bert_distill.lib import errors
 
 # The scope of the variables that distillation adds to the student.
 VARIABLE_SCOPE = "distillation"
 # Added to the relation scores of padding positions (as BERT's attention).
 _MASK_ADDER = -10000.0
+# The layer-wise losses: weight option -> name of the loss (in a training
+# objective's outputs and in eval_results.txt).
+LAYER_LOSS_WEIGHTS = collections.OrderedDict([
+    ("hidden_loss_weight", "hidden_loss"),
+    ("attention_loss_weight", "attention_loss"),
+    ("attention_relation_loss_weight", "attention_relation_loss")])
+
+
+@dataclasses.dataclass
+class LayerLossSettings(object):
+  """The layer-wise losses' settings: fields as the flags of the same names
+  (bert_distill/flags/layer_loss_flags.py)."""
+  hidden_loss_weight: float
+  attention_loss_weight: float
+  attention_relation_loss_weight: float
+  teacher_layer_map: str
+  attention_relation_teacher_layer: int
+  attention_relation_heads: int
+
+  @property
+  def layer_loss_weights(self):
+    """Flag name -> weight of each layer-wise loss that is on."""
+    return collections.OrderedDict(
+        ("--%s" % name, getattr(self, name)) for name in LAYER_LOSS_WEIGHTS
+        if getattr(self, name))
+
+
+def split_extra_state(named_variables):
+  """(model state, extra state): two OrderedDicts of (name, variable).
+
+  The extra state holds the variables under VARIABLE_SCOPE (projections)
+  and their optimizer slots, saved in a companion checkpoint
+  (checkpoints.CheckpointSaver), so that model.ckpt-<step> stays a BERT
+  checkpoint; the model state holds all others.
+  """
+  scope = VARIABLE_SCOPE + "/"
+  model, extra = collections.OrderedDict(), collections.OrderedDict()
+  for name, var in named_variables:
+    (extra if name.startswith(scope) else model)[name] = var
+  return model, extra
 
 
 def uniform_layer_map(num_student_layers, num_teacher_layers):
@@ -209,3 +257,162 @@ def attention_relation_loss(student_qkv, teacher_qkv, input_mask,
   """
   return tf.add_n([relation_kl(s, t, input_mask, num_relation_heads)
                    for s, t in zip(student_qkv, teacher_qkv)])
+
+
+@dataclasses.dataclass
+class LayerLossPlan(object):
+  """Which student and teacher layers the layer-wise losses compare.
+
+  layer_map: teacher layer index for each student layer (hidden and
+    attention losses).
+  relation_teacher_layer: the teacher layer of the attention-relation loss
+    (0-based, non-negative).
+  relation_heads: its number of relation heads.
+  project_hidden: whether the hidden loss needs a projection (the widths
+    differ).
+  """
+  layer_map: list
+  relation_teacher_layer: int
+  relation_heads: int
+  project_hidden: bool
+
+
+def layer_loss_plan(settings, student_config, teacher_config):
+  """Checks the layer-loss settings against both models; returns a plan.
+
+  Args:
+    settings: LayerLossSettings.
+    student_config, teacher_config: modeling.BertConfig.
+
+  Raises:
+    errors.UserError: one line naming the flag: a layer map of the wrong
+      length or naming layers that do not exist, attention loss with
+      different head counts, relation heads that do not divide a hidden
+      size, a relation layer the teacher lacks.
+  """
+  num_student = student_config.num_hidden_layers
+  num_teacher = teacher_config.num_hidden_layers
+  spec = settings.teacher_layer_map
+  if spec:
+    flag = "--teacher_layer_map=%s" % spec
+    layer_map = parse_layer_indices(spec, num_student, "--teacher_layer_map")
+  else:
+    flag = "--teacher_layer_map (default: uniform)"
+    layer_map = uniform_layer_map(num_student, num_teacher)
+  bad = [i for i in layer_map if not 0 <= i < num_teacher]
+  if bad and (settings.hidden_loss_weight or settings.attention_loss_weight):
+    raise errors.UserError(
+        "%s: teacher layer %d does not exist (the teacher has %d layers, "
+        "0 to %d; the student %d)" % (flag, bad[0], num_teacher,
+                                      num_teacher - 1, num_student))
+  if (settings.attention_loss_weight and student_config.num_attention_heads
+      != teacher_config.num_attention_heads):
+    raise errors.UserError(
+        "--attention_loss_weight: the student has %d attention heads, the "
+        "teacher %d; this loss compares head by head (use "
+        "--attention_relation_loss_weight, which works with any head count)"
+        % (student_config.num_attention_heads,
+           teacher_config.num_attention_heads))
+  relation_layer = settings.attention_relation_teacher_layer
+  if relation_layer < 0:
+    relation_layer += num_teacher
+  relation_heads = (settings.attention_relation_heads or
+                    teacher_config.num_attention_heads)
+  if settings.attention_relation_loss_weight:
+    if not 0 <= relation_layer < num_teacher:
+      raise errors.UserError(
+          "--attention_relation_teacher_layer=%d: the teacher has %d layers"
+          % (settings.attention_relation_teacher_layer, num_teacher))
+    if not num_student:
+      raise errors.UserError("--attention_relation_loss_weight: the student "
+                             "has no Transformer layer")
+    widths = (student_config.hidden_size, teacher_config.hidden_size)
+    if any(w % relation_heads for w in widths):
+      raise errors.UserError(
+          "--attention_relation_heads=%d must divide both hidden sizes "
+          "(student %d, teacher %d)" % ((relation_heads,) + widths))
+  return LayerLossPlan(
+      layer_map=layer_map, relation_teacher_layer=relation_layer,
+      relation_heads=relation_heads,
+      project_hidden=bool(settings.hidden_loss_weight) and (
+          student_config.hidden_size != teacher_config.hidden_size))
+
+
+def parse_layer_indices(spec, num_student_layers,
+                        flag_name="--init_from_teacher_layers"):
+  """Parses a flag's comma list into one teacher layer index per layer."""
+  try:
+    indices = [int(x) for x in spec.split(",") if x.strip()]
+  except ValueError:
+    raise errors.UserError("%s=%s: expected comma-separated layer indices" %
+                           (flag_name, spec))
+  if len(indices) != num_student_layers:
+    raise errors.UserError(
+        "%s=%s: %d indices given, the student has %d layers (one teacher "
+        "layer index per student layer)" % (flag_name, spec, len(indices),
+                                            num_student_layers))
+  if indices and min(indices) < 0:
+    raise errors.UserError("%s=%s: negative layer index" % (flag_name, spec))
+  return indices
+
+
+class LayerLosses(tf.Module):
+  """The layer-wise losses that the settings turn on, for one student and
+  one teacher: the plan (`layer_loss_plan`) and the hidden-state projection
+  when the widths differ.
+
+  Call it with both models' `modeling.EncoderInternals` (the teacher's
+  without gradient) and the batch's input_mask: the enabled losses,
+  unweighted, name -> float32 scalar; `add_weighted` adds them to a loss
+  with the settings' weights.
+  """
+
+  def __init__(self, settings, student_config, teacher_config):
+    """Raises errors.UserError on settings that do not fit the models."""
+    super(LayerLosses, self).__init__(name="layer_losses")
+    self.settings = settings
+    self.plan = layer_loss_plan(settings, student_config, teacher_config)
+    self.projection = None
+    if self.plan.project_hidden:
+      self.projection = HiddenProjection(student_config.hidden_size,
+                                         teacher_config.hidden_size,
+                                         student_config.initializer_range)
+
+  def variables_by_name(self):
+    """The projection's variables (empty without one)."""
+    if self.projection is None:
+      return collections.OrderedDict()
+    return self.projection.variables_by_name()
+
+  def __call__(self, student_internals, teacher_internals, input_mask):
+    settings, plan = self.settings, self.plan
+    losses = collections.OrderedDict()
+    if settings.hidden_loss_weight:
+      # The embeddings' output with the teacher's, then the mapped layers.
+      teacher_states = [teacher_internals.hidden_states[0]] + [
+          teacher_internals.hidden_states[i + 1] for i in plan.layer_map]
+      losses["hidden_loss"] = hidden_state_loss(
+          student_internals.hidden_states, teacher_states, input_mask,
+          self.projection)
+    if settings.attention_loss_weight:
+      losses["attention_loss"] = attention_score_loss(
+          student_internals.attention_scores,
+          [teacher_internals.attention_scores[i] for i in plan.layer_map],
+          input_mask)
+    if settings.attention_relation_loss_weight:
+      t = plan.relation_teacher_layer
+      losses["attention_relation_loss"] = attention_relation_loss(
+          (student_internals.queries[-1], student_internals.keys[-1],
+           student_internals.values[-1]),
+          (teacher_internals.queries[t], teacher_internals.keys[t],
+           teacher_internals.values[t]),
+          input_mask, plan.relation_heads)
+    return losses
+
+  def add_weighted(self, loss, losses):
+    """loss + weight * each loss of `losses` (a dict from `__call__`),
+    added one at a time in LAYER_LOSS_WEIGHTS' order."""
+    for option, name in LAYER_LOSS_WEIGHTS.items():
+      if name in losses:
+        loss += getattr(self.settings, option) * losses[name]
+    return loss

@@ -254,8 +254,7 @@ def init_from_teacher_layers(student_variables, spec, checkpoint,
     cli.UserError: bad indices, a layer the teacher lacks, or a shape
       mismatch (sizes must match).
   """
-  indices = distillation_objective.parse_layer_indices(spec,
-                                                       num_student_layers)
+  indices = layer_losses.parse_layer_indices(spec, num_student_layers)
   with cli.blame_flag("--teacher_init_checkpoint"):
     checkpoint = checkpoints.resolve_checkpoint(checkpoint)
   with cli.blame_flag("--init_from_teacher_layers=%s" % spec):
@@ -340,7 +339,7 @@ def evaluate(distiller, opts, eval_files, lengths):
   dataset = dataset.take(opts.max_eval_steps)
 
   layer_loss_names = [
-      distillation_objective.LAYER_LOSS_WEIGHTS[option[2:]]
+      layer_losses.LAYER_LOSS_WEIGHTS[option[2:]]
       for option in opts.layer_loss_weights]
 
   def _eval_step(features):
@@ -443,11 +442,10 @@ def run(opts, distribution=None):
     teacher.check_truncation_factor(opts.truncation_factor,
                                     teacher_config.vocab_size)
   if opts.init_from_teacher_layers:
-    distillation_objective.parse_layer_indices(
+    layer_losses.parse_layer_indices(
         opts.init_from_teacher_layers, student_config.num_hidden_layers)
   if opts.layer_loss_weights:
-    distillation_objective.layer_loss_plan(opts,
-                                          student_config, teacher_config)
+    layer_losses.layer_loss_plan(opts, student_config, teacher_config)
 
   lengths = record_lengths(opts, student_config.vocab_size)
   share = eval_files = None
@@ -521,7 +519,7 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
   # The student's training state (model.ckpt-<step>: Google's names, slots,
   # global_step) and what distillation adds (projections and their slots,
   # in the companion checkpoint model.ckpt-<step>.distillation).
-  all_variables, extra_state = split_extra_state(
+  all_variables, extra_state = layer_losses.split_extra_state(
       list(model_variables.items()) +
       list(distiller.extra_variables().items()) +
       list(optimizer.variables_by_name().items()) +
@@ -569,19 +567,6 @@ def _build_and_run(opts, distribution, student_config, teacher_config,
                         metrics["global_step"])
   eval_writer.flush()
   return metrics
-
-
-def split_extra_state(named_variables):
-  """(student state, extra state): two OrderedDicts of (name, variable).
-
-  The extra state holds the variables under layer_losses.VARIABLE_SCOPE
-  (projections) and their optimizer slots; the student state all others.
-  """
-  scope = layer_losses.VARIABLE_SCOPE + "/"
-  student, extra = collections.OrderedDict(), collections.OrderedDict()
-  for name, var in named_variables:
-    (extra if name.startswith(scope) else student)[name] = var
-  return student, extra
 
 
 # Checkpoint variables that are not the model's: optimizer slots and state.

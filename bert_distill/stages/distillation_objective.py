@@ -40,21 +40,16 @@ from bert_distill.lib import record_format
 from bert_distill.stages import teacher
 
 
-# The layer-wise losses: weight option -> name of the loss (in the outputs of
-# Distiller and in eval_results.txt).
-LAYER_LOSS_WEIGHTS = collections.OrderedDict([
-    ("hidden_loss_weight", "hidden_loss"),
-    ("attention_loss_weight", "attention_loss"),
-    ("attention_relation_loss_weight", "attention_relation_loss")])
 # Added to the sum of the weights in the masked-LM loss, as Google's
 # get_masked_lm_output does (it keeps an all-padding batch finite).
 LOSS_DENOMINATOR_EPSILON = 1e-5
 
 @dataclasses.dataclass
-class LossSettings(object):
+class LossSettings(layer_losses.LayerLossSettings):
   """What the training objective (`Distiller`) reads: the loss settings.
 
-  Fields as the flags of the same names (distillation_flags.py).
+  Fields as the flags of the same names (distillation_flags.py; the layer
+  losses' in layer_loss_flags.py).
   """
   truncation_factor: int
   max_predictions_per_seq: int
@@ -62,24 +57,11 @@ class LossSettings(object):
   soft_label_weight: float
   hard_label_weight: float
   renormalize_top_k: bool
-  hidden_loss_weight: float
-  attention_loss_weight: float
-  attention_relation_loss_weight: float
-  teacher_layer_map: str
-  attention_relation_teacher_layer: int
-  attention_relation_heads: int
 
   @property
   def uses_teacher(self):
     """False for plain masked-LM training: no soft labels, no layer loss."""
     return bool(self.soft_label_weight or self.layer_loss_weights)
-
-  @property
-  def layer_loss_weights(self):
-    """Flag name -> weight of each layer-wise loss that is on."""
-    return collections.OrderedDict(
-        ("--%s" % name, getattr(self, name)) for name in LAYER_LOSS_WEIGHTS
-        if getattr(self, name))
 
 
 # ---------------------------------------------------------------------------
@@ -213,18 +195,18 @@ class Distiller(tf.Module):
     self.student = modeling.BertPretrainingModel(student_config,
                                                  compute_dtype=compute_dtype)
     self.teacher = teacher_labeler
-    self.plan = None
-    self.projection = None
+    self.layer_losses = None
     if settings.layer_loss_weights:
       if teacher_labeler is None:
         raise cli.UserError("%s needs the online teacher" %
                             next(iter(settings.layer_loss_weights)))
-      self.plan = layer_loss_plan(settings, student_config,
-                                  teacher_labeler.config)
-      if self.plan.project_hidden:
-        self.projection = layer_losses.HiddenProjection(
-            student_config.hidden_size, teacher_labeler.config.hidden_size,
-            student_config.initializer_range)
+      self.layer_losses = layer_losses.LayerLosses(
+          settings, student_config, teacher_labeler.config)
+
+  @property
+  def plan(self):
+    """The layer losses' `layer_losses.LayerLossPlan`, or None."""
+    return self.layer_losses and self.layer_losses.plan
 
   def student_variables(self):
     """The student's name -> variable map (Google's names)."""
@@ -237,9 +219,9 @@ class Distiller(tf.Module):
       OrderedDict name -> variable, names under layer_losses.VARIABLE_SCOPE;
       empty unless the hidden-state loss compares different widths.
     """
-    if self.projection is None:
+    if self.layer_losses is None:
       return collections.OrderedDict()
-    return self.projection.variables_by_name()
+    return self.layer_losses.variables_by_name()
 
   def trainable_variables_by_name(self):
     """Student variables, then `extra_variables` (what the optimizer trains).
@@ -285,39 +267,6 @@ class Distiller(tf.Module):
             features["segment_ids"], features["masked_lm_positions"], k,
             return_internals=self.plan is not None))
     return (labels.probs, labels.indices), labels.internals
-
-  def compute_layer_losses(self, student_internals, teacher_internals,
-                           input_mask):
-    """The enabled layer-wise losses (unweighted), name -> float32 scalar.
-
-    Args:
-      student_internals, teacher_internals: modeling.EncoderInternals.
-      input_mask: [B, S].
-    """
-    settings, plan = self.settings, self.plan
-    losses = collections.OrderedDict()
-    if settings.hidden_loss_weight:
-      # The embeddings' output with the teacher's, then the mapped layers.
-      teacher_states = [teacher_internals.hidden_states[0]] + [
-          teacher_internals.hidden_states[i + 1] for i in plan.layer_map]
-      losses["hidden_loss"] = layer_losses.hidden_state_loss(
-          student_internals.hidden_states, teacher_states, input_mask,
-          self.projection)
-    if settings.attention_loss_weight:
-      losses["attention_loss"] = layer_losses.attention_score_loss(
-          student_internals.attention_scores,
-          [teacher_internals.attention_scores[i] for i in plan.layer_map],
-          input_mask)
-    if settings.attention_relation_loss_weight:
-      t = plan.relation_teacher_layer
-      losses["attention_relation_loss"] = (
-          layer_losses.attention_relation_loss(
-              (student_internals.queries[-1], student_internals.keys[-1],
-               student_internals.values[-1]),
-              (teacher_internals.queries[t], teacher_internals.keys[t],
-               teacher_internals.values[t]),
-              input_mask, plan.relation_heads))
-    return losses
 
   def __call__(self, features, targets, training=False, dropout_seed=None,
                teacher_internals=None):
@@ -374,11 +323,9 @@ class Distiller(tf.Module):
       if teacher_internals is None:
         raise ValueError("layer-wise losses need the teacher's internals "
                          "(Distiller.teacher_outputs)")
-      extra_losses = self.compute_layer_losses(
+      extra_losses = self.layer_losses(
           student_outputs.internals, teacher_internals, features["input_mask"])
-      for option, name in LAYER_LOSS_WEIGHTS.items():
-        if name in extra_losses:
-          loss += getattr(settings, option) * extra_losses[name]
+      loss = self.layer_losses.add_weighted(loss, extra_losses)
     return dict(extra_losses, **{
         "loss": loss,
         "masked_lm_loss": masked_lm_loss,
@@ -402,99 +349,3 @@ def _dropout_kwargs(training, dropout_seed):
   if training and dropout_seed is not None:
     kwargs["dropout_seed"] = dropout_seed
   return kwargs
-
-
-@dataclasses.dataclass
-class LayerLossPlan(object):
-  """Which student and teacher layers the layer-wise losses compare.
-
-  layer_map: teacher layer index for each student layer (hidden and
-    attention losses).
-  relation_teacher_layer: the teacher layer of the attention-relation loss
-    (0-based, non-negative).
-  relation_heads: its number of relation heads.
-  project_hidden: whether the hidden loss needs a projection (the widths
-    differ).
-  """
-  layer_map: list
-  relation_teacher_layer: int
-  relation_heads: int
-  project_hidden: bool
-
-
-def layer_loss_plan(opts, student_config, teacher_config):
-  """Checks the layer-loss flags against both models; returns a plan.
-
-  Args:
-    opts: LossSettings.
-
-  Raises:
-    cli.UserError: one line naming the flag: a layer map of the wrong length
-      or naming layers that do not exist, attention loss with different
-      head counts, relation heads that do not divide a hidden size, a
-      relation layer the teacher lacks.
-  """
-  num_student = student_config.num_hidden_layers
-  num_teacher = teacher_config.num_hidden_layers
-  spec = opts.teacher_layer_map
-  if spec:
-    flag = "--teacher_layer_map=%s" % spec
-    layer_map = parse_layer_indices(spec, num_student, "--teacher_layer_map")
-  else:
-    flag = "--teacher_layer_map (default: uniform)"
-    layer_map = layer_losses.uniform_layer_map(num_student, num_teacher)
-  bad = [i for i in layer_map if not 0 <= i < num_teacher]
-  if bad and (opts.hidden_loss_weight or opts.attention_loss_weight):
-    raise cli.UserError(
-        "%s: teacher layer %d does not exist (the teacher has %d layers, "
-        "0 to %d; the student %d)" % (flag, bad[0], num_teacher,
-                                      num_teacher - 1, num_student))
-  if (opts.attention_loss_weight and student_config.num_attention_heads !=
-      teacher_config.num_attention_heads):
-    raise cli.UserError(
-        "--attention_loss_weight: the student has %d attention heads, the "
-        "teacher %d; this loss compares head by head (use "
-        "--attention_relation_loss_weight, which works with any head count)"
-        % (student_config.num_attention_heads,
-           teacher_config.num_attention_heads))
-  relation_layer = opts.attention_relation_teacher_layer
-  if relation_layer < 0:
-    relation_layer += num_teacher
-  relation_heads = (opts.attention_relation_heads or
-                    teacher_config.num_attention_heads)
-  if opts.attention_relation_loss_weight:
-    if not 0 <= relation_layer < num_teacher:
-      raise cli.UserError(
-          "--attention_relation_teacher_layer=%d: the teacher has %d layers"
-          % (opts.attention_relation_teacher_layer, num_teacher))
-    if not num_student:
-      raise cli.UserError("--attention_relation_loss_weight: the student "
-                          "has no Transformer layer")
-    widths = (student_config.hidden_size, teacher_config.hidden_size)
-    if any(w % relation_heads for w in widths):
-      raise cli.UserError(
-          "--attention_relation_heads=%d must divide both hidden sizes "
-          "(student %d, teacher %d)" % ((relation_heads,) + widths))
-  return LayerLossPlan(
-      layer_map=layer_map, relation_teacher_layer=relation_layer,
-      relation_heads=relation_heads,
-      project_hidden=bool(opts.hidden_loss_weight) and (
-          student_config.hidden_size != teacher_config.hidden_size))
-
-
-def parse_layer_indices(spec, num_student_layers,
-                        flag_name="--init_from_teacher_layers"):
-  """Parses a flag's comma list into one teacher layer index per layer."""
-  try:
-    indices = [int(x) for x in spec.split(",") if x.strip()]
-  except ValueError:
-    raise cli.UserError("%s=%s: expected comma-separated layer indices" %
-                        (flag_name, spec))
-  if len(indices) != num_student_layers:
-    raise cli.UserError(
-        "%s=%s: %d indices given, the student has %d layers (one teacher "
-        "layer index per student layer)" % (flag_name, spec, len(indices),
-                                            num_student_layers))
-  if indices and min(indices) < 0:
-    raise cli.UserError("%s=%s: negative layer index" % (flag_name, spec))
-  return indices
