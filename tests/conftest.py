@@ -309,7 +309,7 @@ def pytest_unconfigure(config):
 FILES_FIRST = ("test_demo.py", "test_distillation.py", "test_docs.py",
                "test_produce_teacher_labels.py", "test_export.py",
                "test_layer_losses.py", "test_squad.py", "test_hardening.py",
-               "test_hardening_outputs.py",
+               "test_hardening_outputs.py", "test_task_distillation.py",
                "test_distributed.py", "test_classifier.py")
 
 

@@ -15,6 +15,7 @@ is their main.
 from absl import flags
 from absl import logging
 
+from bert_distill.flags import layer_loss_flags
 from bert_distill.flags import stage_flags
 
 FLAGS = flags.FLAGS
@@ -74,7 +75,38 @@ flags.DEFINE_integer(
     "random_seed", 12345,
     "Seed of the head's (and a checkpoint-less model's) initialisation, "
     "the data order and the dropout masks.")
+# Task-specific distillation: a teacher fine-tuned on the same task.
+flags.DEFINE_string(
+    "teacher_init_checkpoint", None,
+    "Task-specific distillation: a teacher fine-tuned on this task (the "
+    "--output_dir of an earlier run of this script on the same task, or "
+    "one of its checkpoints), run in each training step; the model then "
+    "learns from the teacher's outputs as well as the gold labels (see "
+    "--soft_label_weight, --hard_label_weight, --temperature and the layer "
+    "losses). Empty: ordinary fine-tuning.")
+flags.DEFINE_string(
+    "teacher_bert_config_file", None,
+    "The config json file of the --teacher_init_checkpoint model.")
+flags.DEFINE_enum(
+    "teacher_compute_dtype", "auto", ["auto", "float32", "bfloat16"],
+    "Compute type of the teacher: auto is bfloat16 where the machine has "
+    "bfloat16 units (faster; the softmax in float32), else float32.")
+flags.DEFINE_float(
+    "temperature", 1.0,
+    "Softens the teacher's and the model's class (SQuAD: start and end) "
+    "distributions in the soft loss: softmax(logits / T) on both sides, the "
+    "loss multiplied by T^2 (Hinton et al.). Not used for regression.")
+flags.DEFINE_float(
+    "soft_label_weight", 1.0,
+    "With a teacher: weight of the soft loss, the cross-entropy from the "
+    "teacher's distribution to the model's (the squared difference of the "
+    "two scores for regression, e.g. STS-B).")
+flags.DEFINE_float(
+    "hard_label_weight", 1.0,
+    "With a teacher: weight of the ordinary loss on the gold labels (0: "
+    "the teacher's outputs only).")
 flags.adopt_module_key_flags(stage_flags)  # list them in --help
+flags.adopt_module_key_flags(layer_loss_flags)
 
 
 def note_horovod_flags(unit="examples"):

@@ -118,6 +118,18 @@ class ClassifierHead(tf.Module):
         labels=tf.cast(features["label_ids"], tf.int32),
         logits=outputs["logits"])
 
+  def soft_loss(self, outputs, teacher_outputs, features, temperature):
+    """Per-example loss [B] against a fine-tuned teacher's outputs: the
+    temperature-softened cross-entropy of the class distributions
+    (finetuning.soft_cross_entropy, T^2-scaled), or the squared difference
+    of the scores for regression (the temperature does not apply)."""
+    del features  # the whole sentence's output, one per example
+    if self.is_regression:
+      return tf.square(outputs["predictions"] -
+                       teacher_outputs["predictions"])
+    return finetuning.soft_cross_entropy(
+        outputs["logits"], teacher_outputs["logits"], temperature)
+
 
 def check_options(opts):
   """Raises cli.UserError on bad settings (one line naming the flag)."""
@@ -182,14 +194,17 @@ def run(opts, distribution=None):
       test = [(name, _read(task, opts, fmt, False, tokenizer))
               for name, fmt in task.test]
 
-  head = ClassifierHead(config.hidden_size, task.num_labels,
-                        dropout_prob=config.hidden_dropout_prob,
-                        is_regression=task.is_regression,
-                        seed=opts.random_seed)
+  make_head = lambda hidden_size: ClassifierHead(
+      hidden_size, task.num_labels, dropout_prob=config.hidden_dropout_prob,
+      is_regression=task.is_regression, seed=opts.random_seed)
+  teacher = None
+  if opts.has_teacher and opts.do_train:
+    teacher = finetuning.TaskTeacher(opts, make_head, config, distribution)
   num_train = len(train_features["input_ids"]) if train_features else 0
   with training.output_lock(opts.output_dir, distribution, opts.do_train):
-    tuner = finetuning.FineTuner(opts, config, head, distribution,
-                                 num_train_examples=num_train)
+    tuner = finetuning.FineTuner(opts, config, make_head(config.hidden_size),
+                                 distribution, num_train_examples=num_train,
+                                 teacher=teacher)
     if opts.do_train:
       tuner.train(train_features)
     if not distribution.is_chief:

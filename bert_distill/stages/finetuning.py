@@ -56,6 +56,23 @@ are taken when present with the right shapes, and the checkpoint's other
 variables (pre-training heads, optimizer slots) are ignored with a note; else
 the seeded random initialisation (a baseline that was never pre-trained).
 
+Task-specific distillation (`TaskTeacher`, with --teacher_init_checkpoint):
+a teacher fine-tuned on the same task (an earlier run's output folder or
+checkpoint, of any size) runs in each training step, in inference mode,
+and the loss of an example becomes
+
+  hard_label_weight * (the head's loss on the gold label)
+  + soft_label_weight * (the head's `soft_loss`: T^2 * the cross-entropy
+    from the teacher's temperature-softened class (SQuAD: start and end)
+    distribution to the student's, T = --temperature, as Hinton et al.;
+    the squared difference of the two scores for a regression task)
+
+plus, for the batch, the weighted layer-wise losses of stage V
+(layer_losses.LayerLosses: hidden states, attention scores, MiniLMv2
+relations) between the student's and the teacher's encoders. Evaluation
+and prediction are the student's alone, and eval_loss stays the gold-label
+loss.
+
 Distribution: a `training.Distribution` (one process) or
 `horovod_distribution.HorovodDistribution`. Under Horovod, as stage VI: each
 rank trains on its share of the training examples (example i goes to rank
@@ -68,6 +85,9 @@ the chief writes (checkpoints, TensorBoard events, results).
 
 import collections
 import dataclasses
+import json
+import os
+import re
 import time
 
 from absl import logging
@@ -76,6 +96,8 @@ import tensorflow as tf
 
 from bert_distill.lib import checkpoints
 from bert_distill import cli
+from bert_distill.lib import hardware
+from bert_distill.lib import layer_losses
 import modeling
 import optimization
 from bert_distill.lib import records
@@ -83,11 +105,13 @@ import tokenization
 from bert_distill.stages import training
 
 @dataclasses.dataclass
-class Options(object):
-  """The settings every fine-tuning run shares: one field per flag.
+class Options(layer_losses.LayerLossSettings):
+  """The settings every fine-tuning run shares: one field per flag (the
+  layer losses' first).
 
-  The flags (finetuning_flags.py) are the one source of their meaning and
-  defaults; this holds their values, for code that does not read flags.
+  The flags (finetuning_flags.py, layer_loss_flags.py) are the one source
+  of their meaning and defaults; this holds their values, for code that
+  does not read flags.
   """
   bert_config_file: str
   vocab_file: str
@@ -107,6 +131,26 @@ class Options(object):
   keep_checkpoint_max: int
   log_every_n_steps: int
   random_seed: int
+  teacher_init_checkpoint: str
+  teacher_bert_config_file: str
+  teacher_compute_dtype: str
+  temperature: float
+  soft_label_weight: float
+  hard_label_weight: float
+
+  @property
+  def has_teacher(self):
+    """True when a fine-tuned teacher distils into the model."""
+    return bool(self.teacher_init_checkpoint)
+
+
+# The teacher's settings and their defaults without a teacher: another value
+# without --teacher_init_checkpoint is an error (the user meant a teacher).
+TEACHER_SETTINGS = {"teacher_bert_config_file": "", "temperature": 1.0,
+                    "soft_label_weight": 1.0, "hard_label_weight": 1.0,
+                    "teacher_compute_dtype": "auto", "teacher_layer_map": "",
+                    "attention_relation_teacher_layer": -1,
+                    "attention_relation_heads": 0}
 
 
 def check_options(opts):
@@ -131,6 +175,45 @@ def check_options(opts):
   if opts.learning_rate < 0:
     raise cli.UserError("--learning_rate must not be negative, got %s" %
                         opts.learning_rate)
+  _check_teacher_options(opts)
+
+
+def _check_teacher_options(opts):
+  """The task-distillation flags: only with a teacher, and sensible."""
+  if not opts.has_teacher:
+    given = [name for name, default in TEACHER_SETTINGS.items()
+             if (getattr(opts, name) or type(default)()) != default]
+    given += [flag[2:] for flag in opts.layer_loss_weights]
+    if given:
+      raise cli.UserError(
+          "--%s=%s: a teacher's setting, but no --teacher_init_checkpoint "
+          "is given (the fine-tuned teacher to distil from)" %
+          (given[0], getattr(opts, given[0])))
+    return
+  if not opts.do_train:
+    logging.warning("--teacher_init_checkpoint is used in training only: "
+                    "this run (--do_train=false) evaluates or predicts "
+                    "with the model alone")
+    return
+  if not opts.teacher_bert_config_file:
+    raise cli.UserError(
+        "--teacher_init_checkpoint needs --teacher_bert_config_file (the "
+        "teacher's bert_config.json)")
+  if opts.temperature <= 0:
+    raise cli.UserError("--temperature must be positive, got %s" %
+                        opts.temperature)
+  for name in ("soft_label_weight", "hard_label_weight"):
+    if getattr(opts, name) < 0:
+      raise cli.UserError("--%s must not be negative, got %s" %
+                          (name, getattr(opts, name)))
+  for flag, weight in opts.layer_loss_weights.items():
+    if weight < 0:
+      raise cli.UserError("%s must not be negative, got %s" % (flag, weight))
+  if not (opts.soft_label_weight or opts.hard_label_weight or
+          opts.layer_loss_weights):
+    raise cli.UserError(
+        "--soft_label_weight=0 and --hard_label_weight=0 and no layer loss: "
+        "nothing to learn from")
 
 
 def load_model_inputs(opts):
@@ -197,21 +280,169 @@ class FineTuningModel(tf.Module):
 
   def __call__(self, features, training=False, dropout_seed=None):
     """The head's outputs (dict of float32 tensors) for a batch."""
+    return self.run(features, training, dropout_seed)[0]
+
+  def run(self, features, training=False, dropout_seed=None,
+          return_internals=False):
+    """(the head's outputs, the encoder's `modeling.EncoderInternals` with
+    return_internals=True, else None) for a batch."""
     # One dropout object for encoder and head: each dropout site of a step
     # gets its own seed folded from the step's seed, in call order.
     # pylint: disable-next=protected-access
     dropout = modeling._Dropout(training, dropout_seed)
     encoder = self.bert(
         features["input_ids"], features["input_mask"],
-        features["segment_ids"], training=training, dropout=dropout)
-    return self.head(encoder.sequence_output, encoder.pooled_output,
-                     features, dropout)
+        features["segment_ids"], training=training, dropout=dropout,
+        return_internals=return_internals)
+    return (self.head(encoder.sequence_output, encoder.pooled_output,
+                      features, dropout), encoder.internals)
 
 
-def initialize(model, optimizer, opts, all_variables):
+def soft_cross_entropy(student_logits, teacher_logits, temperature):
+  """T^2 * the cross-entropy from softmax(teacher / T) to softmax(student /
+  T), over the last axis: float32 [...] (the teacher's side without
+  gradient)."""
+  targets = tf.stop_gradient(tf.nn.softmax(
+      tf.cast(teacher_logits, tf.float32) / temperature, axis=-1))
+  log_probs = tf.nn.log_softmax(
+      tf.cast(student_logits, tf.float32) / temperature, axis=-1)
+  return -tf.reduce_sum(targets * log_probs, axis=-1) * temperature ** 2
+
+
+class TaskTeacher(tf.Module):
+  """A teacher fine-tuned on the task, run in inference mode in each
+  training step (task-specific distillation).
+
+  Built from --teacher_init_checkpoint (an output folder of an earlier
+  run_classifier.py / run_squad.py, or one of its checkpoints) and
+  --teacher_bert_config_file, with a head of the task made by
+  make_head(hidden_size); computes in --teacher_compute_dtype ("auto":
+  bfloat16 where the machine has bfloat16 units).
+  """
+
+  # What a run records of its teacher (run_settings.json).
+  SETTINGS = ("teacher_checkpoint", "teacher_bert_config_file",
+              "teacher_compute_dtype", "temperature", "soft_label_weight",
+              "hard_label_weight") + tuple(
+                  f.name for f in dataclasses.fields(
+                      layer_losses.LayerLossSettings))
+
+  def __init__(self, opts, make_head, student_config, distribution=None):
+    """Loads the teacher; raises cli.UserError (one line) on a teacher of
+    another task or model, or layer-loss settings that do not fit the two
+    models. Under Horovod every process loads the checkpoint that rank 0
+    resolved --teacher_init_checkpoint to."""
+    super(TaskTeacher, self).__init__(name="task_teacher")
+    self.config = cli.load_bert_config(opts.teacher_bert_config_file,
+                                       "--teacher_bert_config_file",
+                                       opts.max_seq_length)
+    if self.config.vocab_size != student_config.vocab_size:
+      raise cli.UserError(
+          "--teacher_bert_config_file: vocab_size %d differs from the "
+          "student's %d (--bert_config_file): the two must share a "
+          "vocabulary" % (self.config.vocab_size, student_config.vocab_size))
+    if opts.layer_loss_weights:
+      layer_losses.layer_loss_plan(opts, student_config, self.config)
+    dtype = opts.teacher_compute_dtype
+    if dtype == "auto":
+      dtype = ("bfloat16" if hardware.bfloat16_support().fast else
+               "float32")
+    elif dtype == "bfloat16":
+      hardware.warn_if_bfloat16_is_slow("The teacher")
+    self.compute_dtype = tf.as_dtype(dtype)
+    self.model = FineTuningModel(self.config, make_head(
+        self.config.hidden_size), compute_dtype=self.compute_dtype)
+    distribution = distribution or training.Distribution()
+    with cli.blame_flag("--teacher_init_checkpoint"):
+      self.checkpoint = distribution.broadcast_object(
+          checkpoints.resolve_checkpoint(opts.teacher_init_checkpoint))
+      _check_teacher_checkpoint(self.model, self.checkpoint)
+      _warn_if_unfinished(self.checkpoint)
+      checkpoints.load_checkpoint(self.model.variables_by_name(),
+                                  self.checkpoint)
+    logging.info("Teacher: %s (%d layers, hidden %d, %s), temperature %g, "
+                 "soft label weight %g, hard label weight %g%s",
+                 self.checkpoint, self.config.num_hidden_layers,
+                 self.config.hidden_size, dtype, opts.temperature,
+                 opts.soft_label_weight, opts.hard_label_weight,
+                 "".join(", %s %g" % (flag, weight) for flag, weight in
+                         opts.layer_loss_weights.items()))
+
+  def settings(self, opts):
+    """The teacher's part of run_settings.json (see SETTINGS)."""
+    values = {name: getattr(opts, name, None) for name in self.SETTINGS}
+    values.update(teacher_checkpoint=self.checkpoint,
+                  teacher_compute_dtype=self.compute_dtype.name)
+    return values
+
+  def __call__(self, features, return_internals=False):
+    """(head outputs, internals or None), in inference mode, without
+    gradient."""
+    outputs, internals = self.model.run(features, training=False,
+                                        return_internals=return_internals)
+    return tf.nest.map_structure(
+        lambda t: None if t is None else tf.stop_gradient(t),
+        (outputs, internals))
+
+
+def _warn_if_unfinished(checkpoint):
+  """Warns when the teacher's checkpoint is from before the end of its
+  training run (its folder's run_settings.json says how many steps)."""
+  match = re.search(r"-(\d+)$", checkpoint)
+  path = os.path.join(os.path.dirname(checkpoint),
+                      training.RUN_SETTINGS_FILE)
+  if not match or not tf.io.gfile.exists(path):
+    return
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      planned = int(json.load(f).get("num_train_steps") or 0)
+  except (ValueError, TypeError, AttributeError):
+    return
+  if int(match.group(1)) < planned:
+    logging.warning("--teacher_init_checkpoint %s: step %s of the %d its "
+                    "run planned; its training was stopped before the end",
+                    checkpoint, match.group(1), planned)
+
+
+def _check_teacher_checkpoint(model, checkpoint):
+  """Raises cli.UserError unless `checkpoint` holds every variable of the
+  teacher `model` (encoder and task head) with its shape."""
+  _, reader = checkpoints.open_checkpoint(checkpoint)
+  shapes = reader.get_variable_to_shape_map()
+  head = model.head.variables_by_name()
+  for name, var in model.variables_by_name().items():
+    if name not in shapes:
+      if name in head:
+        raise cli.UserError(
+            "--teacher_init_checkpoint %s is not fine-tuned on a task of "
+            "this kind: it lacks the head's %s (give the output folder of "
+            "an earlier run_classifier.py or run_squad.py on this task)" %
+            (checkpoint, name))
+      raise cli.UserError(
+          "--teacher_init_checkpoint %s lacks %s, a variable of the model "
+          "that --teacher_bert_config_file describes" % (checkpoint, name))
+    want = var.shape.as_list()
+    if list(shapes[name]) == want:
+      continue
+    if name in head and list(shapes[name])[1:] == want[1:]:
+      raise cli.UserError(
+          "--teacher_init_checkpoint %s is fine-tuned on another task: its "
+          "head %s has %d outputs, this task's %d" %
+          (checkpoint, name, shapes[name][0], want[0]))
+    raise cli.UserError(
+        "--teacher_init_checkpoint %s does not match "
+        "--teacher_bert_config_file: %s has shape %s in the checkpoint, "
+        "the config makes %s" % (checkpoint, name, list(shapes[name]),
+                                 want))
+
+
+def initialize(model, optimizer, opts, all_variables, extra_state=None):
   """Resumes from output_dir, or loads --init_checkpoint, or keeps random.
 
-  See the module docstring for the order and the rules.
+  See the module docstring for the order and the rules. `extra_state` (a
+  task-distilling run's projections and their slots) is resumed from the
+  companion checkpoint (checkpoints.load_companion) and otherwise keeps
+  its seeded initialisation.
 
   Returns:
     One of "resumed", "init_checkpoint", "random".
@@ -233,6 +464,9 @@ def initialize(model, optimizer, opts, all_variables):
           "--output_dir: checkpoint %s is not a fine-tuning checkpoint of "
           "this model and task: it lacks %d variables, e.g. %s (use another "
           "--output_dir)" % (latest, len(missing), missing[0]))
+    if extra_state and opts.do_train:
+      with cli.blame_flag("--output_dir"):
+        checkpoints.load_companion(latest, extra_state)
     logging.info("Resuming from %s (global_step %d)", latest,
                  int(optimizer.global_step.numpy()))
     return "resumed"
@@ -321,7 +555,7 @@ class FineTuner(object):
   """
 
   def __init__(self, opts, config, head, distribution=None,
-               num_train_examples=0):
+               num_train_examples=0, teacher=None):
     """Builds and initialises (see the class docstring).
 
     Args:
@@ -331,6 +565,7 @@ class FineTuner(object):
       distribution: a training.Distribution (default: one process).
       num_train_examples: the number of training examples over all
         processes (0 when not training).
+      teacher: a `TaskTeacher` to distil from while training, or None.
     """
     self.opts = opts
     self.distribution = distribution or training.Distribution()
@@ -348,33 +583,56 @@ class FineTuner(object):
     # The head's (and a checkpoint-less encoder's) initialisation.
     tf.random.set_seed(opts.random_seed)
     self.model = FineTuningModel(config, head)
+    self.teacher = teacher if opts.do_train else None
+    self.layer_losses = None
+    if self.teacher is not None and opts.layer_loss_weights:
+      # The hidden-state projection (when the widths differ) is trained
+      # with the model and saved in its checkpoints, apart from it.
+      self.layer_losses = layer_losses.LayerLosses(opts, config,
+                                                   self.teacher.config)
     self.learning_rate = opts.learning_rate * size
     self.optimizer = optimization.create_optimizer(
         self.learning_rate, self.num_train_steps, self.num_warmup_steps)
     self.model_variables = self.model.variables_by_name()
-    self.optimizer.build(self.model_variables)
-    self.all_variables = collections.OrderedDict(self.model_variables)
-    self.all_variables.update(self.optimizer.variables_by_name())
+    trained = collections.OrderedDict(self.model_variables)
+    if self.layer_losses is not None:
+      trained.update(self.layer_losses.variables_by_name())
+    self.optimizer.build(trained)
+    # The model's state (model.ckpt-<step>: Google's names, slots,
+    # global_step) and the projections' (the companion checkpoint
+    # model.ckpt-<step>.distillation), as stage V saves them.
+    self.all_variables, self.extra_state = layer_losses.split_extra_state(
+        list(trained.items()) +
+        list(self.optimizer.variables_by_name().items()))
     self.init_source = None
     if self.distribution.is_chief:
       self.init_source = initialize(self.model, self.optimizer, opts,
-                                    self.all_variables)
+                                    self.all_variables, self.extra_state)
       if opts.do_train:
-        training.check_run_settings(opts.output_dir, {
+        settings = {
             "train_batch_size": opts.train_batch_size,
             "learning_rate": opts.learning_rate,
             "num_train_epochs": opts.num_train_epochs,
             "num_train_steps": self.num_train_steps,
-            "processes": size}, self.init_source == "resumed")
-    self.distribution.broadcast_variables(list(self.all_variables.values()))
+            "processes": size}
+        # The teacher's settings, None without one, so that a resume that
+        # adds, drops or changes the teacher is said.
+        settings.update(self.teacher.settings(opts) if self.teacher else
+                        dict.fromkeys(TaskTeacher.SETTINGS))
+        training.check_run_settings(opts.output_dir, settings,
+                                    self.init_source == "resumed")
+    self.distribution.broadcast_variables(
+        list(self.all_variables.values()) + list(self.extra_state.values()))
     self.saver = self.summary_writer = None
     if self.distribution.is_chief:
       self.saver = checkpoints.CheckpointSaver(
-          opts.output_dir, self.all_variables, opts.keep_checkpoint_max)
+          opts.output_dir, self.all_variables, opts.keep_checkpoint_max,
+          self.extra_state)
       self.summary_writer = tf.summary.create_file_writer(opts.output_dir)
     self.step_loop = training.StepLoop(
-        self._loss, self.model_variables, self.optimizer, self.distribution,
-        opts.random_seed)
+        self._loss, trained, self.optimizer, self.distribution,
+        opts.random_seed,
+        prepare_fn=self._teacher_outputs if self.teacher else None)
     self._predict_step = {}
     self.last_predict_rate = None
 
@@ -383,11 +641,31 @@ class FineTuner(object):
     """The number of training steps done (int)."""
     return int(self.optimizer.global_step.numpy())
 
+  def _teacher_outputs(self, features):
+    """The teacher's head outputs and internals for a batch (prepare_fn)."""
+    return self.teacher(features,
+                        return_internals=self.layer_losses is not None)
+
   def _loss(self, features, dropout_seed, prepared):
-    """The mean loss of one batch, in training mode (training.StepLoop)."""
-    del prepared  # nothing is computed outside the gradient tape
-    outputs = self.model(features, training=True, dropout_seed=dropout_seed)
-    return tf.reduce_mean(self.model.head.loss(outputs, features))
+    """The mean loss of one batch, in training mode (training.StepLoop);
+    `prepared` is the teacher's (outputs, internals) or None."""
+    outputs, internals = self.model.run(
+        features, training=True, dropout_seed=dropout_seed,
+        return_internals=self.layer_losses is not None)
+    head = self.model.head
+    per_example = head.loss(outputs, features)
+    if prepared is None:
+      return tf.reduce_mean(per_example)
+    opts = self.opts
+    teacher_outputs, teacher_internals = prepared
+    per_example = (opts.hard_label_weight * per_example +
+                   opts.soft_label_weight * head.soft_loss(
+                       outputs, teacher_outputs, features, opts.temperature))
+    loss = tf.reduce_mean(per_example)
+    if self.layer_losses is not None:
+      loss = self.layer_losses.add_weighted(loss, self.layer_losses(
+          internals, teacher_internals, features["input_mask"]))
+    return loss
 
   def train_steps(self, iterator, num_steps):
     """Runs `num_steps` training steps in one device loop (tf.function).

@@ -63,6 +63,11 @@ class SquadOptions(finetuning.Options):
   null_score_diff_threshold: float
 
 
+# Added to the logits of padding positions in the soft loss: no probability
+# there, whatever the temperature (BERT's attention mask value).
+PADDING_LOGIT = -10000.0
+
+
 class SquadHead(tf.Module):
   """Google's run_squad.py head: start and end logits at every position.
 
@@ -116,6 +121,18 @@ class SquadHead(tf.Module):
         labels=tf.cast(features["end_positions"], tf.int32),
         logits=outputs["end_logits"])
     return (start + end) / 2.0
+
+  def soft_loss(self, outputs, teacher_outputs, features, temperature):
+    """Per-example loss [B] against a fine-tuned teacher's outputs: the mean
+    of the temperature-softened cross-entropies of the start and the end
+    distributions over the window's real positions (padding gets no
+    probability on either side; finetuning.soft_cross_entropy,
+    T^2-scaled), as DistilBERT's SQuAD distillation."""
+    padding = (1.0 - tf.cast(features["input_mask"], tf.float32)) * (
+        PADDING_LOGIT)
+    return sum(finetuning.soft_cross_entropy(
+        outputs[name] + padding, teacher_outputs[name] + padding,
+        temperature) for name in ("start_logits", "end_logits")) / 2.0
 
 
 def check_options(opts):
@@ -210,11 +227,16 @@ def run(opts, distribution=None):
         predict_examples, tokenizer, opts.max_seq_length, opts.doc_stride,
         opts.max_query_length, is_training=labelled)
 
-  head = SquadHead(config.hidden_size, seed=opts.random_seed)
+  make_head = lambda hidden_size: SquadHead(hidden_size,
+                                            seed=opts.random_seed)
+  teacher = None
+  if opts.has_teacher and opts.do_train:
+    teacher = finetuning.TaskTeacher(opts, make_head, config, distribution)
   num_train = len(train_arrays["input_ids"]) if train_arrays else 0
   with training.output_lock(opts.output_dir, distribution, opts.do_train):
-    tuner = finetuning.FineTuner(opts, config, head, distribution,
-                                 num_train_examples=num_train)
+    tuner = finetuning.FineTuner(opts, config, make_head(config.hidden_size),
+                                 distribution, num_train_examples=num_train,
+                                 teacher=teacher)
     if opts.do_train:
       tuner.train(train_arrays)
     if not (opts.do_predict and distribution.is_chief):
