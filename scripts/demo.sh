@@ -238,8 +238,8 @@ run_stage "VI Horovod mpirun -np 2" "$((HVD_STEPS * BATCH))" \
 POLARITY=$("$PY" sample_data.py polarity_sst2)
 FT_TRAIN=$(($(wc -l < "$POLARITY/train.tsv") - 1))
 FT_RUNS=$(awk -v l="$FT_LRS" -v s="$FT_SEEDS" 'BEGIN{printf "%d", split(l, a, ",") + split(s, b, ",") - 1}')
-FT_TRAINED=$(awk -v n="$FT_TRAIN" -v e="$FT_EPOCHS" -v r="$FT_RUNS" 'BEGIN{printf "%d", int(n / 32 * e) * 32 * r * 5}')
-run_stage "VIII fine-tune 5 models (polarity)" "$FT_TRAINED" \
+FT_TRAINED=$(awk -v n="$FT_TRAIN" -v e="$FT_EPOCHS" -v r="$FT_RUNS" 'BEGIN{printf "%d", int(n / 32 * e) * 32 * r * 6}')
+run_stage "VIII fine-tune 6 models (polarity)" "$FT_TRAINED" \
   "$PY" scripts/demo_finetune.py --python "$PY" --output_dir "$OUT/finetune" \
     --task_name sst-2 --data_dir "$POLARITY" --test_labels polarity_sst2 \
     --model "teacher=$OUT/teacher/bert_config.json,$OUT/teacher_adapted/model.ckpt-$ADAPT_STEPS" \
@@ -247,6 +247,8 @@ run_stage "VIII fine-tune 5 models (polarity)" "$FT_TRAINED" \
     --model "student_soft_labels=$OUT/student_config.json,$OUT/student_soft_labels" \
     --model "student_mlm=$OUT/student_config.json,$OUT/student_mlm" \
     --model "student_random_init=$OUT/student_config.json" \
+    --task_distilled "student_task_distilled=student,teacher" \
+    --distill_flags "--temperature 2" \
     --learning_rates "$FT_LRS" --seeds "$FT_SEEDS" \
     --results_tsv "$OUT/finetune_results.tsv" \
     --classifier_flags "--vocab_file $OUT/teacher/vocab.txt --do_lower_case=true

@@ -8,6 +8,13 @@ the same way (the same flags, learning-rate grid, epochs and seeds):
      STS-B) is highest is the model's;
   2. the other seeds at that learning rate.
 
+A --task_distilled model is then fine-tuned the same way with a teacher
+(task-specific distillation, run_classifier.py --teacher_init_checkpoint):
+its initial weights are another model's, and the teacher of its run with
+seed s is the teacher model's run with seed s at the teacher's chosen
+learning rate (a teacher fine-tuned on the same train split; the
+distillation flags, e.g. the temperature, are --distill_flags).
+
 Each run also predicts the task's test split, which holds no labels; its
 predictions are scored here against labels that stay outside the data
 folder (sample_data.test_labels). No choice looks at the test figures.
@@ -22,6 +29,9 @@ Usage:
   python scripts/demo_finetune.py --output_dir OUT --task_name sst-2 \\
     --data_dir DIR --test_labels polarity_sst2 \\
     --model teacher=CONFIG,CHECKPOINT --model random=CONFIG \\
+    --model student=CONFIG,CHECKPOINT \\
+    --task_distilled student_task_distilled=student,teacher \\
+    --distill_flags "--temperature 2" \\
     --learning_rates 1e-4,3e-4 --seeds 1,2,3 \\
     --classifier_flags "--vocab_file V --max_seq_length 48 ..."
 """
@@ -59,6 +69,15 @@ flags.DEFINE_multi_string(
     "model", [],
     "NAME=BERT_CONFIG[,INIT_CHECKPOINT], once per model (no checkpoint: "
     "random initial weights).")
+flags.DEFINE_multi_string(
+    "task_distilled", [],
+    "NAME=MODEL,TEACHER: a model fine-tuned from MODEL's initial weights "
+    "with the fine-tuned TEACHER (both --model names) as its teacher, once "
+    "per such model.")
+flags.DEFINE_string("distill_flags", "",
+                    "The run_classifier.py distillation flags of every "
+                    "--task_distilled run, one string (split as a shell "
+                    "would).")
 flags.DEFINE_list("learning_rates", ["1e-4", "3e-4"],
                   "The learning-rate grid, chosen from on the dev split.")
 flags.DEFINE_list("seeds", ["1", "2", "3"],
@@ -74,7 +93,8 @@ flags.DEFINE_string("python", sys.executable, "Python that runs the runs.")
 # run_classifier.py flags this script sets for each run.
 DRIVER_FLAGS = ("task_name", "data_dir", "bert_config_file", "init_checkpoint",
                 "learning_rate", "random_seed", "output_dir", "do_train",
-                "do_eval", "do_predict")
+                "do_eval", "do_predict", "teacher_init_checkpoint",
+                "teacher_bert_config_file")
 RESULT_COLUMNS = ("model", "task", "learning_rate", "seed", "split",
                   "metric", "value")
 
@@ -82,8 +102,10 @@ RESULT_COLUMNS = ("model", "task", "learning_rate", "seed", "split",
 class Run(object):
   """One fine-tuning run: a model at a learning rate and seed."""
 
-  def __init__(self, model, learning_rate, seed):
+  def __init__(self, model, learning_rate, seed, teacher=None):
+    """teacher: the finished Run of this run's teacher, or None."""
     self.model, self.learning_rate, self.seed = model, learning_rate, seed
+    self.teacher = teacher
     self.output_dir = os.path.join(FLAGS.output_dir, model.name,
                                    "lr%s-seed%s" % (learning_rate, seed))
 
@@ -97,10 +119,34 @@ class Run(object):
             "--do_train=true", "--do_eval=true", "--do_predict=true"]
     if self.model.checkpoint:
       args += ["--init_checkpoint", self.model.checkpoint]
+    if self.teacher is not None:
+      args += ["--teacher_init_checkpoint", self.teacher.output_dir,
+               "--teacher_bert_config_file", self.teacher.model.config]
+      args += shlex.split(FLAGS.distill_flags)
     return args + list(extra_args)
 
 
 Model = collections.namedtuple("Model", "name config checkpoint")
+
+
+def parse_task_distilled(spec, models):
+  """NAME=MODEL,TEACHER -> (Model of NAME with MODEL's weights, the TEACHER
+  Model); cli.UserError when malformed or naming no --model."""
+  name, sep, rest = spec.partition("=")
+  parts = rest.split(",")
+  if not sep or not name or len(parts) != 2:
+    raise cli.UserError("--task_distilled %r: expected NAME=MODEL,TEACHER"
+                        % spec)
+  by_name = {m.name: m for m in models}
+  if name in by_name:
+    raise cli.UserError("--task_distilled %r: %r is already a --model name "
+                        "(its runs would share a folder)" % (spec, name))
+  for part in parts:
+    if part not in by_name:
+      raise cli.UserError("--task_distilled %r: %r is not a --model name"
+                          % (spec, part))
+  base = by_name[parts[0]]
+  return Model(name, base.config, base.checkpoint), by_name[parts[1]]
 
 
 def parse_model(spec):
@@ -111,6 +157,17 @@ def parse_model(spec):
     raise cli.UserError("--model %r: expected NAME=BERT_CONFIG[,CHECKPOINT]"
                         % spec)
   return Model(name, parts[0], parts[1] if len(parts) == 2 else "")
+
+
+def check_not_a_driver_flag(arg, flag_name):
+  """cli.UserError when a word of `flag_name` sets a flag this script sets
+  for each run."""
+  name = arg.lstrip("-").split("=")[0]
+  if arg.startswith("-") and name in DRIVER_FLAGS:
+    raise cli.UserError(
+        "%s: %s is set by this script for each run (give --learning_rates, "
+        "--seeds, --output_dir or --task_distilled instead)" % (flag_name,
+                                                               arg))
 
 
 def run_all(runs, extra_args, jobs):
@@ -176,14 +233,21 @@ def main(argv):
   except ValueError as exc:
     raise cli.UserError("--classifier_flags: %s" % exc)
   for arg in extra_args:
-    name = arg.lstrip("-").split("=")[0]
-    if arg.startswith("-") and name in DRIVER_FLAGS:
-      raise cli.UserError(
-          "--classifier_flags: %s is set by this script for each run (give "
-          "--learning_rates, --seeds or --output_dir instead)" % arg)
+    check_not_a_driver_flag(arg, "--classifier_flags")
   models = [parse_model(spec) for spec in FLAGS.model]
   if not models:
     raise cli.UserError("--model: give at least one")
+  distilled = [parse_task_distilled(spec, models)
+               for spec in FLAGS.task_distilled]
+  names = [m.name for m, _ in distilled]
+  if len(set(names)) < len(names):
+    raise cli.UserError("--task_distilled: a NAME given twice")
+  try:
+    distill_args = shlex.split(FLAGS.distill_flags)
+  except ValueError as exc:
+    raise cli.UserError("--distill_flags: %s" % exc)
+  for arg in distill_args:
+    check_not_a_driver_flag(arg, "--distill_flags")
   if not FLAGS.learning_rates or not FLAGS.seeds:
     raise cli.UserError("--learning_rates and --seeds need at least one "
                         "value each")
@@ -220,6 +284,28 @@ def main(argv):
           for seed in FLAGS.seeds[1:]]
   run_all(rest, extra_args, FLAGS.jobs)
   scores.update({id(run): score(run, task, test_labels) for run in rest})
+  if distilled:
+    # The teachers: each teacher model's runs at its chosen learning rate.
+    teacher_run = {(r.model.name, r.seed): r for r in grid + rest
+                   if r.learning_rate == chosen[r.model.name]}
+    student_grid = [Run(m, lr, FLAGS.seeds[0],
+                        teacher_run[(t.name, FLAGS.seeds[0])])
+                    for m, t in distilled for lr in FLAGS.learning_rates]
+    run_all(student_grid, extra_args, FLAGS.jobs)
+    scores.update({id(run): score(run, task, test_labels)
+                   for run in student_grid})
+    for m, _ in distilled:
+      tried = [run for run in student_grid if run.model is m]
+      chosen[m.name] = max(
+          tried, key=lambda run: scores[id(run)]["dev"][metric]).learning_rate
+    student_rest = [Run(m, chosen[m.name], seed, teacher_run[(t.name, seed)])
+                    for m, t in distilled for seed in FLAGS.seeds[1:]]
+    run_all(student_rest, extra_args, FLAGS.jobs)
+    scores.update({id(run): score(run, task, test_labels)
+                   for run in student_rest})
+    grid += student_grid
+    rest += student_rest
+    models += [m for m, _ in distilled]
 
   new_file = not os.path.exists(FLAGS.results_tsv)
   with open(FLAGS.results_tsv, "a") as f:

@@ -51,8 +51,12 @@ MODELS = [
      "purple"),
     ("student_mlm", "student: masked-LM,\nno teacher", "orange"),
     ("student_random_init", "student: random\ninit", "gray"),
+    ("student_task_distilled", "student + task\ndistillation", "cyan"),
 ]
 RECOMMENDED = "student"
+# Fine-tuned with the fine-tuned teacher as its teacher (task-specific
+# distillation), from RECOMMENDED's weights.
+TASK_DISTILLED = "student_task_distilled"
 NO_TEACHER = ("student_mlm", "student_random_init")
 TRAIN_DIRS = {
     "I adapt teacher (masked-LM)": "teacher_adapted",
@@ -261,10 +265,26 @@ def finetune_table(demo_dir, counts):
                ", ".join(seeds)))
   text = title + "\n" + format_table(("",) + tuple(headings[m]
                                                    for m in models), table)
-  verdict = recommended_verdict(per_model)
-  if verdict:
-    text += "\n" + verdict
+  for verdict in (recommended_verdict(per_model),
+                  task_distilled_verdict(per_model)):
+    if verdict:
+      text += "\n" + verdict
   return per_model, text
+
+
+def task_distilled_verdict(per_model):
+  """One line: the task-distilled student's mean test accuracy against the
+  same student fine-tuned alone and against the teacher."""
+  if not all(m in per_model for m in (TASK_DISTILLED, RECOMMENDED,
+                                      "teacher")):
+    return ""
+  mean = lambda m: float(np.mean(list(per_model[m]["test"].values())))
+  return ("Task-distilled student (%s, mean %.3f): %+.3f against the same "
+          "student fine-tuned alone (%s, %.3f), %+.3f against the teacher "
+          "(%.3f)" % (TASK_DISTILLED, mean(TASK_DISTILLED),
+                      mean(TASK_DISTILLED) - mean(RECOMMENDED), RECOMMENDED,
+                      mean(RECOMMENDED), mean(TASK_DISTILLED) -
+                      mean("teacher"), mean("teacher")))
 
 
 def recommended_verdict(per_model):

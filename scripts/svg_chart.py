@@ -17,7 +17,8 @@ from xml.sax.saxutils import escape
 
 # The colours of matplotlib's default cycle, so the picture looks familiar.
 COLORS = {"blue": "#1f77b4", "orange": "#ff7f0e", "green": "#2ca02c",
-          "gray": "#7f7f7f", "red": "#d62728", "purple": "#9467bd"}
+          "gray": "#7f7f7f", "red": "#d62728", "purple": "#9467bd",
+          "cyan": "#17becf"}
 
 PANEL_WIDTH = 500
 PANEL_HEIGHT = 360

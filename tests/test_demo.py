@@ -15,6 +15,7 @@ labels), the summary and its picture.
 import collections
 import csv
 import glob
+import json
 import os
 import re
 import subprocess
@@ -43,7 +44,8 @@ FT_STEPS = 10
 FT_LRS = ("1e-4", "3e-4")
 FT_SEEDS = ("1", "2")
 MODELS = {"teacher": 128, "student": 64, "student_soft_labels": 64,
-          "student_mlm": 64, "student_random_init": 64}
+          "student_mlm": 64, "student_random_init": 64,
+          "student_task_distilled": 64}
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -199,19 +201,22 @@ def test_stage_outputs_exist_and_parse(demo_dir):
                 "V student: masked-LM, no teacher",
                 "V single machine: soft labels",
                 "V single machine: soft labels + hidden states",
-                "VI Horovod", "VIII fine-tune 5 models (polarity)"):
+                "VI Horovod", "VIII fine-tune 6 models (polarity)"):
     assert stage in summary and stage in stdout, stage
   assert "Fine-tuned on sentence polarity" in summary
   assert "TEST ACCURACY, MEAN" in summary
   assert re.search(r"Recommended student \(student, mean 0\.\d{3}\): "
                    r"[+-]0\.\d{3} against student_mlm", summary)
+  assert re.search(r"Task-distilled student \(student_task_distilled, mean "
+                   r"0\.\d{3}\): [+-]0\.\d{3} against the same student "
+                   r"fine-tuned alone", summary)
   # The picture (SVG): masked-LM accuracy of the two teachers and three
   # students, agreement of the two distilled students and the Horovod one,
-  # the five fine-tuned means each with a seed range.
+  # the six fine-tuned means each with a seed range.
   svg = ElementTree.parse(os.path.join(out, "distillation.svg")).getroot()
   assert svg.tag == SVG + "svg"
-  assert len(svg.findall(".//%srect[@class='bar']" % SVG)) == 5 + 3 + 5
-  assert len(svg.findall(".//%sline[@class='range']" % SVG)) == 5
+  assert len(svg.findall(".//%srect[@class='bar']" % SVG)) == 5 + 3 + 6
+  assert len(svg.findall(".//%sline[@class='range']" % SVG)) == 6
   titles = {t.text for t in svg.iter(SVG + "text")}
   assert {"Masked-LM accuracy (held-out records)",
           "Fine-tuned on sentence polarity",
@@ -262,11 +267,19 @@ def _check_finetuning(out):
     names = dict(tf.train.list_variables(ckpt))
     assert names["output_weights"] == [2, MODELS[model]], model
     assert not any(n.startswith("cls/") for n in names), model
+    if model == "student_task_distilled":
+      # Its teacher: the fine-tuned teacher of the same seed, at the
+      # teacher's chosen learning rate.
+      with open(os.path.join(run_dir, "run_settings.json")) as f:
+        teacher_checkpoint = json.load(f)["teacher_checkpoint"]
+      assert os.path.dirname(teacher_checkpoint) == os.path.join(
+          out, "finetune", "teacher", "lr%s-seed%s" % (chosen["teacher"],
+                                                       seed))
     if MODELS[model] == 64:
       # The recommended student started from stage V's weights, the
       # random-init one not.
       tuned = tf.train.load_checkpoint(ckpt).get_tensor(kernel)
-      if model == "student":
+      if model in ("student", "student_task_distilled"):
         assert np.abs(tuned - start).max() < 0.01
       if model == "student_random_init":
         assert np.abs(tuned - start).max() > 0.01
@@ -280,6 +293,10 @@ def _check_finetuning(out):
      "each run"),
     (["--model", "a=c.json", "--output_dir", "{used}"],
      "is not empty: give a new folder"),
+    (["--model", "a=c.json", "--task_distilled", "b=a"],
+     "--task_distilled 'b=a': expected NAME=MODEL,TEACHER"),
+    (["--model", "a=c.json", "--task_distilled", "b=a,t"],
+     "--task_distilled 'b=a,t': 't' is not a --model name"),
 ])
 def test_finetune_driver_refuses_bad_input_in_one_line(tmp_path, extra,
                                                        message):
