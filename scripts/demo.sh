@@ -248,7 +248,7 @@ run_stage "VIII fine-tune 6 models (polarity)" "$FT_TRAINED" \
     --model "student_mlm=$OUT/student_config.json,$OUT/student_mlm" \
     --model "student_random_init=$OUT/student_config.json" \
     --task_distilled "student_task_distilled=student,teacher" \
-    --distill_flags "--temperature 2" \
+    --distill_flags "--temperature 1 --hard_label_weight 0" \
     --learning_rates "$FT_LRS" --seeds "$FT_SEEDS" \
     --results_tsv "$OUT/finetune_results.tsv" \
     --classifier_flags "--vocab_file $OUT/teacher/vocab.txt --do_lower_case=true

@@ -159,15 +159,22 @@ def parse_model(spec):
   return Model(name, parts[0], parts[1] if len(parts) == 2 else "")
 
 
-def check_not_a_driver_flag(arg, flag_name):
-  """cli.UserError when a word of `flag_name` sets a flag this script sets
-  for each run."""
-  name = arg.lstrip("-").split("=")[0]
-  if arg.startswith("-") and name in DRIVER_FLAGS:
-    raise cli.UserError(
-        "%s: %s is set by this script for each run (give --learning_rates, "
-        "--seeds, --output_dir or --task_distilled instead)" % (flag_name,
-                                                               arg))
+def split_flags(text, flag_name):
+  """The words of `text` (the value of `flag_name`), split as a shell
+  would; cli.UserError when it does not split or sets a flag this script
+  sets for each run."""
+  try:
+    words = shlex.split(text)
+  except ValueError as exc:
+    raise cli.UserError("%s: %s" % (flag_name, exc))
+  for arg in words:
+    name = arg.lstrip("-").split("=")[0]
+    if arg.startswith("-") and name in DRIVER_FLAGS:
+      raise cli.UserError(
+          "%s: %s is set by this script for each run (give "
+          "--learning_rates, --seeds, --output_dir or --task_distilled "
+          "instead)" % (flag_name, arg))
+  return words
 
 
 def run_all(runs, extra_args, jobs):
@@ -228,12 +235,7 @@ def main(argv):
                "results_tsv"):
     if not getattr(FLAGS, name):
       raise cli.UserError("--%s is required" % name)
-  try:
-    extra_args = shlex.split(FLAGS.classifier_flags)
-  except ValueError as exc:
-    raise cli.UserError("--classifier_flags: %s" % exc)
-  for arg in extra_args:
-    check_not_a_driver_flag(arg, "--classifier_flags")
+  extra_args = split_flags(FLAGS.classifier_flags, "--classifier_flags")
   models = [parse_model(spec) for spec in FLAGS.model]
   if not models:
     raise cli.UserError("--model: give at least one")
@@ -242,12 +244,7 @@ def main(argv):
   names = [m.name for m, _ in distilled]
   if len(set(names)) < len(names):
     raise cli.UserError("--task_distilled: a NAME given twice")
-  try:
-    distill_args = shlex.split(FLAGS.distill_flags)
-  except ValueError as exc:
-    raise cli.UserError("--distill_flags: %s" % exc)
-  for arg in distill_args:
-    check_not_a_driver_flag(arg, "--distill_flags")
+  split_flags(FLAGS.distill_flags, "--distill_flags")
   if not FLAGS.learning_rates or not FLAGS.seeds:
     raise cli.UserError("--learning_rates and --seeds need at least one "
                         "value each")

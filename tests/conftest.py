@@ -6,6 +6,24 @@ Google's format). Stage outputs are made once per test session by running the
 stage scripts with a user's flags: stages II and III (no TensorFlow) as
 processes, the TensorFlow stages through their `main` in this process
 (tests/inprocess.py; it saves a TensorFlow start each).
+
+The harness's contract, for whoever adds a test (`make test` runs two
+pytest-xdist workers on 2 cores; tests/cores.py and tests/python_fork.py
+say how, at their tops):
+- a script whose process is not what the test checks: `run_main` (its
+  `main` in this process); a script as a process: `run_script` (the forked
+  `python`, TensorFlow already imported), `fresh=True` or `sys.executable`
+  only where the start, a signal or a kill is the subject;
+- an mpirun job: `mpirun_command` with `mpi_env()` (the job takes both
+  cores while it runs; the other worker's test waits);
+- two processes at once: `run_two_at_a_time` (never more TensorFlow
+  processes than cores);
+- a file that runs longer than about 30 s goes into FILES_FIRST by its
+  measured time, so that the two workers end together.
+One file in one process (`pytest tests/test_modeling.py`) uses none of the
+core sharing. A simpler arrangement (no core pool, no fork server, xdist's
+own file order) measured 10-15% slower on the 2-core machine (see the
+README's Tests section).
 """
 
 import atexit

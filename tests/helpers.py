@@ -17,6 +17,9 @@
                 processes of a session, polling for a condition, Ctrl-C's
                 default action in a child (the tests of kills and
                 Ctrl-C).
+  write_polarity_subset(polarity_dir, folder, train_examples)
+                a polarity folder with the first train_examples of its
+                training sentences and its dev and test files.
   polarity_test_labels(polarity_dir, reviews_csv)
                 the labels of a polarity folder's test.tsv, looked up by
                 sentence in the source CSV (not through sample_data).
@@ -25,6 +28,7 @@
 import bz2
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +74,21 @@ def write_launcher(path, module, call):
                module, module, call))
   os.chmod(private, 0o755)
   os.rename(private, path)
+
+
+def write_polarity_subset(polarity_dir, folder, train_examples):
+  """Writes `folder` (which exists): train.tsv with the header and the first
+  `train_examples` rows of polarity_dir's, dev.tsv and test.tsv copied;
+  returns str(folder)."""
+  with open(os.path.join(polarity_dir, "train.tsv"), encoding="utf-8") as f:
+    lines = f.readlines()[:train_examples + 1]
+  with open(os.path.join(str(folder), "train.tsv"), "w",
+            encoding="utf-8") as f:
+    f.writelines(lines)
+  for name in ("dev.tsv", "test.tsv"):
+    shutil.copy(os.path.join(polarity_dir, name), os.path.join(str(folder),
+                                                               name))
+  return str(folder)
 
 
 def polarity_test_labels(polarity_dir, reviews_csv):

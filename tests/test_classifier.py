@@ -22,6 +22,7 @@ from bert_distill.lib import checkpoints
 from bert_distill.stages import classifier
 from bert_distill import cli
 import conftest
+import helpers
 from bert_distill.lib import glue
 import inprocess
 import modeling
@@ -322,15 +323,9 @@ def _options(teacher_dir, data_dir, output_dir, **kwargs):
 @pytest.fixture(scope="module")
 def polarity_subset(tmp_path_factory):
   """The real polarity SST-2 files, the first TRAIN_EXAMPLES for training."""
-  source = sample_data.fetch("polarity_sst2")
-  out = tmp_path_factory.mktemp("polarity")
-  with open(os.path.join(source, "train.tsv"), encoding="utf-8") as f:
-    lines = f.readlines()[:TRAIN_EXAMPLES + 1]
-  with open(out / "train.tsv", "w", encoding="utf-8") as f:
-    f.writelines(lines)
-  for name in ("dev.tsv", "test.tsv"):
-    shutil.copy(os.path.join(source, name), out / name)
-  return str(out)
+  return helpers.write_polarity_subset(sample_data.fetch("polarity_sst2"),
+                                       tmp_path_factory.mktemp("polarity"),
+                                       TRAIN_EXAMPLES)
 
 
 def test_fine_tuning_the_real_teacher_on_polarity(tmp_path, teacher_dir,

@@ -24,6 +24,7 @@ from bert_distill.stages import finetuning
 from bert_distill.stages import question_answering
 from bert_distill.stages import training
 import conftest
+import helpers
 import inprocess
 import modeling
 import sample_data
@@ -191,15 +192,10 @@ TRAIN = 1280
 
 @pytest.fixture(scope="module")
 def polarity_small(tmp_path_factory):
-  """The polarity set's first TRAIN training sentences and its dev set."""
-  source = sample_data.fetch("polarity_sst2")
-  out = tmp_path_factory.mktemp("polarity")
-  with open(os.path.join(source, "train.tsv"), encoding="utf-8") as f:
-    lines = f.readlines()[:TRAIN + 1]
-  (out / "train.tsv").write_text("".join(lines), encoding="utf-8")
-  with open(os.path.join(source, "dev.tsv"), encoding="utf-8") as f:
-    (out / "dev.tsv").write_text(f.read(), encoding="utf-8")
-  return str(out)
+  """The polarity set's first TRAIN training sentences, dev and test."""
+  return helpers.write_polarity_subset(sample_data.fetch("polarity_sst2"),
+                                       tmp_path_factory.mktemp("polarity"),
+                                       TRAIN)
 
 
 def polarity_options(teacher_dir, data_dir, output_dir, **values):
