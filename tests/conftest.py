@@ -22,8 +22,8 @@ say how, at their tops):
   measured time, so that the two workers end together.
 One file in one process (`pytest tests/test_modeling.py`) uses none of the
 core sharing. A simpler arrangement (no core pool, no fork server, xdist's
-own file order) measured 10-15% slower on the 2-core machine (see the
-README's Tests section).
+own file order) measured 21% slower on the 2-core machine, with two tests
+failing under its oversubscription (the README's Tests section).
 """
 
 import atexit
