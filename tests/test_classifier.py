@@ -307,7 +307,9 @@ TRAIN_EXAMPLES = 2560
 SEQ = 48
 
 
-def _options(teacher_dir, data_dir, output_dir, **kwargs):
+def options(teacher_dir, data_dir, output_dir, **kwargs):
+  """Options of run_classifier.py fine-tuning the small real BERT on
+  `data_dir` (polarity unless kwargs say otherwise), `kwargs` replacing."""
   values = dict(
       task_name="sst-2", data_dir=data_dir,
       vocab_file=os.path.join(teacher_dir, "vocab.txt"),
@@ -333,7 +335,7 @@ def test_fine_tuning_the_real_teacher_on_polarity(tmp_path, teacher_dir,
   """Dev accuracy clearly above the majority class; outputs as Google's."""
   caplog.set_level("INFO", logger="absl")  # whatever level an earlier test left
   out = tmp_path / "out"
-  opts = _options(teacher_dir, polarity_subset, out, do_train=True,
+  opts = options(teacher_dir, polarity_subset, out, do_train=True,
                   do_eval=True, do_predict=True)
   metrics = classifier.run(opts)
 
@@ -369,7 +371,7 @@ def test_fine_tuning_the_real_teacher_on_polarity(tmp_path, teacher_dir,
   again = tmp_path / "again"
   shutil.copytree(out, again)
   os.remove(again / "test_results.tsv")
-  classifier.run(_options(teacher_dir, polarity_subset, again,
+  classifier.run(options(teacher_dir, polarity_subset, again,
                           do_predict=True))
   np.testing.assert_allclose(
       np.array([[float(v) for v in r]
@@ -393,10 +395,10 @@ def test_regression_on_real_stsb_pairs(tmp_path, teacher_dir):
                          _tsv_rows(os.path.join(stsb, "dev.tsv"))[1:]])
   settings = dict(task_name="sts-b", learning_rate=3e-4,
                   num_train_epochs=2.0)
-  before = classifier.run(_options(teacher_dir, stsb, tmp_path / "before",
+  before = classifier.run(options(teacher_dir, stsb, tmp_path / "before",
                                    do_eval=True, **settings))
   out = tmp_path / "out"
-  after = classifier.run(_options(teacher_dir, stsb, out, do_train=True,
+  after = classifier.run(options(teacher_dir, stsb, out, do_train=True,
                                   do_eval=True, do_predict=True, **settings))
   print("STS-B dev, 150 pairs: loss %.3f after %d steps, %.3f before; "
         "variance of the scores %.3f; Pearson %.3f" % (
@@ -511,7 +513,7 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, teacher_dir,
     values.update(kwargs)
     data_dir = values.pop("data_dir", polarity_subset)
     with pytest.raises(cli.UserError) as info:
-      classifier.run(_options(teacher_dir, data_dir, tmp_path / "out",
+      classifier.run(options(teacher_dir, data_dir, tmp_path / "out",
                               **values))
     assert message in str(info.value), str(info.value)
     assert "\n" not in str(info.value)

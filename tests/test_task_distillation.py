@@ -28,6 +28,7 @@ import helpers
 import inprocess
 import modeling
 import sample_data
+import test_classifier
 
 SEQ = 32
 
@@ -199,16 +200,12 @@ def polarity_small(tmp_path_factory):
 
 
 def polarity_options(teacher_dir, data_dir, output_dir, **values):
-  settings = dict(
-      task_name="sst-2", data_dir=data_dir,
-      vocab_file=os.path.join(teacher_dir, "vocab.txt"),
-      bert_config_file=os.path.join(teacher_dir, "bert_config.json"),
-      init_checkpoint=os.path.join(teacher_dir, "bert_model.ckpt"),
-      output_dir=str(output_dir), max_seq_length=SEQ, train_batch_size=32,
-      eval_batch_size=200, learning_rate=2e-4, num_train_epochs=1.0,
-      log_every_n_steps=20, do_eval=True)
+  """test_classifier's fine-tuning options of the small real BERT, at this
+  file's sequence length, with evaluation."""
+  settings = dict(max_seq_length=SEQ, eval_batch_size=200, do_eval=True)
   settings.update(values)
-  return inprocess.options("classifier_flags", **settings)
+  return test_classifier.options(teacher_dir, data_dir, output_dir,
+                                 **settings)
 
 
 def test_a_student_learns_the_task_from_a_fine_tuned_teacher_only(
