@@ -122,7 +122,6 @@ class Run(object):
     if self.teacher is not None:
       args += ["--teacher_init_checkpoint", self.teacher.output_dir,
                "--teacher_bert_config_file", self.teacher.model.config]
-      args += shlex.split(FLAGS.distill_flags)
     return args + list(extra_args)
 
 
@@ -157,6 +156,33 @@ def parse_model(spec):
     raise cli.UserError("--model %r: expected NAME=BERT_CONFIG[,CHECKPOINT]"
                         % spec)
   return Model(name, parts[0], parts[1] if len(parts) == 2 else "")
+
+
+def fine_tune(models, teacher_of, extra_args, task, test_labels, scores,
+              chosen):
+  """The protocol for `models`: each at every learning rate with the first
+  seed, the rate with the best dev metric chosen, then the other seeds at
+  it. teacher_of(model, seed) is the finished Run of a run's teacher, or
+  None. Fills `scores` (id(run) -> `score`) and `chosen` (model name ->
+  learning rate); returns (the grid's runs, the other seeds' runs)."""
+  metric = "eval_" + task.metrics[0]
+  grid = [Run(m, lr, FLAGS.seeds[0], teacher_of(m, FLAGS.seeds[0]))
+          for m in models for lr in FLAGS.learning_rates]
+  run_all(grid, extra_args, FLAGS.jobs)
+  scores.update({id(run): score(run, task, test_labels) for run in grid})
+  for m in models:
+    tried = [run for run in grid if run.model is m]
+    best = max(tried, key=lambda run: scores[id(run)]["dev"][metric])
+    chosen[m.name] = best.learning_rate
+    logging.info("%s: learning rate %s (dev %s %s)", m.name,
+                 best.learning_rate, metric[5:], ", ".join(
+                     "%.4f at %s" % (scores[id(r)]["dev"][metric],
+                                     r.learning_rate) for r in tried))
+  rest = [Run(m, chosen[m.name], seed, teacher_of(m, seed))
+          for m in models for seed in FLAGS.seeds[1:]]
+  run_all(rest, extra_args, FLAGS.jobs)
+  scores.update({id(run): score(run, task, test_labels) for run in rest})
+  return grid, rest
 
 
 def split_flags(text, flag_name):
@@ -244,7 +270,7 @@ def main(argv):
   names = [m.name for m, _ in distilled]
   if len(set(names)) < len(names):
     raise cli.UserError("--task_distilled: a NAME given twice")
-  split_flags(FLAGS.distill_flags, "--distill_flags")
+  distill_args = split_flags(FLAGS.distill_flags, "--distill_flags")
   if not FLAGS.learning_rates or not FLAGS.seeds:
     raise cli.UserError("--learning_rates and --seeds need at least one "
                         "value each")
@@ -264,44 +290,20 @@ def main(argv):
   except ValueError as exc:
     raise cli.UserError("--test_labels: %s" % exc)
 
-  grid = [Run(m, lr, FLAGS.seeds[0]) for m in models
-          for lr in FLAGS.learning_rates]
-  run_all(grid, extra_args, FLAGS.jobs)
-  scores = {id(run): score(run, task, test_labels) for run in grid}
-  chosen = {}
-  for m in models:
-    tried = [run for run in grid if run.model is m]
-    best = max(tried, key=lambda run: scores[id(run)]["dev"][metric])
-    chosen[m.name] = best.learning_rate
-    logging.info("%s: learning rate %s (dev %s %s)", m.name,
-                 best.learning_rate, metric[5:], ", ".join(
-                     "%.4f at %s" % (scores[id(r)]["dev"][metric],
-                                     r.learning_rate) for r in tried))
-  rest = [Run(m, chosen[m.name], seed) for m in models
-          for seed in FLAGS.seeds[1:]]
-  run_all(rest, extra_args, FLAGS.jobs)
-  scores.update({id(run): score(run, task, test_labels) for run in rest})
+  scores, chosen = {}, {}
+  grid, rest = fine_tune(models, lambda m, seed: None, extra_args, task,
+                         test_labels, scores, chosen)
   if distilled:
     # The teachers: each teacher model's runs at its chosen learning rate.
     teacher_run = {(r.model.name, r.seed): r for r in grid + rest
                    if r.learning_rate == chosen[r.model.name]}
-    student_grid = [Run(m, lr, FLAGS.seeds[0],
-                        teacher_run[(t.name, FLAGS.seeds[0])])
-                    for m, t in distilled for lr in FLAGS.learning_rates]
-    run_all(student_grid, extra_args, FLAGS.jobs)
-    scores.update({id(run): score(run, task, test_labels)
-                   for run in student_grid})
-    for m, _ in distilled:
-      tried = [run for run in student_grid if run.model is m]
-      chosen[m.name] = max(
-          tried, key=lambda run: scores[id(run)]["dev"][metric]).learning_rate
-    student_rest = [Run(m, chosen[m.name], seed, teacher_run[(t.name, seed)])
-                    for m, t in distilled for seed in FLAGS.seeds[1:]]
-    run_all(student_rest, extra_args, FLAGS.jobs)
-    scores.update({id(run): score(run, task, test_labels)
-                   for run in student_rest})
-    grid += student_grid
-    rest += student_rest
+    teacher_of = {m.name: t.name for m, t in distilled}
+    more_grid, more_rest = fine_tune(
+        [m for m, _ in distilled],
+        lambda m, seed: teacher_run[(teacher_of[m.name], seed)],
+        distill_args + extra_args, task, test_labels, scores, chosen)
+    grid += more_grid
+    rest += more_rest
     models += [m for m, _ in distilled]
 
   new_file = not os.path.exists(FLAGS.results_tsv)
