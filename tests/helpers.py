@@ -17,6 +17,9 @@
                 processes of a session, polling for a condition, Ctrl-C's
                 default action in a child (the tests of kills and
                 Ctrl-C).
+  write_bert_config(path, model_dir, **changes)
+                the bert_config.json of model_dir with `changes`, written
+                to `path`.
   write_polarity_subset(polarity_dir, folder, train_examples)
                 a polarity folder with the first train_examples of its
                 training sentences and its dev and test files.
@@ -27,6 +30,7 @@
 
 import bz2
 import csv
+import json
 import os
 import shutil
 import signal
@@ -74,6 +78,16 @@ def write_launcher(path, module, call):
                module, module, call))
   os.chmod(private, 0o755)
   os.rename(private, path)
+
+
+def write_bert_config(path, model_dir, **changes):
+  """Writes model_dir's bert_config.json with `changes` to `path` (a
+  pathlib.Path); returns str(path)."""
+  with open(os.path.join(model_dir, "bert_config.json")) as f:
+    config = json.load(f)
+  config.update(changes)
+  path.write_text(json.dumps(config))
+  return str(path)
 
 
 def write_polarity_subset(polarity_dir, folder, train_examples):

@@ -439,18 +439,13 @@ def test_mpirun_averages_gradients_exactly(tmp_path, teacher_dir):
   below the clipping norm, so a sum instead of an average would show.
   Rank 1 gets its own --output_dir (MPMD), which must stay absent.
   """
-  source = sample_data.fetch("polarity_sst2")
   data = tmp_path / "data"
   data.mkdir()
-  with open(os.path.join(source, "train.tsv"), encoding="utf-8") as f:
-    lines = f.readlines()[:9]
-  (data / "train.tsv").write_text("".join(lines), encoding="utf-8")
-  with open(os.path.join(teacher_dir, "bert_config.json")) as f:
-    config = json.load(f)
-  config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                hidden_size=32, intermediate_size=64, num_hidden_layers=1)
-  config_path = tmp_path / "config.json"
-  config_path.write_text(json.dumps(config))
+  helpers.write_polarity_subset(sample_data.fetch("polarity_sst2"), data, 8)
+  config_path = helpers.write_bert_config(
+      tmp_path / "config.json", teacher_dir, hidden_dropout_prob=0.0,
+      attention_probs_dropout_prob=0.0, hidden_size=32, intermediate_size=64,
+      num_hidden_layers=1)
   flags = ["--task_name", "sst-2", "--data_dir", data,
            "--vocab_file", os.path.join(teacher_dir, "vocab.txt"),
            "--bert_config_file", config_path, "--max_seq_length", 32,

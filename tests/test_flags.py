@@ -114,3 +114,12 @@ def test_distiller_gets_the_loss_settings_of_the_flags():
   settings = distillation_objective.Distiller(opts, config).settings
   assert (settings.temperature, settings.hard_label_weight) == (2.5, 0.5)
   assert settings.truncation_factor == FLAGS["truncation_factor"].default
+
+
+def test_the_teacher_settings_defaults_are_the_flags():
+  """finetuning.TEACHER_SETTINGS (a teacher's flag at another value without
+  a teacher is an error) holds the flags' defaults, None read as empty."""
+  from bert_distill.stages import finetuning  # pylint: disable=g-import-not-at-top
+  inprocess.load("classifier_flags")
+  for name, default in finetuning.TEACHER_SETTINGS.items():
+    assert (FLAGS[name].default or type(default)()) == default, name

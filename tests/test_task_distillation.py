@@ -91,15 +91,6 @@ def test_soft_losses_equal_hand_computations():
 # ---------------------------------------------------------------------------
 
 
-def write_config(path, teacher_dir, **changes):
-  """The small real BERT's config with `changes`; returns the path."""
-  with open(os.path.join(teacher_dir, "bert_config.json")) as f:
-    config = json.load(f)
-  config.update(changes)
-  path.write_text(json.dumps(config))
-  return str(path)
-
-
 def write_fine_tuned(folder, config_path, head, seed=7):
   """A checkpoint of a fine-tuning model (encoder + `head`) with random
   weights, as run_classifier.py / run_squad.py name its variables: a teacher
@@ -132,12 +123,12 @@ def test_the_loss_mixes_gold_and_teacher_as_the_flags_say(tmp_path,
   the labels + soft_label_weight * T^2 * soft CE, from the two models'
   logits (no dropout), recomputed in NumPy; a layer loss adds its weighted
   value and trains a projection between the widths."""
-  student_config = write_config(tmp_path / "s.json", teacher_dir,
+  student_config = helpers.write_bert_config(tmp_path / "s.json", teacher_dir,
                                 hidden_size=32, intermediate_size=64,
                                 num_hidden_layers=1,
                                 hidden_dropout_prob=0.0,
                                 attention_probs_dropout_prob=0.0)
-  teacher_config = write_config(tmp_path / "t.json", teacher_dir,
+  teacher_config = helpers.write_bert_config(tmp_path / "t.json", teacher_dir,
                                 hidden_size=48, intermediate_size=96,
                                 num_attention_heads=4)
   make_head = lambda h: classifier.ClassifierHead(h, 2, dropout_prob=0.0)
@@ -217,7 +208,7 @@ def test_a_student_learns_the_task_from_a_fine_tuned_teacher_only(
   teacher_out = tmp_path / "teacher"
   teacher_metrics = classifier.run(polarity_options(
       teacher_dir, polarity_small, teacher_out, do_train=True))
-  student_config = write_config(tmp_path / "student.json", teacher_dir,
+  student_config = helpers.write_bert_config(tmp_path / "student.json", teacher_dir,
                                 num_hidden_layers=1)
   blind = tmp_path / "blind_teacher"
   write_fine_tuned(blind, os.path.join(teacher_dir, "bert_config.json"),
@@ -252,7 +243,7 @@ def test_regression_distils_the_teachers_score(tmp_path, teacher_dir,
   companion checkpoint, apart from the encoder and head (init from the
   output folder ignores it; a resumed run takes it back)."""
   stsb = os.path.join(conftest.FIXTURES, "sts-b")
-  teacher_config = write_config(tmp_path / "t.json", teacher_dir,
+  teacher_config = helpers.write_bert_config(tmp_path / "t.json", teacher_dir,
                                 hidden_size=48, intermediate_size=96,
                                 num_attention_heads=4)
   write_fine_tuned(tmp_path / "teacher", teacher_config,
@@ -308,18 +299,15 @@ def test_mpirun_averages_the_distilled_gradients_exactly(tmp_path,
   size and both losses: one 2-rank step (4 sentences each, learning rate
   1e-3 x 2) equals one single-process step on the 8 (2e-3). Dropout off,
   same random start, the teacher in float32."""
-  source = sample_data.fetch("polarity_sst2")
   data = tmp_path / "data"
   data.mkdir()
-  with open(os.path.join(source, "train.tsv"), encoding="utf-8") as f:
-    lines = f.readlines()[:9]
-  (data / "train.tsv").write_text("".join(lines), encoding="utf-8")
-  config_path = write_config(tmp_path / "config.json", teacher_dir,
+  helpers.write_polarity_subset(sample_data.fetch("polarity_sst2"), data, 8)
+  config_path = helpers.write_bert_config(tmp_path / "config.json", teacher_dir,
                              hidden_dropout_prob=0.0,
                              attention_probs_dropout_prob=0.0,
                              hidden_size=32, intermediate_size=64,
                              num_hidden_layers=1)
-  teacher_config = write_config(tmp_path / "t.json", teacher_dir,
+  teacher_config = helpers.write_bert_config(tmp_path / "t.json", teacher_dir,
                                 hidden_size=48, intermediate_size=96,
                                 num_attention_heads=4)
   write_fine_tuned(tmp_path / "teacher", teacher_config,
@@ -369,13 +357,13 @@ def test_mpirun_averages_the_distilled_gradients_exactly(tmp_path,
 def test_bad_teachers_and_settings_are_one_line(tmp_path, teacher_dir):
   stsb = os.path.join(conftest.FIXTURES, "sts-b")
   config = os.path.join(teacher_dir, "bert_config.json")
-  small = write_config(tmp_path / "small.json", teacher_dir, hidden_size=48,
+  small = helpers.write_bert_config(tmp_path / "small.json", teacher_dir, hidden_size=48,
                        intermediate_size=96, num_attention_heads=4)
   three = write_fine_tuned(tmp_path / "mnli", config,
                            lambda h: classifier.ClassifierHead(h, 3))
   squad_teacher = write_fine_tuned(tmp_path / "squad", config,
                                    question_answering.SquadHead)
-  other_vocab = write_config(tmp_path / "vocab.json", teacher_dir,
+  other_vocab = helpers.write_bert_config(tmp_path / "vocab.json", teacher_dir,
                              vocab_size=1000)
 
   def error(**values):

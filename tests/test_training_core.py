@@ -8,7 +8,6 @@ is what is tested (signals, a frozen Horovod rank); the rest through `run` in th
 process. The data: the STS-B excerpt in tests/fixtures (real pairs).
 """
 
-import json
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ from bert_distill.stages import classifier
 from bert_distill import cli
 import conftest
 from bert_distill.stages import distillation
+import helpers
 import inprocess
 from bert_distill.stages import question_answering
 import test_hardening
@@ -33,13 +33,10 @@ SQUAD_EXCERPT = os.path.join(conftest.FIXTURES, "squad",
 @pytest.fixture(scope="module")
 def tiny_config(teacher_dir, tmp_path_factory):
   """A 1-layer, hidden-32 BERT of the teacher's vocabulary (random init)."""
-  with open(os.path.join(teacher_dir, "bert_config.json")) as f:
-    config = json.load(f)
-  config.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2)
-  path = tmp_path_factory.mktemp("config") / "bert_config.json"
-  path.write_text(json.dumps(config))
-  return str(path)
+  return helpers.write_bert_config(
+      tmp_path_factory.mktemp("config") / "bert_config.json", teacher_dir,
+      hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+      num_attention_heads=2)
 
 
 def stsb_flags(teacher_dir, config):
