@@ -240,15 +240,21 @@ class BertConfig(object):
 
 
 def gelu(x):
-  """GELU, tanh approximation (Google's BERT `gelu`)."""
-  cdf = 0.5 * (1.0 + tf.tanh(
-      (math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3)))))
-  return x * cdf
+  """GELU, tanh approximation (Google's BERT `gelu`).
+
+  0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), written as `tf.nn.gelu`
+  writes it: TensorFlow's graph optimiser recognises that form after a
+  matmul and a bias and fuses all three into one oneDNN kernel on CPUs.
+  """
+  return tf.nn.gelu(x, approximate=True)
 
 
 def gelu_exact(x):
-  """GELU, exact erf form (Hugging Face's and PyTorch's default `gelu`)."""
-  return x * 0.5 * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+  """GELU, exact erf form (Hugging Face's and PyTorch's default `gelu`).
+
+  0.5 x (1 + erf(x / sqrt(2))), through `tf.nn.gelu` as `gelu` is.
+  """
+  return tf.nn.gelu(x, approximate=False)
 
 
 def _linear(x):
@@ -379,6 +385,10 @@ class _VariableSet(object):
 class _TransformerLayer(object):
   """The variables of one encoder layer (Google's names, [in, out] kernels)."""
 
+  KERNELS = ("query_kernel", "key_kernel", "value_kernel",
+             "attention_output_kernel", "intermediate_kernel",
+             "output_kernel")
+
   def __init__(self, varset, prefix, config):
     h = config.hidden_size
     i = config.intermediate_size
@@ -453,6 +463,8 @@ class EncoderOutputs(typing.NamedTuple):
     sequence_output     [B, S, H]: the last layer's output.
     pooled_output       [B, H]: tanh(dense(the first token's output)).
     all_encoder_layers  L tensors [B, S, H]: each layer's output.
+  (With output_positions, the last layer's output and sequence_output are
+  [B, P, H] at those positions and pooled_output is None.)
     internals           an `EncoderInternals` with return_internals=True,
                         else None.
   """
@@ -466,7 +478,7 @@ class PretrainingOutputs(typing.NamedTuple):
   """What `BertPretrainingModel` returns (all float32).
 
     masked_lm_logits      [B, P, vocab_size] at the P masked positions.
-    next_sentence_logits  [B, 2].
+    next_sentence_logits  [B, 2] (None with masked_lm_only=True).
     internals             the encoder's `EncoderInternals` with
                           return_internals=True, else None.
   """
@@ -533,9 +545,26 @@ class BertModel(tf.Module):
     return collections.OrderedDict(zip(self._variable_names,
                                        self._variable_list))
 
+  def freeze_kernels(self):
+    """For inference: the layers' matmul kernels kept in compute_dtype.
+
+    A model computing in bfloat16 (or float16) otherwise casts its float32
+    kernels in every call (BERT-Base: 85 M values). The copies are taken
+    now and the float32 variables no longer feed the layers: call this
+    after loading the weights, on a model that is not trained (a teacher).
+    Nothing changes for a float32 model.
+    """
+    if self.compute_dtype == tf.float32:
+      return
+    for layer in self._layers:
+      for name in _TransformerLayer.KERNELS:
+        setattr(layer, name, tf.Variable(
+            tf.cast(getattr(layer, name), self.compute_dtype),
+            trainable=False, name=name + "_" + self.compute_dtype.name))
+
   def __call__(self, input_ids, input_mask=None, token_type_ids=None,
                training=False, dropout_seed=None, dropout=None,
-               return_internals=False):
+               return_internals=False, output_positions=None):
     """Runs the encoder.
 
     The steps, each a method below: `embeddings`, `attention_mask_adder`,
@@ -555,10 +584,22 @@ class BertModel(tf.Module):
         (instead of training and dropout_seed).
       return_internals: also keep an `EncoderInternals` (what layer-wise
         distillation losses compare). Off by default: nothing more is kept.
+      output_positions: (optional) int Tensor [batch_size, P]: only the
+        output at these positions is wanted (a masked-LM head's). The last
+        layer then computes its queries, attention output and feed-forward
+        there alone (its keys and values still see every token): the same
+        values as the whole output gathered there, for about 6% less work
+        at BERT-Base's 128 tokens and 20 positions. The last entries of
+        `sequence_output` and `all_layer_outputs` are then [batch_size, P,
+        hidden_size], and `pooled_output` is None. Not with
+        return_internals.
 
     Returns:
       An `EncoderOutputs`.
     """
+    if output_positions is not None and return_internals:
+      raise ValueError("output_positions and return_internals exclude each "
+                       "other: the internals are kept for every position")
     if dropout is None:
       dropout = _Dropout(training, dropout_seed)
     input_ids = tf.convert_to_tensor(input_ids)
@@ -575,13 +616,20 @@ class BertModel(tf.Module):
     # The residual stream is kept 2-D [B*S, H] and float32.
     layer_output = tf.reshape(embeddings, [-1, h])
     all_layers, layer_internals = [], []
-    for layer in self._layers:
+    for n, layer in enumerate(self._layers):
+      query_rows = None
+      if output_positions is not None and n == len(self._layers) - 1:
+        query_rows = flat_rows(output_positions, seq_length)
       layer_output, kept = self.transformer_layer(
           layer, layer_output, adder, batch_size, seq_length, dropout,
-          return_internals)
-      all_layers.append(tf.reshape(layer_output,
-                                   [batch_size, seq_length, h]))
+          return_internals, query_rows)
+      all_layers.append(tf.reshape(layer_output, [batch_size, -1, h]))
       layer_internals.append(kept)
+    if output_positions is not None:
+      if not self._layers:
+        all_layers.append(tf.gather(embeddings, output_positions,
+                                    batch_dims=1))
+      return EncoderOutputs(all_layers[-1], None, tuple(all_layers), None)
     sequence_output = all_layers[-1] if all_layers else embeddings
     internals = EncoderInternals.of_layers(
         embeddings, all_layers, layer_internals) if return_internals else None
@@ -612,7 +660,8 @@ class BertModel(tf.Module):
     return dropout(embeddings, self.config.hidden_dropout_prob)
 
   def attention_layer(self, layer, layer_input, adder, batch_size,
-                      seq_length, dropout, return_internals=False):
+                      seq_length, dropout, return_internals=False,
+                      query_rows=None):
     """Multi-headed self-attention of one layer (Google's `attention_layer`).
 
     The input is projected to queries, keys and values of
@@ -630,11 +679,15 @@ class BertModel(tf.Module):
       dropout: a `_Dropout` (attention_probs_dropout_prob on the
         probabilities).
       return_internals: also return this layer's `LayerInternals`.
+      query_rows: (optional) int Tensor [batch_size * P], rows of
+        layer_input (`flat_rows`): only these positions attend, P per
+        example (the keys and values are every position's).
 
     Returns:
       (context, internals): the context, compute dtype [batch_size *
-      seq_length, hidden_size] (before the attention output projection);
-      the `LayerInternals` with return_internals, else None.
+      seq_length, hidden_size] (before the attention output projection),
+      [batch_size * P, hidden_size] with query_rows; the `LayerInternals`
+      with return_internals, else None.
     """
     dtype = self.compute_dtype
     h = self.config.hidden_size
@@ -642,12 +695,13 @@ class BertModel(tf.Module):
     head_size = h // num_heads
 
     def split_heads(x):
-      # [B*S, H] -> [B, num_heads, S, head_size]
-      x = tf.reshape(x, [batch_size, seq_length, num_heads, head_size])
+      # [B*S, H] -> [B, num_heads, S, head_size] (S: the rows per example)
+      x = tf.reshape(x, [batch_size, -1, num_heads, head_size])
       return tf.transpose(x, [0, 2, 1, 3])
 
     x = tf.cast(layer_input, dtype)
-    queries = _dense(x, layer.query_kernel, layer.query_bias, dtype)
+    queries = _dense(x if query_rows is None else tf.gather(x, query_rows),
+                     layer.query_kernel, layer.query_bias, dtype)
     keys = _dense(x, layer.key_kernel, layer.key_bias, dtype)
     values = _dense(x, layer.value_kernel, layer.value_bias, dtype)
     q, k, v = split_heads(queries), split_heads(keys), split_heads(values)
@@ -678,7 +732,8 @@ class BertModel(tf.Module):
                                   self.compute_dtype))
 
   def transformer_layer(self, layer, layer_input, adder, batch_size,
-                        seq_length, dropout, return_internals=False):
+                        seq_length, dropout, return_internals=False,
+                        query_rows=None):
     """One encoder layer, as the loop body of Google's `transformer_model`.
 
     attention = LayerNorm(layer_input + dropout(dense(attention_layer)))
@@ -687,19 +742,21 @@ class BertModel(tf.Module):
     Args:
       layer: the `_TransformerLayer`.
       layer_input: float32 Tensor [batch_size * seq_length, hidden_size].
-      adder, batch_size, seq_length, dropout, return_internals: as in
-        `attention_layer`.
+      adder, batch_size, seq_length, dropout, return_internals,
+        query_rows: as in `attention_layer`.
 
     Returns:
       (output, internals): float32 Tensor [batch_size * seq_length,
-      hidden_size]; the attention's `LayerInternals` or None, as
-      `attention_layer` returns it.
+      hidden_size] ([batch_size * P, hidden_size] at query_rows); the
+      attention's `LayerInternals` or None, as `attention_layer` returns it.
     """
     dtype = self.compute_dtype
     hidden_dropout = self.config.hidden_dropout_prob
     context, internals = self.attention_layer(
         layer, layer_input, adder, batch_size, seq_length, dropout,
-        return_internals)
+        return_internals, query_rows)
+    if query_rows is not None:
+      layer_input = tf.gather(layer_input, query_rows)
     attention = _dense(context, layer.attention_output_kernel,
                        layer.attention_output_bias, dtype)
     attention = dropout(attention, hidden_dropout)
@@ -718,6 +775,23 @@ class BertModel(tf.Module):
     return tf.tanh(tf.cast(
         _dense(first_token, self.pooler_kernel, self.pooler_bias,
                self.compute_dtype), tf.float32))
+
+
+def flat_rows(positions, seq_length):
+  """Rows of a [batch_size * seq_length, ...] tensor at `positions`.
+
+  Args:
+    positions: int Tensor [batch_size, P], positions within each example.
+    seq_length: the examples' length (scalar).
+
+  Returns:
+    int Tensor [batch_size * P]: example b's position p is row b *
+    seq_length + p.
+  """
+  positions = tf.convert_to_tensor(positions)
+  offsets = tf.range(tf.shape(positions)[0], dtype=positions.dtype)
+  seq_length = tf.cast(seq_length, positions.dtype)
+  return tf.reshape(positions + offsets[:, tf.newaxis] * seq_length, [-1])
 
 
 def attention_mask_adder(input_mask):
@@ -787,7 +861,8 @@ class BertPretrainingModel(tf.Module):
     return result
 
   def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions,
-               training=False, dropout_seed=None, return_internals=False):
+               training=False, dropout_seed=None, return_internals=False,
+               masked_lm_only=False):
     """Runs the encoder and both heads.
 
     Args:
@@ -798,10 +873,21 @@ class BertPretrainingModel(tf.Module):
       training: applies dropout when True.
       dropout_seed: (optional) int Tensor [2] for stateless dropout.
       return_internals: also keep the encoder's `EncoderInternals`.
+      masked_lm_only: compute only what the masked-LM logits need (the
+        encoder's last layer at the masked positions, see `BertModel`'s
+        output_positions; no next-sentence head: next_sentence_logits is
+        None). A teacher's labels need nothing else. Not with
+        return_internals.
 
     Returns:
       A `PretrainingOutputs`.
     """
+    if masked_lm_only:
+      encoder = self.bert(input_ids, input_mask, segment_ids,
+                          training=training, dropout_seed=dropout_seed,
+                          output_positions=masked_lm_positions)
+      return PretrainingOutputs(
+          self.masked_lm_head(encoder.sequence_output), None, None)
     encoder = self.bert(
         input_ids, input_mask, segment_ids, training=training,
         dropout_seed=dropout_seed, return_internals=return_internals)
@@ -811,12 +897,22 @@ class BertPretrainingModel(tf.Module):
 
   def masked_lm_logits(self, sequence_output, masked_lm_positions):
     """Vocabulary logits (float32) at the masked positions only."""
+    return self.masked_lm_head(tf.gather(sequence_output, masked_lm_positions,
+                                         batch_dims=1))
+
+  def masked_lm_head(self, hidden):
+    """The masked-LM head on the encoder's output at the masked positions.
+
+    Args:
+      hidden: float32 Tensor [batch_size, P, hidden_size].
+
+    Returns:
+      float32 vocabulary logits [batch_size, P, vocab_size].
+    """
     dtype = self.head_compute_dtype
     h = self.config.hidden_size
-    positions = tf.convert_to_tensor(masked_lm_positions)
-    shape = tf.shape(positions)
-    gathered = tf.gather(sequence_output, positions, batch_dims=1)
-    x = _dense(tf.reshape(gathered, [-1, h]), self.transform_kernel,
+    shape = tf.shape(hidden)
+    x = _dense(tf.reshape(hidden, [-1, h]), self.transform_kernel,
                self.transform_bias, dtype)
     x = self.bert.activation(x)
     x = layer_norm(x, self.transform_ln_gamma, self.transform_ln_beta)

@@ -209,6 +209,11 @@ def test_forward_matches_numpy_on_random_model(small_checkpoint, hidden_act):
   np.testing.assert_allclose(seq.numpy(), want_seq, atol=1e-5, rtol=0)
   np.testing.assert_allclose(log_softmax(mlm), want_logp, atol=1e-5, rtol=0)
   np.testing.assert_allclose(nsp.numpy(), want_nsp, atol=1e-5, rtol=0)
+  # A teacher's path: the last layer at the masked positions only.
+  only = model(ids, mask, segments, positions, masked_lm_only=True)
+  assert only.next_sentence_logits is None and only.internals is None
+  np.testing.assert_allclose(log_softmax(only.masked_lm_logits), want_logp,
+                             atol=1e-5, rtol=0)
   # The check is not trivial: padding changes what real tokens see.
   _, no_mask_logp, _ = np_bert(checkpoint_arrays(prefix), config, ids,
                                np.ones_like(mask), segments, positions)
@@ -237,6 +242,54 @@ def test_internals_match_numpy(small_checkpoint):
                                  err_msg=name)
   assert internals.hidden_states[1:] == encoder.all_encoder_layers
   assert model.bert(ids, mask, segments).internals is None
+
+
+@pytest.mark.parametrize("layers", [0, 1])
+def test_output_positions_equal_the_gathered_output(small_checkpoint, layers):
+  """output_positions computes the last layer at those positions only: the
+  whole output gathered there, [B, P, H], and every earlier layer whole."""
+  config, prefix = small_checkpoint
+  config = dict(config, num_hidden_layers=layers)
+  model = modeling.BertModel(modeling.BertConfig.from_dict(config))
+  ids, mask, segments, positions = small_inputs()
+  whole = model(ids, mask, segments)
+  part = model(ids, mask, segments, output_positions=positions)
+  want = tf.gather(whole.sequence_output, positions, batch_dims=1)
+  assert part.sequence_output.shape == want.shape
+  assert part.pooled_output is None
+  np.testing.assert_allclose(part.sequence_output.numpy(), want.numpy(),
+                             atol=1e-6)
+  for got, full in zip(part.all_encoder_layers[:-1],
+                       whole.all_encoder_layers[:-1]):
+    np.testing.assert_array_equal(got.numpy(), full.numpy())
+  with pytest.raises(ValueError, match="exclude each other"):
+    model(ids, mask, segments, output_positions=positions,
+          return_internals=True)
+
+
+def test_freeze_kernels_keeps_outputs(small_checkpoint):
+  """A bfloat16 model's kernels become bfloat16 copies: the same outputs
+  (the casts moved, not changed), and the copies no longer follow the
+  float32 variables; a float32 model is left as it is."""
+  config, prefix = small_checkpoint
+  inputs = small_inputs()
+  half = load_model(config, prefix, compute_dtype=tf.bfloat16)
+  before = half(*inputs).masked_lm_logits.numpy()
+  half.bert.freeze_kernels()
+  layer = half.bert._layers[0]  # pylint: disable=protected-access
+  assert layer.query_kernel.dtype == tf.bfloat16
+  assert not layer.query_kernel.trainable
+  np.testing.assert_array_equal(half(*inputs).masked_lm_logits.numpy(),
+                                before)
+  name = "bert/encoder/layer_0/attention/self/query/kernel"
+  half.variables_by_name()[name].assign_add(tf.ones_like(
+      half.variables_by_name()[name]))
+  np.testing.assert_array_equal(half(*inputs).masked_lm_logits.numpy(),
+                                before)
+  full = load_model(config, prefix)
+  kernel = full.bert._layers[0].query_kernel  # pylint: disable=protected-access
+  full.bert.freeze_kernels()
+  assert full.bert._layers[0].query_kernel is kernel  # pylint: disable=protected-access
 
 
 def test_compiled_forward_matches_eager(small_checkpoint):
@@ -545,3 +598,7 @@ def test_forward_matches_numpy_on_real_small_bert(teacher_dir):
   np.testing.assert_allclose(log_softmax(mlm), want_logp, atol=1e-5,
                              rtol=1e-6)
   np.testing.assert_allclose(nsp.numpy(), want_nsp, atol=1e-5, rtol=0)
+  only = tf.function(model.__call__)(ids, mask, segments, positions,
+                                     masked_lm_only=True)
+  np.testing.assert_allclose(log_softmax(only.masked_lm_logits), want_logp,
+                             atol=1e-5, rtol=1e-6)

@@ -360,6 +360,7 @@ class TaskTeacher(tf.Module):
       _warn_if_unfinished(self.checkpoint)
       checkpoints.load_checkpoint(self.model.variables_by_name(),
                                   self.checkpoint)
+    self.model.bert.freeze_kernels()
     logging.info("Teacher: %s (%d layers, hidden %d, %s), temperature %g, "
                  "soft label weight %g, hard label weight %g%s",
                  self.checkpoint, self.config.num_hidden_layers,

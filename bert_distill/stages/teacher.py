@@ -169,8 +169,10 @@ def soft_labels(model, input_ids, input_mask, segment_ids,
   Returns:
     `SoftLabels`.
   """
+  # Without internals, the last layer runs at the masked positions only.
   outputs = model(input_ids, input_mask, segment_ids, masked_lm_positions,
-                  training=False, return_internals=return_internals)
+                  training=False, return_internals=return_internals,
+                  masked_lm_only=not return_internals)
   probs = tf.nn.softmax(tf.cast(outputs.masked_lm_logits, tf.float32),
                         axis=-1)
   indices = None
@@ -229,6 +231,7 @@ class TeacherLabeler(tf.Module):
         config, compute_dtype=self.compute_dtype,
         head_compute_dtype=tf.float32, random_init=False)
     load_teacher_checkpoint(self.model, checkpoint, flag_name)
+    self.model.bert.freeze_kernels()
     self._label = tf.function(self._label_batch, jit_compile=use_xla,
                               autograph=False)
 
