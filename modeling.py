@@ -240,20 +240,14 @@ class BertConfig(object):
 
 
 def gelu(x):
-  """GELU, tanh approximation (Google's BERT `gelu`).
-
-  0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), written as `tf.nn.gelu`
-  writes it: TensorFlow's graph optimiser recognises that form after a
-  matmul and a bias and fuses all three into one oneDNN kernel on CPUs.
-  """
+  """GELU, tanh approximation (Google's BERT `gelu`), as `tf.nn.gelu`
+  writes it: the form TensorFlow's graph optimiser fuses with a matmul and
+  bias on oneDNN CPUs."""
   return tf.nn.gelu(x, approximate=True)
 
 
 def gelu_exact(x):
-  """GELU, exact erf form (Hugging Face's and PyTorch's default `gelu`).
-
-  0.5 x (1 + erf(x / sqrt(2))), through `tf.nn.gelu` as `gelu` is.
-  """
+  """GELU, exact erf form (Hugging Face's and PyTorch's default `gelu`)."""
   return tf.nn.gelu(x, approximate=False)
 
 
@@ -546,14 +540,10 @@ class BertModel(tf.Module):
                                        self._variable_list))
 
   def freeze_kernels(self):
-    """For inference: the layers' matmul kernels kept in compute_dtype.
-
-    A model computing in bfloat16 (or float16) otherwise casts its float32
-    kernels in every call (BERT-Base: 85 M values). The copies are taken
-    now and the float32 variables no longer feed the layers: call this
-    after loading the weights, on a model that is not trained (a teacher).
-    Nothing changes for a float32 model.
-    """
+    """For inference: the layers' matmul kernels kept in compute_dtype
+    (a bfloat16 model otherwise casts BERT-Base's 85 M values every call).
+    The copies are taken now and the float32 variables no longer feed the
+    layers: call it after loading, on a model not trained (a teacher)."""
     if self.compute_dtype == tf.float32:
       return
     for layer in self._layers:
@@ -584,15 +574,12 @@ class BertModel(tf.Module):
         (instead of training and dropout_seed).
       return_internals: also keep an `EncoderInternals` (what layer-wise
         distillation losses compare). Off by default: nothing more is kept.
-      output_positions: (optional) int Tensor [batch_size, P]: only the
-        output at these positions is wanted (a masked-LM head's). The last
-        layer then computes its queries, attention output and feed-forward
-        there alone (its keys and values still see every token): the same
-        values as the whole output gathered there, for about 6% less work
-        at BERT-Base's 128 tokens and 20 positions. The last entries of
-        `sequence_output` and `all_layer_outputs` are then [batch_size, P,
-        hidden_size], and `pooled_output` is None. Not with
-        return_internals.
+      output_positions: (optional) int Tensor [batch_size, P]: the last
+        layer runs its queries and feed-forward at these positions only
+        (keys and values at all): the output gathered there, for 6% less
+        work at BERT-Base's 128 tokens and 20 positions. The last layer's
+        outputs are then [batch_size, P, hidden_size], pooled_output None.
+        Not with return_internals.
 
     Returns:
       An `EncoderOutputs`.
@@ -619,7 +606,10 @@ class BertModel(tf.Module):
     for n, layer in enumerate(self._layers):
       query_rows = None
       if output_positions is not None and n == len(self._layers) - 1:
-        query_rows = flat_rows(output_positions, seq_length)
+        # Example b's position p is row b * seq_length + p.
+        positions = tf.cast(output_positions, tf.int32)
+        query_rows = tf.reshape(positions + seq_length * tf.range(
+            batch_size)[:, tf.newaxis], [-1])
       layer_output, kept = self.transformer_layer(
           layer, layer_output, adder, batch_size, seq_length, dropout,
           return_internals, query_rows)
@@ -680,8 +670,7 @@ class BertModel(tf.Module):
         probabilities).
       return_internals: also return this layer's `LayerInternals`.
       query_rows: (optional) int Tensor [batch_size * P], rows of
-        layer_input (`flat_rows`): only these positions attend, P per
-        example (the keys and values are every position's).
+        layer_input: only these attend (keys and values are every row's).
 
     Returns:
       (context, internals): the context, compute dtype [batch_size *
@@ -775,23 +764,6 @@ class BertModel(tf.Module):
     return tf.tanh(tf.cast(
         _dense(first_token, self.pooler_kernel, self.pooler_bias,
                self.compute_dtype), tf.float32))
-
-
-def flat_rows(positions, seq_length):
-  """Rows of a [batch_size * seq_length, ...] tensor at `positions`.
-
-  Args:
-    positions: int Tensor [batch_size, P], positions within each example.
-    seq_length: the examples' length (scalar).
-
-  Returns:
-    int Tensor [batch_size * P]: example b's position p is row b *
-    seq_length + p.
-  """
-  positions = tf.convert_to_tensor(positions)
-  offsets = tf.range(tf.shape(positions)[0], dtype=positions.dtype)
-  seq_length = tf.cast(seq_length, positions.dtype)
-  return tf.reshape(positions + offsets[:, tf.newaxis] * seq_length, [-1])
 
 
 def attention_mask_adder(input_mask):
@@ -901,14 +873,8 @@ class BertPretrainingModel(tf.Module):
                                          batch_dims=1))
 
   def masked_lm_head(self, hidden):
-    """The masked-LM head on the encoder's output at the masked positions.
-
-    Args:
-      hidden: float32 Tensor [batch_size, P, hidden_size].
-
-    Returns:
-      float32 vocabulary logits [batch_size, P, vocab_size].
-    """
+    """Vocabulary logits (float32) [B, P, V] of the masked-LM head on the
+    encoder's output at the masked positions, [B, P, H]."""
     dtype = self.head_compute_dtype
     h = self.config.hidden_size
     shape = tf.shape(hidden)
