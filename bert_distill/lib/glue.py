@@ -203,12 +203,65 @@ def split_file(task, data_dir, fmt):
     raise DataError(
         "%s: no %s in this folder (task %s expects %s)" %
         (data_dir, fmt.file_name, task.name,
-         ", ".join(f.file_name for f in _all_formats(task))))
+         ", ".join(f.file_name for f in all_formats(task))))
   return path
 
 
-def _all_formats(task):
+def all_formats(task):
+  """The TsvFormat of every split of `task`: train, dev, then test."""
   return [task.train] + [f for _, f in task.dev] + [f for _, f in task.test]
+
+
+def read_rows(task, data_dir, fmt):
+  """Reads one split of a task as rows of columns, checking their number.
+
+  Args:
+    task: a Task.
+    data_dir: the task's folder.
+    fmt: the TsvFormat of the split.
+
+  Returns:
+    (header, rows): the header row (None without one) and a list of
+    (line_number, row) pairs, in file order: blank lines, lines of other
+    languages (fmt.language) and, for tasks that allow it, short lines
+    (with a warning) left out.
+
+  Raises:
+    DataError: a missing file, a file that is not UTF-8, or a line with the
+      wrong number of columns (file and line named).
+  """
+  path = split_file(task, data_dir, fmt)
+  header, rows, short = None, [], []
+  # Some GLUE sentences are very long (e.g. in QNLI): lift csv's 128 kB cap.
+  csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      for line_number, row in enumerate(
+          csv.reader(f, delimiter="\t", quotechar=None), start=1):
+        if fmt.header and line_number == 1:
+          header = row
+          continue
+        if not row or row == [""]:
+          continue  # blank line (e.g. at the end)
+        if (len(row) != fmt.columns if fmt.exact else len(row) < fmt.columns):
+          if task.skip_short_lines and len(row) < fmt.columns:
+            short.append(line_number)
+            continue
+          raise DataError(
+              "%s:%d: %d tab-separated columns, expected %s%d for task %s "
+              "(%s)" % (path, line_number, len(row),
+                        "" if fmt.exact else "at least ", fmt.columns,
+                        task.name, fmt.file_name))
+        if fmt.language and row[fmt.language[0]] != fmt.language[1]:
+          continue
+        rows.append((line_number, row))
+  except UnicodeDecodeError:
+    raise DataError(_not_utf8(path))
+  if short:
+    logging.warning("%s: skipped %d lines with fewer than %d columns "
+                    "(first: line %d)", path, len(short), fmt.columns,
+                    short[0])
+  return header, rows
 
 
 def read_examples(task, data_dir, fmt, with_labels=True):
@@ -230,43 +283,15 @@ def read_examples(task, data_dir, fmt, with_labels=True):
   path = split_file(task, data_dir, fmt)
   aliases = dict(task.label_aliases)
   examples = []
-  short = []
-  # Some GLUE sentences are very long (e.g. in QNLI): lift csv's 128 kB cap.
-  csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-  try:
-    with open(path, encoding="utf-8", newline="") as f:
-      for line_number, row in enumerate(
-          csv.reader(f, delimiter="\t", quotechar=None), start=1):
-        if fmt.header and line_number == 1:
-          continue
-        if not row or row == [""]:
-          continue  # blank line (e.g. at the end)
-        if (len(row) != fmt.columns if fmt.exact else len(row) < fmt.columns):
-          if task.skip_short_lines and len(row) < fmt.columns:
-            short.append(line_number)
-            continue
-          raise DataError(
-              "%s:%d: %d tab-separated columns, expected %s%d for task %s "
-              "(%s)" % (path, line_number, len(row),
-                        "" if fmt.exact else "at least ", fmt.columns,
-                        task.name, fmt.file_name))
-        if fmt.language and row[fmt.language[0]] != fmt.language[1]:
-          continue
-        label = None
-        if with_labels and fmt.label is not None:
-          label = _parse_label(task, row[fmt.label], aliases, path,
-                               line_number)
-        examples.append(InputExample(
-            guid="%s:%d" % (fmt.file_name, line_number),
-            text_a=row[fmt.text_a],
-            text_b=row[fmt.text_b] if fmt.text_b is not None else None,
-            label=label))
-  except UnicodeDecodeError:
-    raise DataError(_not_utf8(path))
-  if short:
-    logging.warning("%s: skipped %d lines with fewer than %d columns "
-                    "(first: line %d)", path, len(short), fmt.columns,
-                    short[0])
+  for line_number, row in read_rows(task, data_dir, fmt)[1]:
+    label = None
+    if with_labels and fmt.label is not None:
+      label = _parse_label(task, row[fmt.label], aliases, path, line_number)
+    examples.append(InputExample(
+        guid="%s:%d" % (fmt.file_name, line_number),
+        text_a=row[fmt.text_a],
+        text_b=row[fmt.text_b] if fmt.text_b is not None else None,
+        label=label))
   if not examples:
     raise DataError("%s: no examples (task %s)" % (path, task.name))
   return examples
