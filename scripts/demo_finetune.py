@@ -13,7 +13,10 @@ A --task_distilled model is then fine-tuned the same way with a teacher
 its initial weights are another model's, and the teacher of its run with
 seed s is the teacher model's run with seed s at the teacher's chosen
 learning rate (a teacher fine-tuned on the same train split; the
-distillation flags, e.g. the temperature, are --distill_flags).
+distillation flags, e.g. the temperature, are --distill_flags). Its
+training split may be another folder's (--distill_data_dir, e.g. the task
+augmented by augment_task_data.py), whose dev and test files must be the
+same as --data_dir's.
 
 Each run also predicts the task's test split, which holds no labels; its
 predictions are scored here against labels that stay outside the data
@@ -37,6 +40,7 @@ Usage:
 """
 
 import collections
+import filecmp
 import os
 import shlex
 import subprocess
@@ -78,6 +82,10 @@ flags.DEFINE_string("distill_flags", "",
                     "The run_classifier.py distillation flags of every "
                     "--task_distilled run, one string (split as a shell "
                     "would).")
+flags.DEFINE_string("distill_data_dir", None,
+                    "The --data_dir of the --task_distilled runs (default: "
+                    "--data_dir), e.g. an augment_task_data.py folder; its "
+                    "dev and test files must equal --data_dir's.")
 flags.DEFINE_list("learning_rates", ["1e-4", "3e-4"],
                   "The learning-rate grid, chosen from on the dev split.")
 flags.DEFINE_list("seeds", ["1", "2", "3"],
@@ -102,17 +110,20 @@ RESULT_COLUMNS = ("model", "task", "learning_rate", "seed", "split",
 class Run(object):
   """One fine-tuning run: a model at a learning rate and seed."""
 
-  def __init__(self, model, learning_rate, seed, teacher=None):
-    """teacher: the finished Run of this run's teacher, or None."""
+  def __init__(self, model, learning_rate, seed, teacher=None,
+               data_dir=None):
+    """teacher: the finished Run of this run's teacher, or None; data_dir:
+    the run's --data_dir (default: this script's)."""
     self.model, self.learning_rate, self.seed = model, learning_rate, seed
     self.teacher = teacher
+    self.data_dir = data_dir or FLAGS.data_dir
     self.output_dir = os.path.join(FLAGS.output_dir, model.name,
                                    "lr%s-seed%s" % (learning_rate, seed))
 
   def command(self, extra_args):
     """The run_classifier.py command line of this run."""
     args = [FLAGS.python, os.path.join(REPO, "run_classifier.py"),
-            "--task_name", FLAGS.task_name, "--data_dir", FLAGS.data_dir,
+            "--task_name", FLAGS.task_name, "--data_dir", self.data_dir,
             "--bert_config_file", self.model.config,
             "--learning_rate", self.learning_rate,
             "--random_seed", self.seed, "--output_dir", self.output_dir,
@@ -159,14 +170,16 @@ def parse_model(spec):
 
 
 def fine_tune(models, teacher_of, extra_args, task, test_labels, scores,
-              chosen):
+              chosen, data_dir=None):
   """The protocol for `models`: each at every learning rate with the first
   seed, the rate with the best dev metric chosen, then the other seeds at
   it. teacher_of(model, seed) is the finished Run of a run's teacher, or
-  None. Fills `scores` (id(run) -> `score`) and `chosen` (model name ->
-  learning rate); returns (the grid's runs, the other seeds' runs)."""
+  None; data_dir: the runs' --data_dir (default: --data_dir). Fills
+  `scores` (id(run) -> `score`) and `chosen` (model name -> learning rate);
+  returns (the grid's runs, the other seeds' runs)."""
   metric = "eval_" + task.metrics[0]
-  grid = [Run(m, lr, FLAGS.seeds[0], teacher_of(m, FLAGS.seeds[0]))
+  grid = [Run(m, lr, FLAGS.seeds[0], teacher_of(m, FLAGS.seeds[0]),
+              data_dir)
           for m in models for lr in FLAGS.learning_rates]
   run_all(grid, extra_args, FLAGS.jobs)
   scores.update({id(run): score(run, task, test_labels) for run in grid})
@@ -178,11 +191,24 @@ def fine_tune(models, teacher_of, extra_args, task, test_labels, scores,
                  best.learning_rate, metric[5:], ", ".join(
                      "%.4f at %s" % (scores[id(r)]["dev"][metric],
                                      r.learning_rate) for r in tried))
-  rest = [Run(m, chosen[m.name], seed, teacher_of(m, seed))
+  rest = [Run(m, chosen[m.name], seed, teacher_of(m, seed), data_dir)
           for m in models for seed in FLAGS.seeds[1:]]
   run_all(rest, extra_args, FLAGS.jobs)
   scores.update({id(run): score(run, task, test_labels) for run in rest})
   return grid, rest
+
+
+def check_same_evaluation_splits(task, data_dir, other, flag_name):
+  """cli.UserError unless folder `other` holds the same dev and test files
+  as `data_dir`: runs scored on other splits would not compare."""
+  for fmt in glue.all_formats(task)[1:]:
+    ours = os.path.join(data_dir, fmt.file_name)
+    theirs = os.path.join(other, fmt.file_name)
+    if os.path.isfile(ours) and not (
+        os.path.isfile(theirs) and filecmp.cmp(ours, theirs, shallow=False)):
+      raise cli.UserError(
+          "%s %s: its %s is not --data_dir's (the runs are compared on the "
+          "same dev and test splits)" % (flag_name, other, fmt.file_name))
 
 
 def split_flags(text, flag_name):
@@ -285,6 +311,12 @@ def main(argv):
     raise cli.UserError("--results_tsv: no folder %s" % results_folder)
   task = glue.get_task(FLAGS.task_name)
   metric = "eval_" + task.metrics[0]
+  if FLAGS.distill_data_dir:
+    if not distilled:
+      raise cli.UserError("--distill_data_dir is for --task_distilled runs: "
+                          "give one")
+    check_same_evaluation_splits(task, FLAGS.data_dir, FLAGS.distill_data_dir,
+                                 "--distill_data_dir")
   try:
     test_labels = sample_data.test_labels(FLAGS.test_labels)
   except ValueError as exc:
@@ -301,7 +333,8 @@ def main(argv):
     more_grid, more_rest = fine_tune(
         [m for m, _ in distilled],
         lambda m, seed: teacher_run[(teacher_of[m.name], seed)],
-        distill_args + extra_args, task, test_labels, scores, chosen)
+        distill_args + extra_args, task, test_labels, scores, chosen,
+        FLAGS.distill_data_dir)
     grid += more_grid
     rest += more_rest
     models += [m for m, _ in distilled]

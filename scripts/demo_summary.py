@@ -11,6 +11,7 @@ teacher agreement, fine-tuned dev accuracy).
 
 import collections
 import glob
+import json
 import os
 import sys
 
@@ -31,6 +32,7 @@ import tensorflow as tf
 from bert_distill.lib import outputs
 from bert_distill.lib import records
 from bert_distill.lib import results
+from bert_distill.stages import augmentation
 import sample_data
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -149,6 +151,15 @@ def stage_table(demo_dir, num_sentences):
           "%d records" % labelled("heldout_k10.tfrecord"),
           (n_heldout, "records")),
   }
+  augmented = os.path.join(demo_dir, "polarity_augmented",
+                           augmentation.SETTINGS_FILE)
+  if os.path.exists(augmented):
+    with open(augmented) as f:
+      made = json.load(f)
+    counts["VIII augment polarity (teacher's guesses)"] = (
+        "%d sentences" % made["rows_read"],
+        "%d sentences" % made["rows_written"],
+        (made["rows_read"], "sentences"))
   rows = []
   for stage, (seconds, trained) in timings.items():
     rate = None

@@ -37,10 +37,14 @@ K = 10
 STEPS = 30
 ADAPT_STEPS = 10
 HVD_STEPS = 4
-# Fine-tuning: int(7030 / 32 * 0.05) = 10 steps per run; per model a run at
-# each learning rate with seed 1, then seed 2 at the chosen one.
-FT_EPOCHS = 0.05
+# Fine-tuning on the first 700 training sentences: int(700 / 32 * 0.5) = 10
+# steps per run, int(700 * 3 / 32 * 0.5) = 32 for the task-distilled
+# student (the sentences and 2 variants of each); per model a run at each
+# learning rate with seed 1, then seed 2 at the chosen one.
+FT_TRAIN_ROWS = 700
+FT_EPOCHS = 0.5
 FT_STEPS = 10
+FT_DISTILLED_STEPS = 32
 FT_LRS = ("1e-4", "3e-4")
 FT_SEEDS = ("1", "2")
 MODELS = {"teacher": 128, "student": 64, "student_soft_labels": 64,
@@ -62,6 +66,7 @@ def demo_dir(tmp_path_factory, wiki_dump):
              DEMO_MAX_PREDICTIONS=str(PRED), DEMO_DUPE_FACTOR="1",
              DEMO_ADAPT_STEPS=str(ADAPT_STEPS), DEMO_EVAL_STEPS="5",
              DEMO_FINETUNE_EPOCHS=str(FT_EPOCHS),
+             DEMO_FINETUNE_TRAIN_ROWS=str(FT_TRAIN_ROWS),
              DEMO_FINETUNE_LEARNING_RATES=",".join(FT_LRS),
              DEMO_FINETUNE_SEEDS=",".join(FT_SEEDS),
              PYTHON=forked_python())
@@ -201,7 +206,8 @@ def test_stage_outputs_exist_and_parse(demo_dir):
                 "V student: masked-LM, no teacher",
                 "V single machine: soft labels",
                 "V single machine: soft labels + hidden states",
-                "VI Horovod", "VIII fine-tune 6 models (polarity)"):
+                "VI Horovod", "VIII augment polarity (teacher's guesses)",
+                "VIII fine-tune 6 models (polarity)"):
     assert stage in summary and stage in stdout, stage
   assert "Fine-tuned on sentence polarity" in summary
   assert "TEST ACCURACY, MEAN" in summary
@@ -255,7 +261,8 @@ def _check_finetuning(out):
   for (model, lr, seed), figures in value.items():
     run_dir = os.path.join(out, "finetune", model, "lr%s-seed%s" % (lr, seed))
     metrics = results.read_eval_results(run_dir)
-    assert int(metrics["global_step"]) == FT_STEPS
+    assert int(metrics["global_step"]) == (
+        FT_DISTILLED_STEPS if model == "student_task_distilled" else FT_STEPS)
     assert metrics["eval_examples"] == 1000
     assert figures["dev"] == pytest.approx(metrics["eval_accuracy"], abs=1e-6)
     probabilities = np.loadtxt(os.path.join(run_dir, "test_results.tsv"))
@@ -268,8 +275,13 @@ def _check_finetuning(out):
     assert names["output_weights"] == [2, MODELS[model]], model
     assert not any(n.startswith("cls/") for n in names), model
     if model == "student_task_distilled":
-      # Its teacher: the fine-tuned teacher of the same seed, at the
-      # teacher's chosen learning rate.
+      # Its training sentences: the augmented folder's (700 and 2 variants
+      # each, as its steps say), its teacher: the fine-tuned teacher of the
+      # same seed, at the teacher's chosen learning rate.
+      with open(os.path.join(out, "polarity_augmented",
+                             "augmentation.json")) as f:
+        made = json.load(f)
+      assert (made["rows_read"], made["rows_written"]) == (700, 2100)
       with open(os.path.join(run_dir, "run_settings.json")) as f:
         teacher_checkpoint = json.load(f)["teacher_checkpoint"]
       assert os.path.dirname(teacher_checkpoint) == os.path.join(
@@ -297,12 +309,18 @@ def _check_finetuning(out):
      "--task_distilled 'b=a': expected NAME=MODEL,TEACHER"),
     (["--model", "a=c.json", "--task_distilled", "b=a,t"],
      "--task_distilled 'b=a,t': 't' is not a --model name"),
+    (["--model", "a=c.json", "--distill_data_dir", "{used}"],
+     "--distill_data_dir is for --task_distilled runs"),
+    (["--model", "a=c.json", "--task_distilled", "b=a,a",
+      "--distill_data_dir", "{used}"],
+     "--distill_data_dir {used}: its dev.tsv is not --data_dir's"),
 ])
 def test_finetune_driver_refuses_bad_input_in_one_line(tmp_path, extra,
                                                        message):
   out = tmp_path / "runs"
   used = tmp_path / "used"
   (used / "a").mkdir(parents=True)
+  (tmp_path / "dev.tsv").write_text("sentence\tlabel\nfine .\t1\n")
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "scripts", "demo_finetune.py"),
        "--output_dir", str(out), "--task_name", "sst-2",
@@ -312,6 +330,7 @@ def test_finetune_driver_refuses_bad_input_in_one_line(tmp_path, extra,
       env=script_env(), capture_output=True, text=True, check=False)
   assert result.returncode == 1
   last = result.stderr.strip().splitlines()[-1]
+  message = message.replace("{used}", str(used))
   assert last.startswith("error: ") and message in last, result.stderr
   assert "Traceback" not in result.stderr
   assert not out.exists() and not (tmp_path / "r.tsv").exists()
