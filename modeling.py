@@ -608,6 +608,9 @@ class BertModel(tf.Module):
       if output_positions is not None and n == len(self._layers) - 1:
         # Example b's position p is row b * seq_length + p.
         positions = tf.cast(output_positions, tf.int32)
+        tf.debugging.assert_less(positions, seq_length,
+                                 "output_positions beyond seq_length")
+        tf.debugging.assert_non_negative(positions, "negative output_positions")
         query_rows = tf.reshape(positions + seq_length * tf.range(
             batch_size)[:, tf.newaxis], [-1])
       layer_output, kept = self.transformer_layer(
@@ -616,10 +619,9 @@ class BertModel(tf.Module):
       all_layers.append(tf.reshape(layer_output, [batch_size, -1, h]))
       layer_internals.append(kept)
     if output_positions is not None:
-      if not self._layers:
-        all_layers.append(tf.gather(embeddings, output_positions,
-                                    batch_dims=1))
-      return EncoderOutputs(all_layers[-1], None, tuple(all_layers), None)
+      last = all_layers[-1] if all_layers else tf.gather(
+          embeddings, output_positions, batch_dims=1)
+      return EncoderOutputs(last, None, tuple(all_layers), None)
     sequence_output = all_layers[-1] if all_layers else embeddings
     internals = EncoderInternals.of_layers(
         embeddings, all_layers, layer_internals) if return_internals else None
@@ -845,11 +847,9 @@ class BertPretrainingModel(tf.Module):
       training: applies dropout when True.
       dropout_seed: (optional) int Tensor [2] for stateless dropout.
       return_internals: also keep the encoder's `EncoderInternals`.
-      masked_lm_only: compute only what the masked-LM logits need (the
-        encoder's last layer at the masked positions, see `BertModel`'s
-        output_positions; no next-sentence head: next_sentence_logits is
-        None). A teacher's labels need nothing else. Not with
-        return_internals.
+      masked_lm_only: only what the masked-LM logits need (a teacher's
+        labels): the last layer at the masked positions (`BertModel`'s
+        output_positions), next_sentence_logits None.
 
     Returns:
       A `PretrainingOutputs`.
@@ -857,6 +857,7 @@ class BertPretrainingModel(tf.Module):
     if masked_lm_only:
       encoder = self.bert(input_ids, input_mask, segment_ids,
                           training=training, dropout_seed=dropout_seed,
+                          return_internals=return_internals,
                           output_positions=masked_lm_positions)
       return PretrainingOutputs(
           self.masked_lm_head(encoder.sequence_output), None, None)

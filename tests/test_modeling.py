@@ -244,7 +244,7 @@ def test_internals_match_numpy(small_checkpoint):
   assert model.bert(ids, mask, segments).internals is None
 
 
-@pytest.mark.parametrize("layers", [0, 1])
+@pytest.mark.parametrize("layers", [0, 1, 2])
 def test_output_positions_equal_the_gathered_output(small_checkpoint, layers):
   """output_positions computes the last layer at those positions only: the
   whole output gathered there, [B, P, H], and every earlier layer whole."""
@@ -262,9 +262,13 @@ def test_output_positions_equal_the_gathered_output(small_checkpoint, layers):
   for got, full in zip(part.all_encoder_layers[:-1],
                        whole.all_encoder_layers[:-1]):
     np.testing.assert_array_equal(got.numpy(), full.numpy())
+  assert len(part.all_encoder_layers) == layers
   with pytest.raises(ValueError, match="exclude each other"):
     model(ids, mask, segments, output_positions=positions,
           return_internals=True)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"beyond|not in \[0"):
+    model(ids, mask, segments, output_positions=positions + ids.shape[1])
 
 
 def test_freeze_kernels_keeps_outputs(small_checkpoint):
