@@ -199,8 +199,14 @@ def fine_tune(models, teacher_of, extra_args, task, test_labels, scores,
 
 
 def check_same_evaluation_splits(task, data_dir, other, flag_name):
-  """cli.UserError unless folder `other` holds the same dev and test files
-  as `data_dir`: runs scored on other splits would not compare."""
+  """cli.UserError unless folder `other` holds the task's training file and
+  the same dev and test files as `data_dir`: runs scored on other splits
+  would not compare."""
+  if not os.path.isdir(other):
+    raise cli.UserError("%s %s: no such folder" % (flag_name, other))
+  if not os.path.isfile(os.path.join(other, task.train.file_name)):
+    raise cli.UserError("%s %s: no %s" % (flag_name, other,
+                                          task.train.file_name))
   for fmt in glue.all_formats(task)[1:]:
     ours = os.path.join(data_dir, fmt.file_name)
     theirs = os.path.join(other, fmt.file_name)

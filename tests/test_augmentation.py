@@ -210,6 +210,15 @@ def test_bad_input_is_one_line(teacher_dir, tmp_path, polarity):
   assert error(output_dir=used) == (
       "error: --output_dir %s exists and is not empty (choose another "
       "folder, or --overwrite to replace it)" % used)
+  assert error(output_dir=used / "keep.txt") == (
+      "error: --output_dir %s is a file, not a folder" % (used / "keep.txt"))
+  assert error(output_dir=tmp_path, overwrite="true",
+               data_dir=used) == (
+      "error: --output_dir %s holds --data_dir %s, which the new folder "
+      "would replace" % (tmp_path, used))
+  assert error(max_seq_length=2) == (
+      "error: --max_seq_length must be at least 3 ([CLS], a word, [SEP]), "
+      "found 2")
   assert error(replace_prob=0) == (
       "error: --replace_prob must be in (0, 1], found 0")
   assert error(num_augmented=0) == (

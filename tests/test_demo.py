@@ -313,7 +313,10 @@ def _check_finetuning(out):
      "--distill_data_dir is for --task_distilled runs"),
     (["--model", "a=c.json", "--task_distilled", "b=a,a",
       "--distill_data_dir", "{used}"],
-     "--distill_data_dir {used}: its dev.tsv is not --data_dir's"),
+     "--distill_data_dir {used}: no train.tsv"),
+    (["--model", "a=c.json", "--task_distilled", "b=a,a",
+      "--distill_data_dir", "{other}"],
+     "--distill_data_dir {other}: its dev.tsv is not --data_dir's"),
 ])
 def test_finetune_driver_refuses_bad_input_in_one_line(tmp_path, extra,
                                                        message):
@@ -321,16 +324,22 @@ def test_finetune_driver_refuses_bad_input_in_one_line(tmp_path, extra,
   used = tmp_path / "used"
   (used / "a").mkdir(parents=True)
   (tmp_path / "dev.tsv").write_text("sentence\tlabel\nfine .\t1\n")
+  other = tmp_path / "other"  # a training file, another dev split
+  other.mkdir()
+  (other / "train.tsv").write_text("sentence\tlabel\nfine .\t1\n")
+  (other / "dev.tsv").write_text("sentence\tlabel\nbad .\t0\n")
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, "scripts", "demo_finetune.py"),
        "--output_dir", str(out), "--task_name", "sst-2",
        "--data_dir", str(tmp_path), "--test_labels", "polarity_sst2",
        "--results_tsv", str(tmp_path / "r.tsv")] +
-      [a.replace("{used}", str(used)) for a in extra],
+      [a.replace("{used}", str(used)).replace("{other}", str(other))
+       for a in extra],
       env=script_env(), capture_output=True, text=True, check=False)
   assert result.returncode == 1
   last = result.stderr.strip().splitlines()[-1]
-  message = message.replace("{used}", str(used))
+  message = message.replace("{used}", str(used)).replace("{other}",
+                                                          str(other))
   assert last.startswith("error: ") and message in last, result.stderr
   assert "Traceback" not in result.stderr
   assert not out.exists() and not (tmp_path / "r.tsv").exists()

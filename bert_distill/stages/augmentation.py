@@ -15,9 +15,10 @@ Here, for one GLUE-format task:
      letter in it is a candidate for replacement (TinyBERT takes GloVe
      neighbours for the other words; those are kept here);
   2. for every candidate word, the masked LM sees its text with that word
-     masked and gives its most probable tokens there; the K first that are
-     whole words (no "##" piece, no special token, a letter in them) and
-     not the word itself are the word's candidates;
+     masked and gives its 2K + 20 most probable tokens there; the first K
+     of them that are whole words (no "##" piece, no special token, a
+     letter in them) and not the word itself are the word's candidates
+     (fewer if fewer pass; a word with none is kept);
   3. each row of train.tsv is written as it was, followed by N variants:
      the same row with each candidate word of its text columns replaced,
      with probability p, by one of its candidates (uniformly), the words
@@ -82,6 +83,12 @@ def check_options(opts):
   if opts.batch_size < 1:
     raise cli.UserError("--batch_size must be at least 1, found %d" %
                         opts.batch_size)
+  if opts.max_seq_length < 3:
+    raise cli.UserError("--max_seq_length must be at least 3 ([CLS], a "
+                        "word, [SEP]), found %d" % opts.max_seq_length)
+  if opts.random_seed < 0:
+    raise cli.UserError("--random_seed must not be negative, found %d" %
+                        opts.random_seed)
   for name in ("data_dir", "output_dir", "init_checkpoint"):
     if not getattr(opts, name):
       raise cli.UserError("--%s is required" % name)
@@ -91,6 +98,17 @@ def check_options(opts):
                                                        opts.data_dir):
     raise cli.UserError("--output_dir %s is --data_dir: the augmented copy "
                         "goes to another folder" % opts.output_dir)
+  if os.path.lexists(opts.output_dir) and not os.path.isdir(opts.output_dir):
+    raise cli.UserError("--output_dir %s is a file, not a folder" %
+                        opts.output_dir)
+  inside = os.path.realpath(opts.output_dir) + os.sep
+  for name in ("data_dir", "init_checkpoint", "vocab_file",
+               "bert_config_file"):
+    value = getattr(opts, name)
+    if value and os.path.realpath(value).startswith(inside):
+      raise cli.UserError("--output_dir %s holds --%s %s, which the new "
+                          "folder would replace" % (opts.output_dir, name,
+                                                    value))
   if (os.path.isdir(opts.output_dir) and os.listdir(opts.output_dir) and
       not opts.overwrite):
     raise cli.UserError("--output_dir %s exists and is not empty (choose "
@@ -120,6 +138,9 @@ class CandidateFinder(object):
     self.batch_size = batch_size
     vocab = tokenizer.vocab
     self.tokens = list(vocab)
+    absent = [t for t in ("[CLS]", "[SEP]", "[MASK]") if t not in vocab]
+    if absent:
+      raise cli.UserError("--vocab_file has no %s token" % ", ".join(absent))
     self.mask_id = vocab["[MASK]"]
     self.cls_id, self.sep_id = vocab["[CLS]"], vocab["[SEP]"]
     self.whole_word = np.array([is_whole_word(t) for t in self.tokens])
@@ -129,9 +150,9 @@ class CandidateFinder(object):
     return self.tokenizer.basic_tokenizer.tokenize(text)
 
   def queries(self, words):
-    """(word index, input ids with that word masked, its position) of each
-    word that may be replaced: one WordPiece, a letter in it, and within
-    max_seq_length."""
+    """(input ids, [(word index, its position)]): the text's ids ([CLS] ...
+    [SEP], at most max_seq_length) and each word that may be replaced: one
+    WordPiece, a letter in it, and within the ids."""
     vocab = self.tokenizer.vocab
     ids, starts, single = [self.cls_id], [], []
     for word in words:
@@ -141,13 +162,9 @@ class CandidateFinder(object):
                     self.whole_word[vocab[pieces[0]]])
       ids.extend(vocab.get(p, vocab.get("[UNK]", 0)) for p in pieces)
     ids = ids[:self.max_seq_length - 1] + [self.sep_id]
-    found = []
-    for index, (start, ok) in enumerate(zip(starts, single)):
-      if ok and start < len(ids) - 1:
-        masked = list(ids)
-        masked[start] = self.mask_id
-        found.append((index, masked, start))
-    return found
+    return ids, [(index, start)
+                 for index, (start, ok) in enumerate(zip(starts, single))
+                 if ok and start < len(ids) - 1]
 
   def find(self, texts):
     """Candidates of every word of `texts`.
@@ -161,17 +178,21 @@ class CandidateFinder(object):
     """
     per_text = [(words, [[] for _ in words])
                 for words in (self.words(t) for t in texts)]
-    queries = []
+    # Each text's ids are kept once; a query masks one word of them.
+    text_ids, queries = [], []
     for text_index, (words, _) in enumerate(per_text):
-      for word_index, ids, position in self.queries(words):
-        queries.append((len(ids), text_index, word_index, ids, position))
+      ids, replaceable = self.queries(words)
+      text_ids.append(ids)
+      queries.extend((len(ids), text_index, word_index, position)
+                     for word_index, position in replaceable)
     queries.sort(key=lambda q: q[0])
     progress = cli.Progress("candidate words", unit="words",
                             total=len(queries))
     for start in range(0, len(queries), self.batch_size):
       batch = queries[start:start + self.batch_size]
-      top = self._top_tokens([q[3] for q in batch], [q[4] for q in batch])
-      for (_, text_index, word_index, _, _), ids in zip(batch, top):
+      top = self._top_tokens([text_ids[q[1]] for q in batch],
+                             [q[3] for q in batch])
+      for (_, text_index, word_index, _), ids in zip(batch, top):
         words, candidates = per_text[text_index]
         original = words[word_index]
         kept = [self.tokens[i] for i in ids
@@ -182,7 +203,8 @@ class CandidateFinder(object):
     return per_text
 
   def _top_tokens(self, id_lists, positions):
-    """The masked LM's tokens at each position, most probable first."""
+    """The masked LM's tokens at each position (masked here), most
+    probable first."""
     n = len(id_lists)
     longest = max(len(ids) for ids in id_lists)
     length = min(self.max_seq_length,
@@ -190,8 +212,9 @@ class CandidateFinder(object):
     rows = self.batch_size  # one batch shape per length: one trace
     input_ids = np.zeros([rows, length], np.int32)
     input_mask = np.zeros([rows, length], np.int32)
-    for row, ids in enumerate(id_lists):
+    for row, (ids, position) in enumerate(zip(id_lists, positions)):
       input_ids[row, :len(ids)] = ids
+      input_ids[row, position] = self.mask_id
       input_mask[row, :len(ids)] = 1
     masked = np.zeros([rows, 1], np.int32)
     masked[:n, 0] = positions
