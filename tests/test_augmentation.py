@@ -28,8 +28,9 @@ N = 3
 K = 5
 
 
-def augment(teacher_dir, data_dir, output_dir, task="sst-2", **values):
-  """Runs augment_task_data.py's main in this process."""
+def augment_argv(teacher_dir, data_dir, output_dir, task="sst-2", **values):
+  """augment_task_data.py's arguments: the real small BERT, N, K, p = 0.5,
+  with `values` replacing or adding flags."""
   args = {"task_name": task, "data_dir": data_dir, "output_dir": output_dir,
           "bert_config_file": os.path.join(teacher_dir, "bert_config.json"),
           "init_checkpoint": os.path.join(teacher_dir, "bert_model.ckpt"),
@@ -40,7 +41,13 @@ def augment(teacher_dir, data_dir, output_dir, task="sst-2", **values):
   argv = []
   for name, value in args.items():
     argv += ["--" + name, str(value)]
-  inprocess.run_main("augment_task_data", argv)
+  return argv
+
+
+def augment(teacher_dir, data_dir, output_dir, task="sst-2", **values):
+  """Runs augment_task_data.py's main in this process."""
+  inprocess.run_main("augment_task_data", augment_argv(
+      teacher_dir, data_dir, output_dir, task, **values))
 
 
 def read_tsv(path):
@@ -193,16 +200,9 @@ def test_bad_input_is_one_line(teacher_dir, tmp_path, polarity):
                               str(encoder_only))
 
   def error(**values):
-    args = {"task_name": "sst-2", "data_dir": data,
-            "output_dir": tmp_path / "out",
-            "bert_config_file": os.path.join(teacher_dir, "bert_config.json"),
-            "init_checkpoint": os.path.join(teacher_dir, "bert_model.ckpt"),
-            "vocab_file": os.path.join(teacher_dir, "vocab.txt")}
-    args.update(values)
-    argv = []
-    for name, value in args.items():
-      argv += ["--" + name, str(value)]
-    return inprocess.error_line("augment_task_data", argv)
+    values = dict(dict(data_dir=data, output_dir=tmp_path / "out"), **values)
+    return inprocess.error_line("augment_task_data", augment_argv(
+        teacher_dir, **values))
 
   assert error(output_dir=data) == (
       "error: --output_dir %s is --data_dir: the augmented copy goes to "
