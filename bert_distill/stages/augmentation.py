@@ -38,7 +38,6 @@ import typing
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from bert_distill import cli
 from bert_distill.lib import glue
@@ -288,7 +287,7 @@ def augment(opts, config, tokenizer):
   room = min(config.vocab_size, 2 * opts.candidates + 20)
   labeler = teacher.TeacherLabeler(
       config, opts.init_checkpoint, room, flag_name="--init_checkpoint",
-      compute_dtype=tf.as_dtype(opts.compute_dtype))
+      compute_dtype=opts.compute_dtype)
   finder = CandidateFinder(labeler, tokenizer, opts.max_seq_length,
                            opts.candidates, opts.batch_size)
   logging.info("Finding the candidates of the words of %d rows of %s "
