@@ -457,10 +457,10 @@ class EncoderOutputs(typing.NamedTuple):
     sequence_output     [B, S, H]: the last layer's output.
     pooled_output       [B, H]: tanh(dense(the first token's output)).
     all_encoder_layers  L tensors [B, S, H]: each layer's output.
-  (With output_positions, the last layer's output and sequence_output are
-  [B, P, H] at those positions and pooled_output is None.)
     internals           an `EncoderInternals` with return_internals=True,
                         else None.
+  (With output_positions, the last layer's output and sequence_output are
+  [B, P, H] at those positions and pooled_output is None.)
   """
   sequence_output: tf.Tensor
   pooled_output: tf.Tensor
