@@ -22,6 +22,7 @@ lines and not the framework's start-up notices.
 
 import contextlib
 import errno
+import gc
 import glob
 import os
 import re
@@ -206,7 +207,14 @@ def run(main):
   def _guarded(argv):
     try:
       check_no_arguments(argv)
-      return main(argv)
+      status = main(argv)
+      # Every output is closed and renamed by now. Python's last garbage
+      # collection at exit walks TensorFlow's millions of objects: about
+      # 0.9 s of every run (measured: import TensorFlow, one op, exit). The
+      # objects frozen here are skipped by it; exit handlers (log flushing,
+      # Horovod's shutdown) still run.
+      gc.freeze()
+      return status
     except BaseException as exc:  # pylint: disable=broad-except
       line = error_line(exc)
       if line is None:
