@@ -17,7 +17,7 @@
 # The peers of IV, V and VIII need PyTorch and transformers; they are benchmark
 # tools, not project dependencies, so they are installed here (CPU wheels)
 # when missing. Full logs go to bench_output/ (or $BENCH_OUTPUT).
-# Usage: make bench    (about 30 minutes on 2 cores: stages IV and V run
+# Usage: make bench    (about 35 minutes on 2 cores: stages IV and V run
 # both sides in float32 and bfloat16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
