@@ -14,8 +14,7 @@ variable map:
 
   model = BertPretrainingModel(BertConfig.from_json_file("bert_config.json"))
   checkpoints.load_checkpoint(model.variables_by_name(), "bert_model.ckpt")
-  mlm_logits, nsp_logits = model(input_ids, input_mask, segment_ids,
-                                 masked_lm_positions)
+  outputs = model(input_ids, input_mask, segment_ids, masked_lm_positions)
 
 For mixed precision, pass `compute_dtype=tf.float16` (or tf.bfloat16): the
 variables stay float32, matrix multiplications run in the compute dtype, and
@@ -49,11 +48,11 @@ _CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers",
 #   Google's releases: "directionality" and the "pooler_*" keys of the
 #     multilingual and Chinese models (pooler_fc_size, pooler_num_attention_
 #     heads, pooler_num_fc_layers, pooler_size_per_head, pooler_type);
-#   Hugging Face config.json files: bookkeeping ("model_type",
-#     "architectures", "transformers_version", "_name_or_path",
-#     "torch_dtype", "dtype", "use_cache", "gradient_checkpointing") and
-#     token ids and head settings that Google's model does not have
-#     ("pad_token_id", "bos_token_id", "eos_token_id", "classifier_dropout").
+#   Hugging Face config.json files: bookkeeping ("model_type", "dtype",
+#     "architectures", "transformers_version", "_name_or_path", "torch_dtype",
+#     "use_cache", "gradient_checkpointing") and token ids and head settings
+#     Google's model lacks ("pad_token_id", "bos_token_id", "eos_token_id",
+#     "classifier_dropout").
 # Hugging Face keys that would change the model ("layer_norm_eps" other than
 # 1e-12, "position_embedding_type" other than "absolute") are for
 # convert_hf_bert_checkpoint.py, which checks them; here they are accepted
@@ -799,8 +798,7 @@ class BertPretrainingModel(tf.Module):
       config: a `BertConfig`.
       compute_dtype: as in `BertModel`.
       head_compute_dtype: the masked-LM head's matmul dtype (default:
-        compute_dtype). A bfloat16 teacher keeps float32 here: its logits
-        then carry float32's precision into the softmax.
+        compute_dtype; a bfloat16 teacher keeps float32 here).
       random_init: as in `BertModel`.
     """
     super(BertPretrainingModel, self).__init__(name="bert_pretraining")
@@ -873,17 +871,20 @@ class BertPretrainingModel(tf.Module):
     return self.masked_lm_head(tf.gather(sequence_output, masked_lm_positions,
                                          batch_dims=1))
 
+  def masked_lm_transform(self, hidden):
+    """The masked-LM head's transform (dense, activation, LayerNorm), float32
+    [B * P, H], of the encoder's output at the masked positions, [B, P, H]."""
+    x = self.bert.activation(_dense(
+        tf.reshape(hidden, [-1, self.config.hidden_size]),
+        self.transform_kernel, self.transform_bias, self.head_compute_dtype))
+    return layer_norm(x, self.transform_ln_gamma, self.transform_ln_beta)
+
   def masked_lm_head(self, hidden):
     """Vocabulary logits (float32) [B, P, V] of the masked-LM head on the
     encoder's output at the masked positions, [B, P, H]."""
     dtype = self.head_compute_dtype
-    h = self.config.hidden_size
     shape = tf.shape(hidden)
-    x = _dense(tf.reshape(hidden, [-1, h]), self.transform_kernel,
-               self.transform_bias, dtype)
-    x = self.bert.activation(x)
-    x = layer_norm(x, self.transform_ln_gamma, self.transform_ln_beta)
-    logits = tf.matmul(tf.cast(x, dtype),
+    logits = tf.matmul(tf.cast(self.masked_lm_transform(hidden), dtype),
                        tf.cast(self.bert.embedding_table, dtype),
                        transpose_b=True)
     logits = tf.nn.bias_add(tf.cast(logits, tf.float32), self.output_bias)

@@ -169,11 +169,18 @@ def np_teacher_probs(checkpoint, config, inputs):
                       w(p + "output/LayerNorm/gamma"),
                       w(p + "output/LayerNorm/beta"))
   gathered = np.take_along_axis(x, positions[:, :, None], axis=1)
-  t = act(gathered @ w("cls/predictions/transform/dense/kernel") +
+  return np_head_probs(w, act, gathered)
+
+
+def np_head_probs(w, act, hidden):
+  """The masked-LM head's softmax over the vocabulary, float64 [..., V], of
+  hidden states [..., H]; `w(name)` gives a checkpoint array."""
+  t = act(hidden @ w("cls/predictions/transform/dense/kernel") +
           w("cls/predictions/transform/dense/bias"))
   t = np_layer_norm(t, w("cls/predictions/transform/LayerNorm/gamma"),
                     w("cls/predictions/transform/LayerNorm/beta"))
-  logits = t @ word.T + w("cls/predictions/output_bias")
+  logits = (t @ w("bert/embeddings/word_embeddings").T +
+            w("cls/predictions/output_bias"))
   return np_softmax(logits)
 
 
@@ -409,6 +416,32 @@ def test_bfloat16_labels_agree_with_float32(stage4_file, teacher_files):
   assert overlap >= 0.95
   assert 1e-4 < difference <= BF16_MAX_PROB_DIFFERENCE
   assert np.all(np.diff(p16, axis=-1) <= 0)
+
+
+def test_bfloat16_vocabulary_search_equals_numpy_head(teacher_files):
+  """top_k_two_pass (every word's logit from bfloat16 operands, the best
+  K + margin again in float32) vs the NumPy head in float64 over the whole
+  vocabulary, on the real teacher and hidden states [4, 20, H]: the same
+  top K (up to float32 ties), probabilities within 2e-3. A bfloat16 teacher
+  labels this way."""
+  config, _, checkpoint = teacher_files
+  model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(config),
+                                        random_init=False)
+  teacher.load_teacher_checkpoint(model, checkpoint)
+  hidden = np.random.default_rng(0).normal(
+      size=(4, 20, config["hidden_size"])).astype(np.float32)
+  probs, indices = teacher.top_k_two_pass(
+      model, tf.constant(hidden), K,
+      tf.cast(model.bert.embedding_table, tf.bfloat16))
+  reader = tf.train.load_checkpoint(checkpoint)
+  reference = np_head_probs(
+      lambda name: reader.get_tensor(name).astype(np.float64),
+      np_activation(config["hidden_act"]), hidden.astype(np.float64))
+  assert probs.shape == indices.shape == (4, 20, K)
+  assert_top_k_matches(probs.numpy(), indices.numpy(), reference, atol=2e-3)
+  labeler = teacher.TeacherLabeler(modeling.BertConfig.from_dict(config),
+                                   checkpoint, K, compute_dtype=tf.bfloat16)
+  assert labeler._rough_table.dtype == tf.bfloat16  # pylint: disable=protected-access
 
 
 def test_bfloat16_flag_writes_float32_labels(tmp_path, small_input,
