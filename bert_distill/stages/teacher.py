@@ -165,9 +165,11 @@ def top_k_two_pass(model, hidden, k, rough_table):
   k + _CANDIDATE_MARGIN highest again in float32 from the float32 word
   embeddings. The labels are the k best of those exact logits; the softmax's
   normaliser sums the candidates' exact terms and every other word's rough
-  one. On the test teacher's real records this gave the float32 head's top-1
-  word and probabilities to within 1e-3 (`TeacherLabeler` uses it for
-  bfloat16 teachers: the vocabulary projection is 5% of BERT-Base's work).
+  one. Against a float64 head on the same hidden states the tests find the
+  same top K and probabilities within 2e-3; a bfloat16 teacher's labels
+  agree with float32 ones as closely as with a float32 projection (top-1
+  word at 99.41% of 19,968 real positions either way). `TeacherLabeler`
+  uses it for bfloat16 teachers (the projection is 5% of BERT-Base's work).
 
   Args:
     model: a `modeling.BertPretrainingModel` whose head_compute_dtype is
