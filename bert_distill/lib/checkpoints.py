@@ -322,9 +322,9 @@ def variable_names(checkpoint):
   return sorted(reader.get_variable_to_shape_map())
 
 
-# Values are read by one restore op per chunk of about this many bytes:
-# BERT-Base's 440 MB took 0.64 s read one by one into NumPy and assigned,
-# 0.34 s so (the op's outputs become the variables' values uncopied), and
+# Values are read by one restore op per chunk of about this many bytes: a
+# BERT-Base teacher's load took 0.78 s read variable by variable into NumPy
+# and assigned, 0.26 s so (assigning the op's outputs took 0.01 s of it), and
 # at most a chunk is held twice.
 _RESTORE_CHUNK_BYTES = 256 << 20
 
@@ -352,10 +352,12 @@ def _restore(reader, prefix, names, dtypes):
     return tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=names,
                                 shape_and_slices=[""] * len(names),
                                 dtypes=[dtypes[name] for name in names])
-  except tf.errors.OpError:
+  except tf.errors.OpError as exc:
     for name in names:  # which one, and how it is damaged
       read_tensor(reader, prefix, name)
-    raise
+    # Each reads alone (e.g. the chunk did not fit in memory).
+    raise errors.CheckpointError("%s: cannot read checkpoint: %s" % (
+        prefix, " ".join(exc.message.split())))
 
 
 def load_checkpoint(variables_by_name, checkpoint):
