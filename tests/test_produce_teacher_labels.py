@@ -422,8 +422,9 @@ def test_bfloat16_vocabulary_search_equals_numpy_head(teacher_files):
   """top_k_two_pass (every word's logit from bfloat16 operands, the best
   K + margin again in float32) vs the NumPy head in float64 over the whole
   vocabulary, on the real teacher and hidden states [4, 20, H]: the same
-  top K (up to float32 ties), probabilities within 2e-3. A bfloat16 teacher
-  labels this way."""
+  top K (up to float32 ties), probabilities within 2e-3; with products too
+  large for the bfloat16 search, the float32 projection's exact labels. A
+  bfloat16 teacher labels this way."""
   config, _, checkpoint = teacher_files
   model = modeling.BertPretrainingModel(modeling.BertConfig.from_dict(config),
                                         random_init=False)
@@ -439,9 +440,18 @@ def test_bfloat16_vocabulary_search_equals_numpy_head(teacher_files):
       np_activation(config["hidden_act"]), hidden.astype(np.float64))
   assert probs.shape == indices.shape == (4, 20, K)
   assert_top_k_matches(probs.numpy(), indices.numpy(), reference, atol=2e-3)
+  # Products beyond bfloat16's fine range: the float32 projection, exact.
+  probs, indices = teacher.top_k_two_pass(
+      model, tf.constant(hidden), K,
+      tf.cast(100.0 * model.bert.embedding_table, tf.bfloat16))
+  assert_top_k_matches(probs.numpy(), indices.numpy(), reference, atol=1e-5)
+  vocab_size = config["vocab_size"]
+  assert teacher.two_pass_applies(K, vocab_size)
+  assert not teacher.two_pass_applies(0, vocab_size)
+  assert not teacher.two_pass_applies(vocab_size // 64 - 15, vocab_size)
   labeler = teacher.TeacherLabeler(modeling.BertConfig.from_dict(config),
                                    checkpoint, K, compute_dtype=tf.bfloat16)
-  assert labeler._rough_table.dtype == tf.bfloat16  # pylint: disable=protected-access
+  assert labeler.rough_table.dtype == tf.bfloat16
 
 
 def test_bfloat16_flag_writes_float32_labels(tmp_path, small_input,

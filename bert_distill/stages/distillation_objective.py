@@ -265,7 +265,8 @@ class Distiller(tf.Module):
         teacher.soft_labels(
             self.teacher.model, features["input_ids"], features["input_mask"],
             features["segment_ids"], features["masked_lm_positions"], k,
-            return_internals=self.plan is not None))
+            return_internals=self.plan is not None,
+            rough_table=self.teacher.rough_table))
     return (labels.probs, labels.indices), labels.internals
 
   def __call__(self, features, targets, training=False, dropout_seed=None,

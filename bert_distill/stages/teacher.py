@@ -64,10 +64,19 @@ _WRITE_QUEUE_DEPTH = 2
 
 # A bfloat16 teacher's K labels come from the K + _CANDIDATE_MARGIN words with
 # the highest bfloat16 logits, whose logits are then computed in float32
-# (`top_k_two_pass`). bfloat16 logits of 16-32 are rounded to 1/8: a word
-# outside the rough best K + 16 has at least 16 words within about 0.06 of
-# its logit, so almost the same probability.
+# (`top_k_two_pass`). bfloat16 rounds products below _ROUGH_LIMIT = 32 to
+# within 1/16: a word outside the rough best K + 16 has at least 16 words
+# within 1/8 of its logit, so about the same probability. Batches with larger
+# products take the float32 projection; so do K + 16 above vocab_size / 64
+# (the candidates' float32 embeddings, [B * P, K + 16, H], would outgrow the
+# logits they save).
 _CANDIDATE_MARGIN = 16
+_ROUGH_LIMIT = 32.0
+
+
+def two_pass_applies(truncation_factor, vocab_size):
+  """Whether `top_k_two_pass` serves a bfloat16 teacher with this K."""
+  return 0 < truncation_factor <= vocab_size // 64 - _CANDIDATE_MARGIN
 
 
 def check_truncation_factor(truncation_factor, vocab_size,
@@ -165,17 +174,19 @@ def top_k_two_pass(model, hidden, k, rough_table):
   k + _CANDIDATE_MARGIN highest again in float32 from the float32 word
   embeddings. The labels are the k best of those exact logits; the softmax's
   normaliser sums the candidates' exact terms and every other word's rough
-  one. Against a float64 head on the same hidden states the tests find the
-  same top K and probabilities within 2e-3; a bfloat16 teacher's labels
-  agree with float32 ones as closely as with a float32 projection (top-1
-  word at 99.41% of 19,968 real positions either way). `TeacherLabeler`
-  uses it for bfloat16 teachers (the projection is 5% of BERT-Base's work).
+  one. A batch whose bfloat16 products reach _ROUGH_LIMIT in magnitude
+  takes the float32 projection instead. Against a float64 head on the same
+  hidden states the tests find the same top K and probabilities within
+  2e-3; the test's bfloat16 teacher agreed with float32 labels as closely
+  as with a float32 projection (top-1 word 0.9941, top-10 overlap 0.9936 of
+  19,968 real positions, both ways). `TeacherLabeler` uses it for bfloat16
+  teachers (`two_pass_applies`; the projection is 5% of BERT-Base's work).
 
   Args:
     model: a `modeling.BertPretrainingModel` whose head_compute_dtype is
       float32.
     hidden: the encoder's output at the masked positions, [B, P, H].
-    k: K > 0.
+    k: K > 0, K + _CANDIDATE_MARGIN <= vocab_size.
     rough_table: the word embeddings [V, H] in bfloat16.
 
   Returns:
@@ -183,26 +194,36 @@ def top_k_two_pass(model, hidden, k, rough_table):
   """
   x = model.masked_lm_transform(hidden)
   table, bias = model.bert.embedding_table, model.output_bias
-  rough = tf.matmul(tf.cast(x, rough_table.dtype), rough_table,
-                    transpose_b=True)
-  rough = tf.nn.bias_add(tf.cast(rough, tf.float32), bias)
-  num_candidates = min(k + _CANDIDATE_MARGIN, model.config.vocab_size)
-  _, candidates = tf.math.top_k(rough, k=num_candidates, sorted=False)
-  exact = tf.einsum("nh,nch->nc", x, tf.gather(table, candidates))
-  exact += tf.gather(bias, candidates)
-  peak = tf.reduce_max(exact, axis=-1, keepdims=True)
+  products = tf.cast(tf.matmul(tf.cast(x, rough_table.dtype), rough_table,
+                               transpose_b=True), tf.float32)
 
-  def total(logits):
-    return tf.reduce_sum(tf.exp(logits - peak), axis=-1, keepdims=True)
+  def two_pass():
+    rough = tf.nn.bias_add(products, bias)
+    _, candidates = tf.math.top_k(rough, k=k + _CANDIDATE_MARGIN)
+    exact = tf.einsum("nh,nch->nc", x, tf.gather(table, candidates))
+    exact += tf.gather(bias, candidates)
+    peak = tf.reduce_max(exact, axis=-1, keepdims=True)
 
-  normaliser = (total(rough) - total(tf.gather(rough, candidates,
-                                               batch_dims=1)) +
-                total(exact))
-  log_probs, best = tf.math.top_k(exact - peak - tf.math.log(normaliser),
-                                  k=k, sorted=True)
+    def total(logits):
+      return tf.reduce_sum(tf.exp(logits - peak), axis=-1, keepdims=True)
+
+    normaliser = (total(rough) - total(tf.gather(rough, candidates,
+                                                 batch_dims=1)) +
+                  total(exact))
+    log_probs, best = tf.math.top_k(exact - peak - tf.math.log(normaliser),
+                                    k=k)
+    return tf.exp(log_probs), tf.gather(candidates, best, batch_dims=1)
+
+  def float32_projection():
+    logits = tf.nn.bias_add(tf.matmul(x, table, transpose_b=True), bias)
+    probs, indices = tf.math.top_k(tf.nn.softmax(logits, axis=-1), k=k)
+    return probs, indices
+
+  probs, indices = tf.cond(
+      tf.reduce_max(tf.abs(products)) < _ROUGH_LIMIT,
+      two_pass, float32_projection)
   shape = tf.concat([tf.shape(hidden)[:2], [k]], axis=0)
-  return (tf.reshape(tf.exp(log_probs), shape),
-          tf.reshape(tf.gather(candidates, best, batch_dims=1), shape))
+  return tf.reshape(probs, shape), tf.reshape(indices, shape)
 
 
 def soft_labels(model, input_ids, input_mask, segment_ids,
@@ -220,14 +241,15 @@ def soft_labels(model, input_ids, input_mask, segment_ids,
     truncation_factor: K; 0 for the whole distribution.
     return_internals: also keep the teacher's `modeling.EncoderInternals`
       of the same forward pass (for layer-wise distillation).
-    rough_table: (optional) the word embeddings in bfloat16: with K > 0 and
-      no internals, the top K is found by `top_k_two_pass`.
+    rough_table: (optional) the word embeddings in bfloat16: without
+      internals and where `two_pass_applies`, the top K is found by
+      `top_k_two_pass`.
 
   Returns:
     `SoftLabels`.
   """
-  if rough_table is not None and truncation_factor > 0 and (
-      not return_internals):
+  if rough_table is not None and not return_internals and two_pass_applies(
+      truncation_factor, model.config.vocab_size):
     encoder = model.bert(input_ids, input_mask, segment_ids, training=False,
                          output_positions=masked_lm_positions)
     probs, indices = top_k_two_pass(model, encoder.sequence_output,
@@ -296,10 +318,12 @@ class TeacherLabeler(tf.Module):
         head_compute_dtype=tf.float32, random_init=False)
     load_teacher_checkpoint(self.model, checkpoint, flag_name)
     self.model.bert.freeze_kernels()
-    # A bfloat16 teacher searches its top K in bfloat16 (`top_k_two_pass`).
-    self._rough_table = None
-    if self.compute_dtype == tf.bfloat16 and truncation_factor > 0:
-      self._rough_table = tf.Variable(
+    # A bfloat16 teacher searches its top K in bfloat16 (`top_k_two_pass`):
+    # this is the table for that search (None: no such search).
+    self.rough_table = None
+    if self.compute_dtype == tf.bfloat16 and two_pass_applies(
+        truncation_factor, config.vocab_size):
+      self.rough_table = tf.Variable(
           tf.cast(self.model.bert.embedding_table, tf.bfloat16),
           trainable=False, name="rough_word_embeddings")
     self._label = tf.function(self._label_batch, jit_compile=use_xla,
@@ -309,7 +333,7 @@ class TeacherLabeler(tf.Module):
                    masked_lm_positions):
     labels = soft_labels(self.model, input_ids, input_mask, segment_ids,
                          masked_lm_positions, self.truncation_factor,
-                         rough_table=self._rough_table)
+                         rough_table=self.rough_table)
     return labels.probs, labels.indices
 
   def __call__(self, features):
