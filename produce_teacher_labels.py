@@ -107,9 +107,10 @@ flags.DEFINE_bool(
 
 flags.DEFINE_enum(
     "compute_dtype", "float32", ["float32", "bfloat16"],
-    "The teacher's compute type. bfloat16 runs the encoder and the search "
-    "of the vocabulary in bfloat16 (the best words' logits, softmax and "
-    "top-K in float32; the labels are written as float32 either way): "
+    "The teacher's compute type. bfloat16 runs the encoder (and, with "
+    "K > 0, the search of the vocabulary) in bfloat16 (the best words' "
+    "logits, softmax and top-K in float32; the labels are written as "
+    "float32 either way): "
     "faster on hardware with "
     "bfloat16 units (CPUs with AVX512-BF16 or AMX, NVIDIA GPUs since A100), "
     "slower elsewhere. Its labels match float32's closely (README, stage IV).")
