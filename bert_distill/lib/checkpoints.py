@@ -346,7 +346,9 @@ def _restore(reader, prefix, names, dtypes):
   """The values (tensors) of variables `names` of checkpoint `prefix`.
 
   Raises:
-    errors.CheckpointError: as `read_tensor`, naming the damaged variable.
+    errors.CheckpointError: as `read_tensor`, naming the damaged variable;
+      or, when each variable reads alone but not the chunk, with the
+      restore's message.
   """
   try:
     return tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=names,
